@@ -1,0 +1,12 @@
+"""Phoenix vLLM spec suite: `pytest specs/ --ctid 921` builds the system and reports on it.
+
+The glue is thin: each fixtures/ module is a pytest plugin (options, config, target,
+provisioning layers, reporting); everything that does work lives in provisioners/ and reports/.
+"""
+pytest_plugins = [
+    "fixtures.options",
+    "fixtures.config",
+    "fixtures.target",
+    "fixtures.provisioning",
+    "fixtures.reporting",
+]

@@ -1,0 +1,133 @@
+"""Steps converge one piece of state: check, apply if needed, check again (DESIGN: Contracts).
+
+`check()` reads and changes nothing. `apply()` makes the change. `converge()` records a
+StepResult in the run's Ledger. `changed` means the observed state before differs from
+the observed state after -- not "a command ran" (STYLE rule 5). In audit mode only
+check() runs and an unsatisfied step is recorded as drift.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from provisioners.errors import ProvisionError
+from provisioners.progress import emit
+from provisioners.secrets import redact_obj
+
+
+@dataclass
+class Observed:
+    """What check() saw. `state` is small and JSON-able; `reason` explains a mismatch or a match."""
+
+    satisfied: bool
+    state: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+
+
+@dataclass
+class StepResult:
+    name: str
+    status: str               # "unchanged" | "changed" | "drift" (audit) | "failed"
+    changed: bool
+    before: dict[str, Any]
+    after: dict[str, Any]
+    duration: float
+    note: str = ""
+    log: str | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return redact_obj(asdict(self))
+
+
+class Step(ABC):
+    """A unit of desired state. Desired values go to the constructor (STYLE rule 5)."""
+
+    name: str = "step"
+    log_path: str | None = None
+
+    @abstractmethod
+    def check(self, target) -> Observed:
+        """Observe; never change anything."""
+
+    @abstractmethod
+    def apply(self, target, observed: Observed) -> None:
+        """Make the change that check() found missing. Raise ProvisionError when it cannot."""
+
+    def converge(self, target, *, audit: bool = False, ledger: Ledger | None = None) -> StepResult:
+        start = time.monotonic()
+        before = self.check(target)
+        if before.satisfied:
+            result = StepResult(self.name, "unchanged", False, before.state, before.state,
+                                time.monotonic() - start, note=before.reason or "already in the desired state",
+                                log=self.log_path)
+        elif audit:
+            result = StepResult(self.name, "drift", False, before.state, before.state,
+                                time.monotonic() - start, note=f"audit: would change ({before.reason})",
+                                log=self.log_path)
+        else:
+            emit(f"{self.name}: converging ({before.reason or 'not in the desired state'})")
+            try:
+                self.apply(target, before)
+                after = self.check(target)
+            except ProvisionError as exc:
+                exc.step = exc.step or self.name
+                exc.log_path = exc.log_path or self.log_path
+                if ledger is not None:
+                    ledger.record(StepResult(self.name, "failed", False, before.state, {},
+                                             time.monotonic() - start, note=before.reason,
+                                             log=exc.log_path, error=str(exc)))
+                raise
+            if not after.satisfied:
+                err = ProvisionError(f"still not converged after apply: {after.reason}",
+                                     step=self.name, log_path=self.log_path)
+                if ledger is not None:
+                    ledger.record(StepResult(self.name, "failed", False, before.state, after.state,
+                                             time.monotonic() - start, note=after.reason,
+                                             log=self.log_path, error=str(err)))
+                raise err
+            changed = after.state != before.state
+            result = StepResult(self.name, "changed" if changed else "unchanged", changed,
+                                before.state, after.state, time.monotonic() - start,
+                                note=before.reason, log=self.log_path)
+        if ledger is not None:
+            ledger.record(result)
+        emit(f"{self.name}: {result.status} ({result.duration:.1f}s)")
+        return result
+
+
+class Ledger:
+    """What happened in this run, in order. Written as JSON next to the reports.
+
+    The ledger records; it is never read back as truth (STYLE rule 6).
+    `pass_no` counts converge passes: pass 2 is the idempotence check.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = Path(path) if path else None
+        self.results: list[tuple[int, StepResult]] = []
+        self.pass_no = 1
+        self._lock = threading.Lock()
+
+    def record(self, result: StepResult) -> None:
+        with self._lock:
+            self.results.append((self.pass_no, result))
+            self.write()
+
+    def of_pass(self, pass_no: int) -> list[StepResult]:
+        return [r for p, r in self.results if p == pass_no]
+
+    def write(self) -> None:
+        if not self.path:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = [{"pass": p, **r.to_json()} for p, r in self.results]
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2, default=str))
+        tmp.replace(self.path)

@@ -1,0 +1,310 @@
+"""The Phoenix config (`phoenix_lxc_configs.json`) and the profiles, validated with pydantic.
+
+pydantic gives us JSON-path-precise errors for unknown keys and wrong types for free;
+hand-written validation would be longer and less exact. Every error names its path,
+e.g. `lxc_configs.921.vllm_engine_config.ParallelConfig.tensor_parallel_size`.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from provisioners.engine_config import EngineConfig
+from provisioners.errors import ConfigError
+
+LEGACY_KEYS = {
+    "vllm_parameters": "replaced by the structured `vllm_engine_config` object (seed 003 section 4)",
+    "vllm_args": "replaced by `vllm_engine_config` (use its sections, or `extra_args` for a raw flag)",
+    "vllm_model": "moved to `vllm_engine_config.ModelConfig.model` (seed 003 section 4)",
+}
+_MAC = re.compile(r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NetworkConfig(_Model):
+    name: str = "eth0"
+    bridge: str = "vmbr0"
+    ip: ipaddress.IPv4Interface
+    gw: ipaddress.IPv4Address
+
+    @model_validator(mode="after")
+    def _gateway_in_subnet(self):
+        if self.gw not in self.ip.network:
+            raise ValueError(f"gateway {self.gw} is not in {self.ip.network}")
+        return self
+
+
+class ContainerConfig(_Model):
+    name: str
+    managed: bool = Field(default=False, description="the suite may change this container; everything else is read-only")
+    role: Literal["template", "service", "workload"] = "service"
+    clone_from_ctid: str | None = None
+    template: str | None = Field(default=None, description="OS template for `pct create` when not cloned")
+    cores: int = Field(ge=1, le=512)
+    memory_mb: int = Field(ge=256)
+    swap_mb: int = Field(default=0, ge=0)
+    storage_pool: str = "local-lvm"
+    storage_size_gb: int = Field(ge=4)
+    network_config: NetworkConfig
+    mac_address: str
+    unprivileged: bool = True
+    nesting: bool = False
+    features: list[Literal["base", "nvidia", "vllm", "docker", "ollama"]] = []
+    gpu_assignment: str = Field(default="none", description='"none" or a comma list of host GPU indexes, e.g. "0,1"')
+    application_script: str | None = None
+    vllm_venv: str = "/opt/vllm"
+    vllm_engine_config: EngineConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_keys(cls, data: Any):
+        if isinstance(data, dict):
+            for key, why in LEGACY_KEYS.items():
+                if key in data:
+                    raise ValueError(f"legacy key `{key}` is not accepted: {why}")
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _hostname(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("must be a valid hostname: letters, digits and '-', at most 63 characters")
+        return v
+
+    @field_validator("mac_address")
+    @classmethod
+    def _mac(cls, v: str) -> str:
+        if not _MAC.match(v):
+            raise ValueError(f"{v!r} is not a MAC address like 52:54:00:12:34:56")
+        return v.upper()
+
+    @field_validator("gpu_assignment")
+    @classmethod
+    def _gpus(cls, v: str) -> str:
+        if v != "none" and not re.fullmatch(r"\d+(,\d+)*", v):
+            raise ValueError('must be "none" or a comma list of GPU indexes like "0,1"')
+        return v
+
+    @property
+    def gpus(self) -> list[int]:
+        return [] if self.gpu_assignment == "none" else [int(x) for x in self.gpu_assignment.split(",")]
+
+    @model_validator(mode="after")
+    def _parallel_fits_gpus(self):
+        ec = self.vllm_engine_config
+        if ec and "nvidia" in self.features and ec.gpus_needed > len(self.gpus):
+            raise ValueError(
+                f"vllm_engine_config.ParallelConfig needs {ec.gpus_needed} GPUs "
+                f"(tensor_parallel_size x pipeline_parallel_size) but gpu_assignment gives {len(self.gpus)}")
+        if "vllm" in self.features and ec is None:
+            raise ValueError("feature `vllm` needs a `vllm_engine_config`")
+        return self
+
+
+class TlsConfig(_Model):
+    """Step-CA: either an existing CA at the site, or a CA bootstrapped locally (CI, laptops)."""
+
+    mode: Literal["bootstrap", "existing", "off"] = "bootstrap"
+    ca_url: str | None = None
+    root_fingerprint: str | None = None
+    provisioner: str = "phoenix@example.com"
+    provisioner_key_file: str | None = Field(default=None, description="JWK provisioner key (a secret), existing CA only")
+    ca_dir: str = "/var/lib/phoenix/step-ca"
+    ca_port: int = Field(default=9443, ge=1, le=65535)
+    cert_dir: str = "/etc/vllm/tls"
+    cert_lifetime_hours: int = Field(default=24, ge=1)
+    extra_sans: list[str] = []
+
+    @model_validator(mode="after")
+    def _existing_needs_url(self):
+        if self.mode == "existing":
+            missing = [k for k in ("ca_url", "root_fingerprint", "provisioner_key_file") if not getattr(self, k)]
+            if missing:
+                raise ValueError(f"mode `existing` needs {', '.join(missing)}")
+        return self
+
+
+class PhoenixConfig(_Model):
+    version: Literal[1] = 1
+    default_ctid: str
+    tls: TlsConfig = TlsConfig()
+    lxc_configs: dict[str, ContainerConfig]
+
+    @field_validator("lxc_configs")
+    @classmethod
+    def _ctids_numeric(cls, v: dict[str, ContainerConfig]):
+        for ctid in v:
+            if not ctid.isdigit() or not 100 <= int(ctid) <= 999_999_999:
+                raise ValueError(f"container id {ctid!r} must be a number >= 100 (Proxmox CTID)")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self):
+        errors: list[str] = []
+        seen_ip: dict[str, str] = {}
+        seen_mac: dict[str, str] = {}
+        for ctid, ct in self.lxc_configs.items():
+            ip = str(ct.network_config.ip.ip)
+            if ip in seen_ip:
+                errors.append(f"lxc_configs.{ctid}.network_config.ip: {ip} is already used by container {seen_ip[ip]}")
+            seen_ip.setdefault(ip, ctid)
+            if ct.mac_address in seen_mac:
+                errors.append(f"lxc_configs.{ctid}.mac_address: {ct.mac_address} is already used by container {seen_mac[ct.mac_address]}")
+            seen_mac.setdefault(ct.mac_address, ctid)
+            if ct.clone_from_ctid and ct.clone_from_ctid not in self.lxc_configs:
+                errors.append(f"lxc_configs.{ctid}.clone_from_ctid: {ct.clone_from_ctid} is not a container of this config")
+        if self.default_ctid not in self.lxc_configs:
+            errors.append(f"default_ctid: {self.default_ctid} is not in lxc_configs")
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+    def container(self, ctid: str | int) -> ContainerConfig:
+        ctid = str(ctid)
+        if ctid not in self.lxc_configs:
+            raise ConfigError(f"--ctid {ctid}: no such container in the config (have {', '.join(self.lxc_configs)})")
+        return self.lxc_configs[ctid]
+
+    @property
+    def protected_ctids(self) -> list[str]:
+        return [c for c, ct in self.lxc_configs.items() if not ct.managed]
+
+
+# ---------------------------------------------------------------------------------- profiles
+class TorchExpect(_Model):
+    spec: str = Field(description="pip requirement, e.g. torch==2.13.0 or torch (nightly)")
+    index_url: str | None = None
+    pre: bool = False
+    expect_cuda: str | None = Field(default=None, description='torch.version.cuda, e.g. "12.8"; None = CPU build')
+    min_version: str = "0"
+    nightly: bool = False
+
+
+class VllmSource(_Model):
+    repo_url: str = "https://github.com/vllm-project/vllm.git"
+    repo_dir: str = "/opt/vllm_repo"
+    commit: str | None = Field(default=None, description="VLLM_COMMIT_HASH: empty = main (phase 1), set = pinned (phase 2)")
+    sdist: str | None = Field(default=None, description="release sdist instead of git (air-gapped hosts)")
+    target_device: Literal["cuda", "cpu"] = "cuda"
+    max_jobs: int | None = None
+    gb_per_job: float = 4.0
+
+
+class VllmExpect(_Model):
+    strategy: Literal["wheel", "source"] = "wheel"
+    package: str = "vllm"
+    version: str
+    fallback: Literal["source", "none"] = "source"
+    source: VllmSource = VllmSource()
+
+
+class FlashInferExpect(_Model):
+    enabled: bool = False
+    repo_url: str = "https://github.com/flashinfer-ai/flashinfer.git"
+    repo_dir: str = "/opt/flashinfer"
+    tag: str = "v0.3.1"
+    fallback_tag: str = "v0.3.0"
+    sampler: bool = True
+
+
+class ModelProvision(_Model):
+    kind: Literal["tiny-llama", "dummy-config", "hub"] = "tiny-llama"
+    path: str
+    architecture: dict[str, Any] = {}
+
+
+class ServiceExpect(_Model):
+    env: dict[str, str] = {}
+    startup_timeout_s: float = Field(default=300, gt=0)
+    unit: str = "vllm_model_server.service"
+
+
+class BenchmarkExpect(_Model):
+    num_prompts: int = Field(default=20, ge=1)
+    input_len: int = Field(default=32, ge=1)
+    output_len: int = Field(default=32, ge=1)
+    max_concurrency: int | None = Field(default=None, ge=1)
+    top_p: float | None = None
+    top_k: int | None = None
+    repeats: int = Field(default=1, ge=1)
+
+
+class Thresholds(_Model):
+    fp8_gain_pct: float = 0.0
+    sampler_gain_pct: float = 20.0
+
+
+class Profile(_Model):
+    name: Literal["gpu-blackwell", "gpu-hopper", "cpu"]
+    description: str = ""
+    gpu_arch: str | None = Field(default=None, description='compute capability, e.g. "12.0"; None = no GPU')
+    torch_cuda_arch_list: str | None = None
+    python: str = "python3"
+    apt_packages: list[str] = []
+    torch: TorchExpect
+    vllm: VllmExpect
+    flashinfer: FlashInferExpect = FlashInferExpect()
+    model: ModelProvision
+    engine_overrides: dict[str, Any] = {}
+    service: ServiceExpect = ServiceExpect()
+    benchmark: BenchmarkExpect = BenchmarkExpect()
+    thresholds: Thresholds = Thresholds()
+    build_env: dict[str, str] = {}
+
+
+# ------------------------------------------------------------------------------- loading
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"  {path}: {msg}")
+    return f"{source}: {len(lines)} error(s)\n" + "\n".join(lines)
+
+
+def _read(path: Path) -> Any:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot read ({exc.strerror})") from None
+    try:
+        return yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+
+
+def load_config(path: str | Path) -> PhoenixConfig:
+    path = Path(path)
+    data = _read(path)
+    try:
+        return PhoenixConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(path))) from None
+
+
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "config" / "profiles"
+
+
+def load_profile(name: str, directory: Path = PROFILES_DIR) -> Profile:
+    path = directory / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in directory.glob("*.yaml"))
+        raise ConfigError(f"--profile {name!r}: unknown profile (known: {', '.join(known)})")
+    try:
+        return Profile.model_validate(_read(path))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(path))) from None

@@ -1,0 +1,53 @@
+"""One root for everything that goes wrong while provisioning (STYLE rule 8)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def tail(text: str, lines: int = 25) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+class ProvisionError(Exception):
+    """A step could not converge. Carries the evidence an operator needs."""
+
+    def __init__(self, message: str, *, argv: Sequence[str] | None = None, rc: int | None = None,
+                 stderr: str = "", log_path: str | None = None, step: str | None = None):
+        self.message = message
+        self.argv = list(argv) if argv else None
+        self.rc = rc
+        self.stderr_tail = tail(stderr) if stderr else ""
+        self.log_path = log_path
+        self.step = step
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        from provisioners.secrets import redact  # late: avoids an import cycle
+
+        parts = [f"[{self.step}] {self.message}" if self.step else self.message]
+        if self.argv:
+            import shlex
+            parts.append(f"command: {shlex.join(self.argv)}")
+        if self.rc is not None:
+            parts.append(f"exit code: {self.rc}")
+        if self.log_path:
+            parts.append(f"full log: {self.log_path}")
+        if self.stderr_tail:
+            parts.append("output tail:\n" + self.stderr_tail)
+        return redact("\n".join(parts))
+
+
+class CommandFailed(ProvisionError):
+    """A command a step needed exited non-zero (or timed out)."""
+
+
+class FactError(ProvisionError):
+    """A fact could not be read or parsed."""
+
+
+class ConfigError(ProvisionError, ValueError):
+    """Bad input: config file, profile or command-line option. Names the field."""
+
+
+class RefusedTarget(ProvisionError, PermissionError):
+    """The suite was asked to act on something the config does not own."""

@@ -1,0 +1,93 @@
+"""Settings: every option of one run, resolved once into a frozen object. Nothing reads argv later."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from provisioners.backends import parse_target
+from provisioners.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PROFILE_NAMES = ("gpu-blackwell", "gpu-hopper", "cpu")
+DEFAULT_CONFIG = "config/phoenix_lxc_configs.json"
+
+
+@dataclass(frozen=True)
+class Settings:
+    target_url: str
+    ctid: str | None            # the config entry in use (None: the config's default_ctid)
+    config_path: Path
+    profile: str
+    profile_reason: str          # "--profile" or how auto-detection decided
+    audit: bool
+    wheelhouse: Path | None
+    out_dir: Path
+    run_id: str
+
+    @property
+    def target_scheme(self) -> str:
+        return parse_target(self.target_url)[0]
+
+    @property
+    def log_dir(self) -> Path:
+        return self.out_dir / "logs"
+
+
+def detect_profile(nvidia_smi: str | None = None) -> tuple[str, str]:
+    """`cpu` when no NVIDIA GPU is visible; else by compute capability (12.x Blackwell, 9.x Hopper)."""
+    exe = nvidia_smi or shutil.which("nvidia-smi")
+    if not exe:
+        return "cpu", "auto: no nvidia-smi on this machine, so no NVIDIA GPU is visible"
+    try:
+        out = subprocess.run([exe, "--query-gpu=compute_cap", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return "cpu", f"auto: nvidia-smi did not answer ({exc}), so no GPU is used"
+    caps = [c.strip() for c in out.stdout.splitlines() if re.fullmatch(r"\d+\.\d+", c.strip())]
+    if out.returncode != 0 or not caps:
+        return "cpu", "auto: nvidia-smi lists no GPU"
+    major = caps[0].split(".")[0]
+    if major == "12":
+        return "gpu-blackwell", f"auto: GPU compute capability {caps[0]} (Blackwell)"
+    if major == "9":
+        return "gpu-hopper", f"auto: GPU compute capability {caps[0]} (Hopper)"
+    raise ConfigError(f"--profile: auto-detection found compute capability {caps[0]}, which no profile "
+                      f"covers; pass --profile {{{','.join(PROFILE_NAMES)}}}")
+
+
+def build_settings(*, ctid: str | None, target: str | None, config: str | None, profile: str | None,
+                   audit: bool, wheelhouse: str | None, out_dir: str | None, rootdir: Path = REPO_ROOT) -> Settings:
+    """Turn raw option values into Settings, raising ConfigError with one clear line on bad input."""
+    if ctid is not None and not re.fullmatch(r"\d{3,9}", str(ctid)):
+        raise ConfigError(f"--ctid {ctid!r}: must be a numeric container id such as 921")
+    if ctid is not None and target and not target.startswith(("pct://", "lxc://")):
+        raise ConfigError(f"--ctid {ctid} means --target pct://{ctid}; it cannot be combined with --target {target}")
+    if target:
+        parse_target(target)
+    target_url = target or (f"pct://{ctid}" if ctid is not None else "local://")
+    if target_url.startswith("pct://") and ctid is None:
+        ctid = parse_target(target_url)[1].split("@")[0]
+    config_path = Path(config or DEFAULT_CONFIG)
+    if not config_path.is_absolute():
+        config_path = (Path.cwd() / config_path) if (Path.cwd() / config_path).exists() else rootdir / config_path
+    if not config_path.exists():
+        raise ConfigError(f"--config {config_path}: file not found")
+    if profile:
+        if profile not in PROFILE_NAMES:
+            raise ConfigError(f"--profile {profile!r}: choose one of {', '.join(PROFILE_NAMES)}")
+        prof, reason = profile, "--profile"
+    else:
+        prof, reason = detect_profile()
+    wh = None
+    if wheelhouse:
+        wh = Path(wheelhouse).resolve()
+        if not wh.is_dir():
+            raise ConfigError(f"--wheelhouse {wheelhouse}: not a directory")
+    out = Path(out_dir) if out_dir else rootdir / "reports" / "out"
+    return Settings(target_url=target_url, ctid=str(ctid) if ctid is not None else None,
+                    config_path=config_path.resolve(), profile=prof, profile_reason=reason, audit=audit,
+                    wheelhouse=wh, out_dir=out.resolve(), run_id=time.strftime("%Y%m%dT%H%M%S"))

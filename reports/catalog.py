@@ -1,0 +1,72 @@
+"""The requirement catalog (specs/requirements.yaml): load, look up, decide applicability."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+CATALOG_PATH = Path(__file__).resolve().parent.parent / "specs" / "requirements.yaml"
+SEED_DIR_HINT = "../shared/seeds"
+
+
+@dataclass(frozen=True)
+class Requirement:
+    id: str
+    doc: str
+    section: str
+    text: str
+    kind: str
+    layer: str
+    profiles: tuple[str, ...]
+    targets: tuple[str, ...]
+    verify: str = ""
+    honoured_by: str = ""
+    quote: str = ""
+    superseded_by: str | None = None
+    specs: tuple[str, ...] = field(default_factory=tuple)
+
+    def applies(self, profile: str, target_scheme: str) -> tuple[bool, str]:
+        if profile not in self.profiles:
+            return False, f"{self.id} applies to profile {', '.join(self.profiles)}; active profile is {profile}"
+        if target_scheme not in self.targets:
+            return False, f"{self.id} applies to target {', '.join(self.targets)}; active target is {target_scheme}://"
+        return True, ""
+
+
+@dataclass
+class Catalog:
+    documents: dict[str, dict]
+    layers: list[str]
+    requirements: dict[str, Requirement]
+    raw: dict
+
+    def get(self, rid: str) -> Requirement | None:
+        return self.requirements.get(rid)
+
+    def document_title(self, doc: str) -> str:
+        d = self.documents.get(doc, {})
+        return f"{doc} {d.get('title', '')}".strip()
+
+    def source_link(self, req: Requirement) -> str:
+        d = self.documents.get(req.doc, {})
+        return f"{SEED_DIR_HINT}/{d.get('file', req.doc)}#{req.section}"
+
+
+def load_catalog(path: Path = CATALOG_PATH) -> Catalog:
+    return _load(str(path))
+
+
+@lru_cache(maxsize=4)
+def _load(path: str) -> Catalog:
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    reqs = {}
+    for r in data.get("requirements", []):
+        src = r.get("source", {})
+        reqs[r["id"]] = Requirement(
+            id=r["id"], doc=str(src.get("doc", "")), section=str(src.get("section", "")), text=r.get("text", ""),
+            kind=r.get("kind", "requirement"), layer=r.get("layer", ""), profiles=tuple(r.get("profiles", [])),
+            targets=tuple(r.get("targets", [])), verify=r.get("verify", ""), honoured_by=r.get("honoured_by", ""),
+            quote=src.get("quote", ""), superseded_by=r.get("superseded_by"), specs=tuple(r.get("specs") or ()))
+    return Catalog(documents=data.get("documents", {}), layers=data.get("layers", []), requirements=reqs, raw=data)
