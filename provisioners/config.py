@@ -250,6 +250,7 @@ class Profile(_Model):
     gpu_arch: str | None = Field(default=None, description='compute capability, e.g. "12.0"; None = no GPU')
     torch_cuda_arch_list: str | None = None
     python: str = "python3"
+    venv_system_site_packages: bool = Field(default=False, description="let the venv see the system's torch (GPU hosts with a preinstalled torch)")
     apt_packages: list[str] = []
     torch: TorchExpect
     vllm: VllmExpect

@@ -1,0 +1,37 @@
+# Phoenix vLLM spec suite. Quick start: `make specs` (build + verify on the embedded default), `make test`.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+PYTEST  := $(BIN)/python -m pytest
+OUT     := reports/out
+ALLURE  := reports/allure-results
+SPECS_ARGS ?=
+
+.PHONY: venv specs audit test test-unit test-real catalog report gate clean
+
+$(BIN)/python: requirements.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $(BIN)/python
+
+venv: $(BIN)/python
+
+## The main job: build and verify on the embedded default (local target, cpu profile, tiny model, real vLLM).
+specs: venv
+	$(PYTEST) specs/ -p no:randomly --alluredir=$(ALLURE) --junitxml=$(OUT)/junit-specs.xml $(SPECS_ARGS)
+
+## Check only: change nothing, report drift.
+audit: venv
+	$(PYTEST) specs/ --audit --alluredir=$(ALLURE) $(SPECS_ARGS)
+
+## The suite's own tests (unit + real local parts).
+test: venv
+	$(PYTEST) tests/ --junitxml=$(OUT)/junit-tests.xml
+
+## Fill the catalog's `specs:` lists from the @pytest.mark.req markers.
+catalog: venv
+	$(BIN)/python -m reports.sync_catalog
+
+clean:
+	rm -rf $(OUT) $(ALLURE) reports/allure-report

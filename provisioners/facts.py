@@ -1,0 +1,106 @@
+"""Facts read the target and change nothing: one command, one parser, a default (STYLE rule 4).
+
+Parsers are pure, so they are tested from canned output with no host.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from provisioners.errors import FactError
+
+_PY_JSON = "import json,sys\n"
+
+
+@dataclass
+class Fact:
+    default: ClassVar[Any] = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def parse(self, stdout: str) -> Any:
+        return stdout.strip()
+
+    def read(self, target, *, timeout: float = 120):
+        r = target.run(self.command(), timeout=timeout)
+        if r.failed:
+            return self.default
+        try:
+            return self.parse(r.stdout)
+        except (ValueError, KeyError) as exc:
+            raise FactError(f"{type(self).__name__}: cannot parse output ({exc})", argv=r.argv, rc=r.rc,
+                            stderr=r.stdout + r.stderr) from None
+
+
+@dataclass
+class PythonInfo(Fact):
+    """sys.version_info and prefix of an interpreter; None when it does not run."""
+
+    python: str
+
+    def command(self):
+        return [self.python, "-c", _PY_JSON + "print(json.dumps({'version': '%d.%d.%d' % sys.version_info[:3], "
+                                               "'prefix': sys.prefix, 'base_prefix': sys.base_prefix}))"]
+
+    def parse(self, stdout):
+        return json.loads(stdout.strip().splitlines()[-1])
+
+
+@dataclass
+class DistVersions(Fact):
+    """{dist name: version} for installed distributions (importlib.metadata, no import of the package)."""
+
+    python: str
+    names: tuple[str, ...]
+    default: ClassVar[Any] = {}
+
+    def command(self):
+        return [self.python, "-c", _PY_JSON + "import importlib.metadata as m\nout={}\n"
+                "for n in sys.argv[1:]:\n try: out[n]=m.version(n)\n except m.PackageNotFoundError: out[n]=None\n"
+                "print(json.dumps(out))", *self.names]
+
+    def parse(self, stdout):
+        return json.loads(stdout.strip().splitlines()[-1])
+
+
+@dataclass
+class TorchInfo(Fact):
+    """torch.__version__, torch.version.cuda, the arch list it was built for, and the GPU capability."""
+
+    python: str
+
+    def command(self):
+        return [self.python, "-c", _PY_JSON + "import torch\n"
+                "cap=None\ntry:\n if torch.cuda.is_available(): cap='%d.%d' % torch.cuda.get_device_capability()\n"
+                "except Exception: pass\n"
+                "archs=[]\ntry: archs=torch.cuda.get_arch_list()\nexcept Exception: pass\n"
+                "print(json.dumps({'version': torch.__version__, 'cuda': torch.version.cuda, "
+                "'cuda_available': torch.cuda.is_available(), 'capability': cap, 'arch_list': archs}))"]
+
+    def parse(self, stdout):
+        return json.loads(stdout.strip().splitlines()[-1])
+
+
+@dataclass
+class HasSystemd(Fact):
+    """True when systemd is PID 1 on the target (testinfra's check: /run/systemd/system is a directory)."""
+
+    default: ClassVar[Any] = False
+
+    def command(self):
+        return ["test", "-d", "/run/systemd/system"]
+
+    def read(self, target, *, timeout: float = 30):
+        return target.run(self.command(), timeout=timeout).succeeded
+
+
+def version_tuple(v: str) -> tuple[int, ...]:
+    """'2.9.0.dev20250901+cu128' -> (2, 9, 0): the release part, ignoring pre/dev/local parts."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(v).release
+    except InvalidVersion:
+        return ()

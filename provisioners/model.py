@@ -1,0 +1,45 @@
+"""Model layer: a model directory generated on the target (no model hub here).
+
+`tiny-llama`: random weights + a locally trained tokenizer + a chat template; vLLM's real
+loading code reads it. `dummy-config`: only a real architecture's config + tokenizer, for
+`--load-format dummy` (the GPU benchmark). `hub`: the model id is passed to vLLM as is.
+"""
+from __future__ import annotations
+
+import json
+import posixpath
+
+from provisioners.base import Observed, Step
+from provisioners.layout import Layout
+from provisioners.scripts import read as read_script
+
+NEEDED = {"tiny-llama": ("config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors"),
+          "dummy-config": ("config.json", "tokenizer.json", "tokenizer_config.json")}
+
+
+class ModelDir(Step):
+    name = "model"
+
+    def __init__(self, layout: Layout, kind: str, path: str, log_path: str | None = None):
+        self.layout, self.kind, self.path, self.log_path = layout, kind, path, log_path
+
+    def check(self, target) -> Observed:
+        if self.kind == "hub":
+            return Observed(True, {"model": self.path, "kind": "hub"}, "hub model: vLLM fetches it at start")
+        marker = target.read_text(posixpath.join(self.path, "phoenix_model.json"))
+        missing = [f for f in NEEDED[self.kind] if not target.exists(posixpath.join(self.path, f))]
+        state = {"path": self.path, "kind": self.kind, "missing": missing}
+        if marker is None or missing:
+            return Observed(False, state, f"model dir {self.path} incomplete (missing {missing or ['marker']})")
+        made = json.loads(marker)
+        state["shape"] = made.get("shape", {})
+        if made.get("kind") != self.kind:
+            return Observed(False, state, f"model dir holds a {made.get('kind')} model, want {self.kind}")
+        return Observed(True, state, f"{self.kind} model at {self.path}")
+
+    def apply(self, target, observed: Observed) -> None:
+        script = posixpath.join(self.layout.state_dir, "make_model.py")
+        target.put(script, read_script("make_model.py"))
+        target.must([self.layout.python, script, self.kind, self.path], step=self.name,
+                    what=f"could not generate the {self.kind} model", log_path=self.log_path,
+                    progress=f"{self.name}: generating {self.kind}", env={"HF_HUB_OFFLINE": "1"}, timeout=900)

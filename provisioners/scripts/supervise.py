@@ -1,0 +1,61 @@
+"""A tiny process supervisor for targets without systemd, driven by the same unit model.
+
+Reads SPEC (JSON: argv, env, restart, restart_sec, log) and runs argv with exactly that
+environment, restarting it when it exits non-zero (systemd Restart=on-failure). Writes
+its own pid to SPEC.supervisor.pid and the child's to SPEC.child.pid. SIGTERM stops the
+child (terminate, wait 10 s, kill) and exits. Usage: supervise.py SPEC
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+spec_path = sys.argv[1]
+spec = json.load(open(spec_path))
+base = spec_path.rsplit(".json", 1)[0]
+stopping = False
+child = None
+
+
+def write(path, text):
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
+def stop(signum, frame):
+    global stopping
+    stopping = True
+    if child and child.poll() is None:
+        child.terminate()
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+signal.signal(signal.SIGTERM, stop)
+signal.signal(signal.SIGINT, stop)
+write(base + ".supervisor.pid", str(os.getpid()))
+restarts = 0
+while not stopping:
+    log = open(spec["log"], "ab", buffering=0)
+    log.write(f"-- phoenix-supervise: starting (restart #{restarts}) {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
+    child = subprocess.Popen(spec["argv"], env=spec["env"], stdout=log, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, cwd=spec.get("cwd") or "/", start_new_session=True)
+    write(base + ".child.pid", str(child.pid))
+    rc = child.wait()
+    log.write(f"-- phoenix-supervise: exited rc={rc} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
+    log.close()
+    if stopping or rc == 0 or spec.get("restart", "on-failure") == "no":
+        break
+    restarts += 1
+    write(base + ".restarts", str(restarts))
+    time.sleep(float(spec.get("restart_sec", 5)))
+for suffix in (".child.pid", ".supervisor.pid"):
+    try:
+        os.unlink(base + suffix)
+    except FileNotFoundError:
+        pass

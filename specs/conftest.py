@@ -1,0 +1,25 @@
+"""Spec-only helpers. Specs assert facts read from the real target; they never provision."""
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+
+def expect_ok(result, what: str):
+    """Assert a CommandResult succeeded, with the whole result in the message."""
+    __tracebackhide__ = True
+    assert result.succeeded, f"{what}: {result!r}"
+    return result
+
+
+def sha256_on(target, path: str) -> str | None:
+    data = target.get(path)
+    return hashlib.sha256(data).hexdigest() if data is not None else None
+
+
+@pytest.fixture(scope="session")
+def baseline(target, settings):
+    """Facts recorded before any layer converges, for "unchanged by the run" specs."""
+    paths = ["/etc/environment", "/usr/local/phoenix_hypervisor/bin/phoenix_hypervisor_lxc_vllm.sh"]
+    return {p: sha256_on(target, p) for p in paths}
