@@ -227,6 +227,17 @@ class SupervisedService(_ServiceStep):
     def restart(self, target) -> None:
         self.apply(target, self.check(target))
 
+    def status(self, target) -> dict:
+        """The service manager's view: manager, active, main_pid, restarts, since."""
+        child = self._pid(target, "child")
+        restarts = (target.read_text(self.base + ".restarts") or "0").strip()
+        return {"manager": "phoenix-supervise", "active": "active" if child else "inactive",
+                "sub": "running" if child else "dead", "main_pid": child or 0,
+                "restarts": int(restarts or 0), "definition": self.spec_path, "log": self.server_log}
+
+    def current_log(self, target) -> str:
+        return target.read_text(self.server_log) or ""
+
 
 class SystemdUnit(_ServiceStep):
     """/etc/systemd/system/<unit>, enabled and active (seed 003 P3.3)."""
@@ -276,6 +287,17 @@ class SystemdUnit(_ServiceStep):
 
     def restart(self, target) -> None:
         self.apply(target, self.check(target))
+
+    def status(self, target) -> dict:
+        r = target.run(["systemctl", "show", "-p", "ActiveState,SubState,MainPID,NRestarts,ActiveEnterTimestamp",
+                        self.unit.name])
+        props = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
+        return {"manager": "systemd", "active": props.get("ActiveState", ""), "sub": props.get("SubState", ""),
+                "main_pid": int(props.get("MainPID") or 0), "restarts": int(props.get("NRestarts") or 0),
+                "since": props.get("ActiveEnterTimestamp", ""), "definition": self.path}
+
+    def current_log(self, target) -> str:
+        return self.log_tail(target, lines=100000)
 
 
 def service_step(target, unit: UnitModel, endpoint: Endpoint, *, state_dir: str, startup_timeout: float,

@@ -16,10 +16,3 @@ def expect_ok(result, what: str):
 def sha256_on(target, path: str) -> str | None:
     data = target.get(path)
     return hashlib.sha256(data).hexdigest() if data is not None else None
-
-
-@pytest.fixture(scope="session")
-def baseline(target, settings):
-    """Facts recorded before any layer converges, for "unchanged by the run" specs."""
-    paths = ["/etc/environment", "/usr/local/phoenix_hypervisor/bin/phoenix_hypervisor_lxc_vllm.sh"]
-    return {p: sha256_on(target, p) for p in paths}

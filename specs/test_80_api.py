@@ -1,0 +1,78 @@
+"""API layer: the OpenAI-compatible server answers as the documents expect (seed 003 6.4, seed 004 phase 3)."""
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.layer("api")
+
+
+@pytest.fixture(scope="module")
+def client(service):
+    with service.client(timeout=120) as c:
+        yield c
+
+
+@pytest.mark.req("R003-6.4-v1-models", "R003-4-server-config", "R004-Ph3.T1-api-endpoints")
+def test_models_lists_the_served_model(client, service, evidence):
+    r = client.get("/v1/models")
+    evidence("GET /v1/models", text=r.text)
+    assert r.status_code == 200, r.text
+    ids = [m["id"] for m in r.json()["data"]]
+    assert service.served_model in ids, ids
+
+
+@pytest.mark.req("R004-Ph3.T2-e2e-inference", "R003-6.4-fp8-inference")
+def test_completion_returns_the_requested_tokens(client, service):
+    r = client.post("/v1/completions", json={"model": service.served_model, "prompt": "hello world",
+                                             "max_tokens": 16, "temperature": 0, "ignore_eos": True})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["usage"]["completion_tokens"] == 16, body["usage"]
+    assert body["choices"][0]["finish_reason"] == "length"
+
+
+@pytest.mark.req("R004-Ph3.T1-api-endpoints", "R004-Ph3.2-async-endpoints")
+def test_chat_completion_applies_the_chat_template(client, service):
+    r = client.post("/v1/chat/completions", json={"model": service.served_model, "max_tokens": 8,
+                                                  "messages": [{"role": "user", "content": "hello"}]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["choices"][0]["message"]["role"] == "assistant"
+    assert body["usage"]["prompt_tokens"] > 1 and body["usage"]["completion_tokens"] >= 1
+
+
+@pytest.mark.req("R004-Ph3.2-async-endpoints")
+def test_streaming_yields_sse_chunks(client, service):
+    chunks = 0
+    with client.stream("POST", "/v1/completions", json={"model": service.served_model, "prompt": "hi",
+                                                        "max_tokens": 8, "stream": True}) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                chunks += 1
+    assert chunks >= 2, f"only {chunks} SSE data chunk(s)"
+
+
+@pytest.mark.req("R004-Ph3.2-error-handling")
+@pytest.mark.parametrize("body,status", [
+    (b'{"model": "x", "prompt": ', 400),                              # malformed JSON
+    ({"model": "nope-not-served", "prompt": "hi", "max_tokens": 4}, 404),
+    ({"prompt": "hi", "max_tokens": "x"}, 400),                      # wrong type
+    ({"prompt": "hi", "max_tokens": 100000}, 400),                   # beyond max_model_len
+], ids=["malformed-json", "unknown-model", "wrong-type", "too-many-tokens"])
+def test_bad_requests_get_a_4xx_json_error(client, service, body, status):
+    if isinstance(body, dict) and "model" not in body:
+        body = {**body, "model": service.served_model}
+    r = (client.post("/v1/completions", content=body, headers={"content-type": "application/json"})
+         if isinstance(body, bytes) else client.post("/v1/completions", json=body))
+    assert r.status_code == status, f"{r.status_code}: {r.text[:300]}"
+    assert "error" in r.json(), r.text[:300]
+
+
+@pytest.mark.req("R004-Ph4.3-monitoring")
+def test_metrics_expose_vllm_series(client, evidence):
+    r = client.get("/metrics")
+    assert r.status_code == 200
+    series = sorted({line.split("{")[0].split(" ")[0] for line in r.text.splitlines() if line.startswith("vllm:")})
+    evidence("vllm metric series", text="\n".join(series))
+    assert "vllm:generation_tokens_total" in series or "vllm:generation_tokens" in series, series[:20]
