@@ -65,7 +65,7 @@ def _local() -> Target:
 
 
 def _utc(t: dt.datetime) -> str:
-    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # ------------------------------------------------------------------------ pure helpers
@@ -138,7 +138,7 @@ def inspect_cert(pem: str | bytes) -> dict[str, Any]:
 
 def remaining_fraction(info: dict[str, Any], at: dt.datetime | None = None) -> float:
     """Share of the certificate's total lifetime still ahead (1.0 fresh, 0.0 expired)."""
-    now = at or dt.datetime.now(dt.timezone.utc)
+    now = at or dt.datetime.now(dt.UTC)
     total = (info["not_after"] - info["not_before"]).total_seconds()
     left = (info["not_after"] - now).total_seconds()
     return max(0.0, min(1.0, left / total)) if total > 0 else 0.0
@@ -169,7 +169,7 @@ def verify_chain(chain: Sequence[str], root_pem: str, *, name: str | None = None
         subject = IPAddress(ipaddress.ip_address(name))
     except ValueError:
         subject = DNSName(name)
-    verifier = (PolicyBuilder().store(Store([root])).time(at or dt.datetime.now(dt.timezone.utc))
+    verifier = (PolicyBuilder().store(Store([root])).time(at or dt.datetime.now(dt.UTC))
                 .build_server_verifier(subject))
     try:
         verifier.verify(leaf, inter)
@@ -287,7 +287,8 @@ class StepCaBinary(Step):
             raise ProvisionError(f"step-ca is built from Debian packages that are missing: {' '.join(missing)}; "
                                  f"install them as root: apt-get install -y {' '.join(APT_PACKAGES)}")
         env = {"DEBIAN_FRONTEND": "noninteractive"}
-        argv = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *APT_PACKAGES]
+        argv = ["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=600", "--no-install-recommends",
+                *APT_PACKAGES]
         r = target.run(argv, env=env, log_path=self.log_path, progress="apt-get install step-ca sources",
                        timeout=self.timeout)
         if r.failed:        # stale or missing package lists: refresh once and retry
@@ -409,6 +410,19 @@ class LocalCa(Step):
         seen = ", ".join(cert_fingerprint(p) for p in roots) or "none"
         raise FactError(f"CA {self.url}: no root with fingerprint {want} in /roots.pem (found {seen})", step=self.name)
 
+    def pins(self, pem: str) -> bool:
+        """True when `pem` is this CA's root (by the configured fingerprint or the root on disk)."""
+        try:
+            fp = cert_fingerprint(pem)
+        except ValueError:
+            return False
+        if not self.bootstrap:
+            return fp == normalize_fingerprint(self.tls.root_fingerprint or "")
+        try:
+            return fp == cert_fingerprint(self.root_pem())
+        except ProvisionError:
+            return False
+
     def provisioner_key(self):
         """The JWK provisioner's private key (jwcrypto JWK); registered as a secret."""
         from jwcrypto import jwk
@@ -421,12 +435,10 @@ class LocalCa(Step):
             raise ConfigError(f"provisioner key file {path} is missing or unreadable on {self.host.url}")
         register(data.strip())
         try:
-            if data.lstrip().startswith("{"):
-                key = jwk.JWK.from_json(data)
-            else:
-                key = jwk.JWK.from_pem(data.encode())
+            key = jwk.JWK.from_json(data) if data.lstrip().startswith("{") else jwk.JWK.from_pem(data.encode())
         except Exception as exc:  # jwcrypto raises several unrelated types
-            raise ConfigError(f"provisioner key file {path}: not a private JWK or PEM key ({type(exc).__name__})") from None
+            raise ConfigError(f"provisioner key file {path}: not a private JWK or PEM key "
+                              f"({type(exc).__name__})") from None
         if not key.has_private:
             raise ConfigError(f"provisioner key file {path} holds a public key; the private key is needed")
         for part in ("d", "p", "q", "dp", "dq", "qi"):
@@ -442,9 +454,11 @@ class LocalCa(Step):
         alg = key.get("alg") or {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512", "Ed25519": "EdDSA"}.get(
             key.get("crv"), "RS256")
         now = int(time.time())
+        # step-ca writes every token it accepts to its log (api/api.go logOtt). The badger db
+        # refuses a reused jti and the token expires in 2 minutes, so that line grants nothing.
         tok = jwt.JWT(header={"alg": alg, "kid": key.get("kid") or key.thumbprint(), "typ": "JWT"},
                       claims={"iss": self.tls.provisioner, "sub": sans[0], "aud": f"{self.url}/1.0/sign",
-                              "sans": sans, "iat": now, "nbf": now - 30, "exp": now + 300,
+                              "sans": sans, "iat": now, "nbf": now - 30, "exp": now + 120,
                               "jti": pysecrets.token_hex(16)})
         tok.make_signed_token(key)
         token = tok.serialize()
@@ -512,20 +526,22 @@ class LocalCa(Step):
     def _check_bootstrap(self, target: Target) -> Observed:
         state: dict[str, Any] = {"url": self.url, "root_fingerprint": None, "config": None, "healthy": False}
         root = target.read_text(self.p("root_ca.crt"))
-        if not root or not target.exists(self.p("ca.json")):
+        if not root:
             return Observed(False, state, f"no CA in {self.ca_dir}")
         self._root = root
         state["root_fingerprint"] = cert_fingerprint(root)
+        register((target.read_text(self.p("secrets/password")) or "").strip())
+        raw = target.read_text(self.p("ca.json"))
         try:
-            current = json.loads(target.read_text(self.p("ca.json")) or "")
+            current = json.loads(raw) if raw else None
             wanted = self._ca_json()
         except (ValueError, ProvisionError) as exc:
             return Observed(False, state, f"{self.p('ca.json')}: {exc}")
-        state["config"] = "current" if current == wanted else "drifted"
+        state["config"] = "missing" if current is None else "current" if current == wanted else "drifted"
         problem = self.health()
         state["healthy"] = problem is None
         if state["config"] != "current":
-            return Observed(False, state, f"{self.p('ca.json')} differs from the wanted config")
+            return Observed(False, state, f"{self.p('ca.json')} is {state['config']}")
         return Observed(problem is None, state, problem or f"step-ca healthy at {self.url}")
 
     def apply(self, target: Target, observed: Observed) -> None:
@@ -556,7 +572,7 @@ class LocalCa(Step):
         password = pysecrets.token_urlsafe(32)
         register(password)
         enc = serialization.BestAvailableEncryption(password.encode())
-        now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+        now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
         rk = ec.generate_private_key(ec.SECP256R1())
         root = _ca_cert("Phoenix Root CA", rk, rk, None, 1, now)
         ik = ec.generate_private_key(ec.SECP256R1())
@@ -700,6 +716,11 @@ class ServiceCert(Step):
         self.key_owner = key_owner           # "user" or "user:group" that runs the service
         self.log_path = ca.log_path
 
+    @classmethod
+    def for_config(cls, ca: LocalCa, target: Target | None, sans: Sequence[str], **kw: Any) -> ServiceCert:
+        """cert_dir, lifetime and extra SANs from the CA's TlsConfig; `sans` first (sans[0] is the CN)."""
+        return cls(ca, target, ca.tls.cert_dir, [*sans, *ca.tls.extra_sans], ca.tls.cert_lifetime_hours, **kw)
+
     @property
     def key_path(self) -> str:
         return f"{self.cert_dir}/server.key"
@@ -742,16 +763,18 @@ class ServiceCert(Step):
         problems: list[str] = []
         if set(info["sans"]) != set(self.sans):
             problems.append(f"SANs {sorted(info['sans'])} != wanted {sorted(self.sans)}")
+        ca_crt = split_pem(target.read_text(self.ca_path) or "")
         try:
-            root = self.ca.root_pem()
+            root: str | None = self.ca.root_pem()
         except ProvisionError as exc:
-            root = None
-            problems.append(f"CA root unavailable: {exc.message}")
+            # a site CA that is down right now: the pinned root already on the target still counts
+            root = ca_crt[0] if ca_crt and self.ca.pins(ca_crt[0]) else None
+            if root is None:
+                problems.append(f"CA root unavailable: {exc.message}")
         if root:
             why = verify_chain(chain, root, name=info["sans"][0] if info["sans"] else None)
             if why:
                 problems.append(why)
-            ca_crt = split_pem(target.read_text(self.ca_path) or "")
             if not ca_crt or cert_fingerprint(ca_crt[0]) != cert_fingerprint(root):
                 problems.append(f"{self.ca_path} is not the CA root")
         mode, pub = self._key_facts(target)
