@@ -34,9 +34,13 @@ class _Collector:
 
 def collect_markers() -> dict[str, list[str]]:
     """{spec node id: [requirement ids]} for every spec under specs/ (collection only, nothing runs)."""
+    import contextlib
+    import io
+
     col = _Collector()
-    rc = pytest.main([str(ROOT / "specs"), "--collect-only", "-qq", "-p", "no:cacheprovider",
-                      "--rootdir", str(ROOT), "-c", str(ROOT / "pytest.ini"), "--profile", "cpu"], plugins=[col])
+    with contextlib.redirect_stdout(io.StringIO()):
+        rc = pytest.main([str(ROOT / "specs"), "--collect-only", "-qq", "-p", "no:cacheprovider",
+                          "--rootdir", str(ROOT), "-c", str(ROOT / "pytest.ini"), "--profile", "cpu"], plugins=[col])
     if rc not in (0, 5):
         raise SystemExit(f"collecting specs/ failed (pytest exit {rc})")
     return col.by_node
