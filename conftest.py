@@ -8,5 +8,6 @@ pytest_plugins = [
     "fixtures.config",
     "fixtures.target",
     "fixtures.provisioning",
+    "fixtures.tls",
     "fixtures.reporting",
 ]

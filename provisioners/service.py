@@ -212,6 +212,12 @@ class SupervisedService(_ServiceStep):
         target.must(["/bin/sh", "-c", 'setsid -f "$1" "$2" "$3" >>"$4" 2>&1 </dev/null', "sh",
                      self.unit.exec_argv[0].rsplit("/", 1)[0] + "/python", script, self.spec_path,
                      self.base + ".supervisor.log"], what="could not start the supervised service", step=self.name)
+        for _ in range(60):                      # the supervisor writes its pid file as its first act
+            if self._pid(target, "supervisor"):
+                return
+            time.sleep(0.25)
+        raise ProvisionError("the supervisor did not start", log_path=self.base + ".supervisor.log",
+                             stderr=target.read_text(self.base + ".supervisor.log") or "", step=self.name)
 
     def apply(self, target, observed: Observed) -> None:
         if observed.state.get("running"):

@@ -14,7 +14,7 @@ def test_second_converge_changes_nothing(target, converge, ledger, settings, evi
     steps = list(dict.fromkeys(converge.steps))
     assert steps, "no layer converged in this run"
     ledger.pass_no = 2
-    results = [s.converge(target, ledger=ledger) for s in steps]
+    results = [s.converge(where, ledger=ledger) for s, where in steps]
     evidence("second converge", text="\n".join(f"{r.name}: {r.status} ({r.note})" for r in results))
     changed = [f"* {r.name} => {r.note}" for r in results if r.changed]
     assert not changed, "Idempotence test failed because of the following steps:\n" + "\n".join(changed)
@@ -23,5 +23,5 @@ def test_second_converge_changes_nothing(target, converge, ledger, settings, evi
 @pytest.mark.req("R003-2-declarative-state")
 def test_audit_after_converge_finds_no_drift(target, converge):
     steps = list(dict.fromkeys(converge.steps))
-    drift = [f"{s.name}: {o.reason}" for s in steps if not (o := s.check(target)).satisfied]
+    drift = [f"{s.name}: {o.reason}" for s, where in steps if not (o := s.check(where)).satisfied]
     assert not drift, drift
