@@ -6,6 +6,7 @@ that reason. Either way the running process's real argv and environment are read
 """
 from __future__ import annotations
 
+import hashlib
 import re
 
 import pytest
@@ -67,6 +68,14 @@ def test_unit_file_owner_and_mode(host, svc):
     needs_systemd(svc)
     f = host.file(svc.path)
     assert (f.user, f.mode) == ("root", 0o644)
+
+
+@pytest.mark.req("R003-P3.3-temp-file")
+def test_unit_arrived_whole_with_no_temp_leftovers(target, svc, unit_model):
+    needs_systemd(svc)
+    assert sha256_on(target, svc.path) == hashlib.sha256(unit_model.render_unit().encode()).hexdigest()
+    leftovers = target.run(["find", "/etc/systemd/system", "-maxdepth", "1", "-name", "*.phoenix-tmp.*"]).stdout.split()
+    assert not leftovers, leftovers
 
 
 @pytest.mark.req("R003-P3.2-config-to-cli-args", "R001-2.1-declarative-config", "R003-4-server-config")
@@ -135,3 +144,12 @@ def test_install_steps_never_write_the_unit(settings, service, unit_model):
 def test_runner_script_unchanged(target, baseline, service):
     path = "/usr/local/phoenix_hypervisor/bin/phoenix_hypervisor_lxc_vllm.sh"
     assert sha256_on(target, path) == baseline[path]
+
+
+@pytest.mark.req("R002-T-no-fa3-on-blackwell")
+def test_flash_attention_2_is_pinned_and_fa3_never_selected(target, status, svc):
+    raw = proc(target, status["main_pid"], "environ")
+    env = dict(item.decode().split("=", 1) for item in raw.split(b"\0") if b"=" in item)
+    assert env.get("VLLM_FLASH_ATTN_VERSION") == "2", env.get("VLLM_FLASH_ATTN_VERSION")
+    log = svc.current_log(target)
+    assert not re.search(r"(?i)flash.?attention.?(version )?3|FA3", log), "the log shows FlashAttention 3"

@@ -25,3 +25,24 @@ def test_audit_after_converge_finds_no_drift(target, converge):
     steps = list(dict.fromkeys(converge.steps))
     drift = [f"{s.name}: {o.reason}" for s, where in steps if not (o := s.check(where)).satisfied]
     assert not drift, drift
+
+
+LAYER_ORDER = ["toolchain-apt", "toolchain-venv", "torch", "vllm", "model", "service"]
+
+
+@pytest.mark.req("R000-3-install-order")
+def test_first_pass_installs_in_the_documents_order(ledger, service):
+    names = [r.name for r in ledger.of_pass(1)]
+    seen = [n for n in LAYER_ORDER if n in names]
+    assert seen == sorted(seen, key=names.index), f"ledger order: {names}"
+
+
+@pytest.mark.req("R001-2.1-single-command")
+def test_one_run_leaves_every_layer_converged(ledger, service, settings):
+    first = ledger.of_pass(1)
+    failed = [f"{r.name}: {r.error}" for r in first if r.status == "failed"]
+    assert not failed, failed
+    if settings.audit:
+        drift = [r.name for r in first if r.status == "drift"]
+        assert not drift, f"audit found drift in {drift}"
+    assert {"toolchain-venv", "torch", "vllm", "model", "service"} <= {r.name for r in first}
