@@ -110,7 +110,8 @@ class Bridge(Step):
         addrs = self._addresses() if link else []
         fwd = (self.host.get("/proc/sys/net/ipv4/ip_forward") or b"").decode().strip()
         state = {
-            "bridge": self.bridge if link and kind == "bridge" else (f"{self.bridge} is a {kind or 'non-bridge'} link" if link else None),
+            "bridge": (self.bridge if kind == "bridge" else f"{self.bridge} is a {kind or 'non-bridge'} link")
+            if link else None,
             "address": str(self.gateway) if str(self.gateway) in addrs else None,
             "up": bool(link) and "UP" in link.get("flags", []),
             "ip_forward": fwd == "1",
