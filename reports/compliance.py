@@ -6,7 +6,6 @@ every spec was skipped (the skip reason is kept) or none ran. A skip never count
 """
 from __future__ import annotations
 
-import html
 import json
 import time
 from collections import Counter, defaultdict
@@ -14,6 +13,7 @@ from pathlib import Path
 
 from provisioners.secrets import redact_obj
 from reports.catalog import Catalog, load_catalog
+from reports.html import render_html
 
 STATUSES = ("passed", "failed", "not verified")
 
@@ -75,43 +75,6 @@ def _md(rows, summary, meta) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _html(rows, summary, meta) -> str:
-    esc = html.escape
-    t = summary["total"]
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for r in rows:
-        groups[r["document"]].append(r)
-    body = []
-    for doc, items in groups.items():
-        c = summary["per_document"][items[0]["doc"]]
-        body.append(f"<h2>{esc(doc)} <small>{c['passed']} passed · {c['failed']} failed · "
-                    f"{c['not verified']} not verified</small></h2><table><tr><th>id</th><th>section</th>"
-                    "<th>requirement</th><th>status</th><th>specs</th><th>reason / evidence</th></tr>")
-        for r in items:
-            cls = r["status"].replace(" ", "-")
-            specs = "<br>".join(f"<code>{esc(s['nodeid'])}</code> <span class='{s['outcome']}'>{s['outcome']}</span>"
-                                for s in r["specs"]) or "-"
-            ev = "".join(f"<details><summary>{esc(e['name'])}</summary><pre>{esc(e.get('text', e.get('path', '')))}</pre></details>"
-                         for e in r["evidence"])
-            body.append(f"<tr class='row {cls}' data-status='{cls}'><td id='{esc(r['id'])}'>{esc(r['id'])}</td>"
-                        f"<td>{esc(r['section'])}</td><td>{esc(r['text'])}</td><td class='st {cls}'>{esc(r['status'])}</td>"
-                        f"<td>{specs}</td><td>{esc(r['reason'] or '')}{ev}</td></tr>")
-        body.append("</table>")
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Phoenix compliance</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;width:100%;margin-bottom:2em}}
-td,th{{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top;font-size:13px}}
-.st.passed,.passed{{color:#0a7d32;font-weight:600}}.st.failed,.failed{{color:#c0261d;font-weight:600}}
-.st.not-verified,.skipped{{color:#8a6d00}}small{{color:#666;font-weight:normal}}pre{{white-space:pre-wrap;max-width:60em}}</style></head>
-<body><h1>Compliance: {esc(meta['profile'])} on {esc(meta['target'])}</h1>
-<p>Run {esc(meta['run_id'])}: {summary['requirements']} requirements: {t['passed']} passed, {t['failed']} failed,
-{t['not verified']} not verified.</p>
-<p>Show: <label><input type=checkbox checked onchange="f('passed',this)">passed</label>
-<label><input type=checkbox checked onchange="f('failed',this)">failed</label>
-<label><input type=checkbox checked onchange="f('not-verified',this)">not verified</label></p>
-<script>function f(s,c){{document.querySelectorAll('tr.'+s).forEach(r=>r.style.display=c.checked?'':'none')}}</script>
-{''.join(body)}</body></html>"""
-
-
 def write_compliance(outcomes: list[dict], *, settings, environment: dict | None = None,
                      catalog: Catalog | None = None) -> dict:
     catalog = catalog or load_catalog()
@@ -126,7 +89,7 @@ def write_compliance(outcomes: list[dict], *, settings, environment: dict | None
     paths = {"json": out / "compliance.json", "md": out / "compliance.md", "html": out / "compliance.html"}
     paths["json"].write_text(json.dumps(doc, indent=2))
     paths["md"].write_text(_md(doc["requirements"], summary, meta))
-    paths["html"].write_text(_html(doc["requirements"], summary, meta))
+    paths["html"].write_text(render_html(doc, out_dir=out))
     t = summary["total"]
     return {**{k: str(v) for k, v in paths.items()},
             "summary": f"{t['passed']} passed, {t['failed']} failed, {t['not verified']} not verified"}

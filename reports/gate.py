@@ -1,0 +1,151 @@
+"""Quality gate: the run fails when a required requirement failed, or was not verified where it applies.
+
+config/gate.yaml lists the required requirement ids per profile. For the run's profile
+(from compliance.json, or --profile) each required id must be *passed*. A required id
+that is *not verified* fails the gate only when it applies to this run (its profiles
+include the run's profile and its targets the run's target scheme); elsewhere it is
+reported as n/a. An id that is not in the report at all fails the gate (a typo, or a
+catalog entry that went away).
+
+    python -m reports.gate [--compliance reports/out/compliance.json] [--config config/gate.yaml]
+                           [--profile NAME]
+Exit 0: passed; 1: failed (the ids are listed); 2: no report or a bad config.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO / "config" / "gate.yaml"
+DEFAULT_COMPLIANCE = REPO / "reports" / "out" / "compliance.json"
+
+
+class GateConfigError(ValueError):
+    """config/gate.yaml is missing or malformed."""
+
+
+def _flatten(items) -> list[str]:
+    out: list[str] = []
+    for x in items or []:
+        out.extend(_flatten(x) if isinstance(x, list) else [str(x)])
+    return out
+
+
+def load_gate(path: Path | str = DEFAULT_CONFIG) -> dict[str, list[str]]:
+    """{profile: [required ids]}; nested lists (YAML anchors of shared sets) are flattened, order kept.
+
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "g.yaml")
+    >>> _ = open(p, "w").write("version: 1\\nshared: &s [A, B]\\nprofiles:\\n  cpu: {required: [*s, C, A]}\\n")
+    >>> load_gate(p)
+    {'cpu': ['A', 'B', 'C']}
+    """
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise GateConfigError(f"{path}: {e}") from None
+    profiles = data.get("profiles")
+    if not isinstance(profiles, dict):
+        raise GateConfigError(f"{path}: needs a `profiles:` mapping of profile -> {{required: [ids]}}")
+    gate = {}
+    for name, spec in profiles.items():
+        if not isinstance(spec, dict) or not isinstance(spec.get("required", []), list):
+            raise GateConfigError(f"{path}: profiles.{name} needs `required: [requirement ids]`")
+        gate[str(name)] = list(dict.fromkeys(_flatten(spec.get("required"))))
+    return gate
+
+
+@dataclass
+class Verdict:
+    profile: str
+    target: str
+    run_id: str
+    required: int
+    failures: list[dict] = field(default_factory=list)      # {id, status, reason}
+    not_applicable: list[dict] = field(default_factory=list)
+    passed: list[str] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def lines(self) -> list[str]:
+        verdict = "PASSED" if self.ok else "FAILED"
+        head = (f"gate {verdict}: profile {self.profile} on {self.target}, run {self.run_id}: "
+                f"{len(self.passed)} of {self.required} required passed")
+        if self.not_applicable:
+            head += f", {len(self.not_applicable)} n/a here"
+        if self.failures:
+            head += f", {len(self.failures)} not met"
+        out = [head] + ([f"  note: {self.note}"] if self.note else [])
+        out += [f"  {f['id']}: {f['status']}" + (f" - {f['reason']}" if f["reason"] else "") for f in self.failures]
+        return out
+
+
+def _scheme(target: str) -> str:
+    return target.split("://", 1)[0] if "://" in target else target
+
+
+def evaluate(doc: dict, gate: dict[str, list[str]], profile: str | None = None) -> Verdict:
+    """Apply the gate to one compliance document (the dict compliance.json holds)."""
+    meta = doc.get("meta", {})
+    profile = profile or meta.get("profile", "")
+    target = meta.get("target", "")
+    rows = {r["id"]: r for r in doc.get("requirements", [])}
+    required = gate.get(profile)
+    v = Verdict(profile=profile, target=target, run_id=str(meta.get("run_id", "?")), required=len(required or []))
+    if required is None:
+        v.note = f"config/gate.yaml names no required requirements for profile {profile}"
+        return v
+    for rid in required:
+        r = rows.get(rid)
+        if r is None:
+            v.failures.append({"id": rid, "status": "missing", "reason": "not in this report (unknown id?)"})
+        elif r["status"] == "passed":
+            v.passed.append(rid)
+        elif r["status"] == "failed":
+            v.failures.append({"id": rid, "status": "failed", "reason": _one_line(r.get("reason", ""))})
+        elif profile in r.get("profiles", []) and _scheme(target) in r.get("targets", []):
+            v.failures.append({"id": rid, "status": "not verified",
+                               "reason": _one_line(r.get("reason", "")) or "no spec for it ran"})
+        else:
+            v.not_applicable.append({"id": rid, "status": r["status"], "reason": _one_line(r.get("reason", ""))})
+    return v
+
+
+def _one_line(text: str, limit: int = 240) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m reports.gate", description="Fail when a required requirement "
+                                 "failed, or was not verified on a profile where it applies.")
+    ap.add_argument("--compliance", default=str(DEFAULT_COMPLIANCE), help="compliance.json of the run")
+    ap.add_argument("--config", default=str(DEFAULT_CONFIG), help="the gate (default config/gate.yaml)")
+    ap.add_argument("--profile", help="judge as this profile (default: the run's)")
+    a = ap.parse_args(argv)
+    try:
+        doc = json.loads(Path(a.compliance).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        print(f"gate: cannot read {a.compliance}: {e} (run `make specs` first)", file=sys.stderr)
+        return 2
+    try:
+        gate = load_gate(a.config)
+    except GateConfigError as e:
+        print(f"gate: {e}", file=sys.stderr)
+        return 2
+    v = evaluate(doc, gate, a.profile)
+    print("\n".join(v.lines()))
+    return 0 if v.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
