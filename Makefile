@@ -29,9 +29,19 @@ audit: venv
 test: venv
 	$(PYTEST) tests/ --junitxml=$(OUT)/junit-tests.xml
 
+## Quality gate on the last run (config/gate.yaml): exit 1 listing the unmet ids.
+gate: venv
+	$(BIN)/python -m reports.gate --compliance $(OUT)/compliance.json
+
+## Allure report with history, the diff against the previous run, and the job summary.
+report: venv
+	$(BIN)/python -m reports.diff --out $(OUT)
+	$(BIN)/python -m reports.allure generate --results $(ALLURE) --report reports/allure-report
+	$(BIN)/python -m reports.summary --compliance $(OUT)/compliance.json
+
 ## Fill the catalog's `specs:` lists from the @pytest.mark.req markers.
 catalog: venv
 	$(BIN)/python -m reports.sync_catalog
 
 clean:
-	rm -rf $(OUT) $(ALLURE) reports/allure-report
+	rm -rf $(OUT) $(ALLURE)   # reports/allure-report keeps its history/ for trends

@@ -18,7 +18,10 @@ from reports.html import render_html
 STATUSES = ("passed", "failed", "not verified")
 
 
-def requirement_rows(outcomes: list[dict], catalog: Catalog) -> list[dict]:
+def requirement_rows(outcomes: list[dict], catalog: Catalog, *, profile: str | None = None,
+                     target_scheme: str | None = None) -> list[dict]:
+    """One row per catalog entry. A spec that names several ids verifies only those that apply to
+    this run's profile and target: for the others its outcome counts as not verified, with why."""
     by_req: dict[str, list[dict]] = defaultdict(list)
     for o in outcomes:
         for rid in o.get("reqs", []):
@@ -26,6 +29,10 @@ def requirement_rows(outcomes: list[dict], catalog: Catalog) -> list[dict]:
     rows = []
     for rid, req in catalog.requirements.items():
         specs = by_req.get(rid, [])
+        if profile and target_scheme:
+            ok, why = req.applies(profile, target_scheme)
+            if not ok:
+                specs = [{**s, "outcome": "skipped", "message": f"not verified: {why}"} for s in specs]
         outs = Counter(s["outcome"] for s in specs)
         if outs["failed"]:
             status = "failed"
@@ -78,7 +85,10 @@ def _md(rows, summary, meta) -> str:
 def write_compliance(outcomes: list[dict], *, settings, environment: dict | None = None,
                      catalog: Catalog | None = None) -> dict:
     catalog = catalog or load_catalog()
-    rows = requirement_rows(outcomes, catalog)
+    from provisioners.backends import parse_target
+
+    rows = requirement_rows(outcomes, catalog, profile=settings.profile,
+                            target_scheme=parse_target(settings.target_url)[0])
     summary = summarize(rows)
     meta = {"run_id": settings.run_id, "profile": settings.profile, "target": settings.target_url,
             "audit": settings.audit, "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
