@@ -8,6 +8,8 @@ pytest_plugins = [
     "fixtures.config",
     "fixtures.target",
     "fixtures.provisioning",
+    "fixtures.container",
     "fixtures.tls",
+    "fixtures.docker",
     "fixtures.reporting",
 ]
