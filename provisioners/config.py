@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from provisioners.engine_config import EngineConfig
 from provisioners.errors import ConfigError
+from provisioners.secrets import register_env
 
 LEGACY_KEYS = {
     "vllm_parameters": "replaced by the structured `vllm_engine_config` object (seed 003 section 4)",
@@ -264,11 +265,33 @@ class Profile(_Model):
 
 
 # ------------------------------------------------------------------------------- loading
-def format_validation_error(exc: ValidationError, source: str) -> str:
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def json_path(loc) -> str:
+    """A pydantic error location as the JSON path an operator reads. Keys that are not plain
+    (spaces, dots, control characters, non-ASCII) are shown JSON-quoted, so none hides in a terminal.
+
+    >>> json_path(("lxc_configs", "921", "cores")), json_path(("lxc_configs", "9.21 x", 0))
+    ('lxc_configs.921.cores', 'lxc_configs["9.21 x"].0')
+    """
+    out = ""
+    for part in loc:
+        part = str(part)
+        out += f".{part}" if _PLAIN_KEY.fullmatch(part) else f"[{json.dumps(part)}]"
+    return out.lstrip(".")
+
+
+def _visible(text: str) -> str:
+    """Escape characters a terminal would not show (\r, \x1b, U+202E...) in a message."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
+def format_validation_error(exc: ValidationError, source: str, prefix: tuple[str, ...] = ()) -> str:
     lines = []
     for err in exc.errors():
-        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
+        path = json_path((*prefix, *err["loc"])) or "(top level)"
+        msg = _visible(err["msg"].removeprefix("Value error, "))
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         lines.append(f"  {path}: {msg}")
@@ -277,11 +300,15 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
 
 def _read(path: Path) -> Any:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"--config {path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})") from None
     try:
         return yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a config") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except yaml.YAMLError as exc:
@@ -306,6 +333,15 @@ def load_profile(name: str, directory: Path = PROFILES_DIR) -> Profile:
         known = sorted(p.stem for p in directory.glob("*.yaml"))
         raise ConfigError(f"--profile {name!r}: unknown profile (known: {', '.join(known)})")
     try:
-        return Profile.model_validate(_read(path))
+        profile = Profile.model_validate(_read(path))
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, str(path))) from None
+    # engine_overrides is free-form until it is merged into a container's engine config; merge it
+    # onto a minimal one now, so a bad override stops the run here and not after the vLLM layer.
+    try:
+        EngineConfig.model_validate({"ModelConfig": {"model": "placeholder"}}).merged(profile.engine_overrides)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(path), prefix=("engine_overrides",))) from None
+    register_env(profile.service.env)
+    register_env(profile.build_env)
+    return profile

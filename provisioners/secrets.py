@@ -39,3 +39,26 @@ def redact_obj(obj):
     if isinstance(obj, (list, tuple)):
         return [redact_obj(v) for v in obj]
     return obj
+
+
+# Variable names whose values are secrets: a whole `_`-separated word (HF_TOKEN, CA_PASSWORD,
+# AWS_SECRET_ACCESS_KEY, VLLM_API_KEY), so TOKENIZERS_PARALLELISM or SSL_KEYFILE are not.
+_SECRET_WORDS = {"TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASSPHRASE", "CREDENTIAL", "CREDENTIALS", "APIKEY"}
+_SECRET_SUFFIXES = ("API_KEY", "PRIVATE_KEY", "ACCESS_KEY")
+
+
+def is_secret_name(name: str) -> bool:
+    """True for a variable name that holds a secret.
+
+    >>> [is_secret_name(n) for n in ("HF_TOKEN", "VLLM_API_KEY", "TOKENIZERS_PARALLELISM")]
+    [True, True, False]
+    """
+    upper = name.upper()
+    return bool(_SECRET_WORDS & set(upper.split("_"))) or upper.endswith(_SECRET_SUFFIXES)
+
+
+def register_env(env) -> None:
+    """Register the values of secret-named variables (8+ characters, so `none` never masks every `none`)."""
+    for key, value in (env or {}).items():
+        if isinstance(value, str) and len(value) >= 8 and is_secret_name(str(key)):
+            register(value)

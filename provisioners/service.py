@@ -34,20 +34,26 @@ UNSET_FIRST = ("CUDA_HOME", "LD_LIBRARY_PATH")          # seed 003 P3.2: cleared
 SYSTEMD_DEFAULT_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 
 
+_C_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _c_escape(text: str) -> str:
+    """Backslash, double quote and every control character as a C escape systemd reads back
+    (\\n, \\t, \\r, \\xhh): a raw \\r or \\x1b in a unit file would end or garble the line."""
+    return "".join(_C_ESCAPES.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x20 or ord(c) == 0x7f else c) for c in text)
+
+
 def systemd_quote(arg: str) -> str:
     """Quote one argv item for ExecStart= (systemd.service(5) "Command lines"): always double-quoted,
-    backslash and double quote escaped, `$` doubled (no variable expansion), `%` doubled (no specifier),
-    newlines as \\n. systemd then hands it to the process as exactly one argument."""
-    s = (arg.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-         .replace("$", "$$").replace("%", "%%"))
-    return f'"{s}"'
+    backslash, double quote and control characters C-escaped, `$` doubled (no variable expansion),
+    `%` doubled (no specifier). systemd then hands it to the process as exactly one argument."""
+    return '"' + _c_escape(arg).replace("$", "$$").replace("%", "%%") + '"'
 
 
 def env_line(key: str, value: str) -> str:
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
         raise ProvisionError(f"service environment: {key!r} is not a valid variable name")
-    v = value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("\n", "\\n")
-    return f'Environment="{key}={v}"'
+    return f'Environment="{key}={_c_escape(value).replace("%", "%%")}"'
 
 
 @dataclass(frozen=True)
@@ -139,6 +145,14 @@ def wait_healthy(endpoint: Endpoint, *, timeout: float, alive, log_tail, label: 
                          stderr=log_tail())
 
 
+def kill_group(target, pgid: int) -> None:
+    """SIGKILL a process group. Never `kill -KILL -PGID` or `kill -9 -PGID`: procps-ng 4.0.2 (Debian 12)
+    reads that as `kill -KILL -1` and kills every process the caller may signal (as root: the machine).
+    The POSIX shell builtin with `-s KILL --` does what it says."""
+    if int(pgid) > 1:
+        target.run(["/bin/sh", "-c", 'kill -s KILL -- "-$1"', "phoenix-kill", str(int(pgid))])
+
+
 class _ServiceStep(Step):
     def __init__(self, unit: UnitModel, endpoint: Endpoint, *, state_dir: str, startup_timeout: float):
         self.unit, self.endpoint, self.state_dir, self.startup_timeout = unit, endpoint, state_dir, startup_timeout
@@ -169,11 +183,24 @@ class SupervisedService(_ServiceStep):
         return self.base + ".log"
 
     def _pid(self, target, which: str) -> int | None:
+        """The live pid in a pid file, or None. A stale file (the process is gone, or its pid now
+        belongs to something else: after a reboot or a killed run) counts as not running, so the
+        suite never signals a stranger: /proc/PID/cmdline must name our spec (supervisor) or our binary."""
         text = target.read_text(f"{self.base}.{which}.pid")
         if not text or not text.strip().isdigit():
             return None
         pid = int(text.strip())
-        return pid if target.run(["kill", "-0", str(pid)]).succeeded else None
+        if target.run(["kill", "-0", str(pid)]).failed:
+            return None
+        cmdline = (target.get(f"/proc/{pid}/cmdline") or b"").split(b"\0")
+        mine = self.spec_path if which == "supervisor" else self.unit.exec_argv[0]
+        if mine.encode() in cmdline:
+            return pid
+        if which == "child":       # a server that renamed its process title: ours if our supervisor is its parent
+            stat = (target.get(f"/proc/{pid}/stat") or b"").rsplit(b")", 1)[-1].split()
+            sup = self._pid(target, "supervisor")
+            return pid if sup and len(stat) > 1 and stat[1] == str(sup).encode() else None
+        return None
 
     def log_tail(self, target, lines: int = 40) -> str:
         return tail(target.read_text(self.server_log) or "", lines)
@@ -204,7 +231,8 @@ class SupervisedService(_ServiceStep):
                 target.run(["kill", "-KILL", str(sup)])
         child = self._pid(target, "child")
         if child:
-            target.run(["kill", "-KILL", f"-{child}"])  # the server's process group
+            kill_group(target, child)                   # the server's process group
+
 
     def start(self, target) -> None:
         script = posixpath.join(self.state_dir, "supervise.py")
@@ -220,14 +248,20 @@ class SupervisedService(_ServiceStep):
                              stderr=target.read_text(self.base + ".supervisor.log") or "", step=self.name)
 
     def apply(self, target, observed: Observed) -> None:
-        if observed.state.get("running"):
-            self.stop(target)
+        # always: a server orphaned by a killed supervisor still holds the port and would answer
+        # /health for the new one (stop() is a no-op when nothing of ours runs)
+        self.stop(target)
         target.put(self.spec_path, self.unit.render_json(self.server_log))
         target.put(self.server_log, b"", 0o644)          # a fresh log per start: the tail is this start's
+        target.run(["rm", "-f", self.base + ".restarts"])  # like systemd's NRestarts: counts since this start
         self.start(target)
         self.endpoint.log_hint = f"server log: {self.server_log}"
-        self.startup_seconds = wait_healthy(self.endpoint, timeout=self.startup_timeout,
-                                            alive=lambda: self._pid(target, "supervisor") is not None,
+
+        def alive() -> bool:
+            # a restart during startup means the server died (crash loop): fail now with its log
+            return self._pid(target, "supervisor") is not None and not target.exists(self.base + ".restarts")
+
+        self.startup_seconds = wait_healthy(self.endpoint, timeout=self.startup_timeout, alive=alive,
                                             log_tail=lambda: self.log_tail(target), label="service: vLLM start")
 
     def restart(self, target) -> None:
@@ -242,7 +276,10 @@ class SupervisedService(_ServiceStep):
                 "restarts": int(restarts or 0), "definition": self.spec_path, "log": self.server_log}
 
     def current_log(self, target) -> str:
-        return target.read_text(self.server_log) or ""
+        """The server log since the last (re)start, like `journalctl --since ActiveEnterTimestamp`."""
+        text = target.read_text(self.server_log) or ""
+        cut = text.rfind("-- phoenix-supervise: starting")
+        return text[cut:] if cut > 0 else text
 
 
 class SystemdUnit(_ServiceStep):
@@ -283,10 +320,16 @@ class SystemdUnit(_ServiceStep):
         target.must(["systemctl", "enable", self.unit.name], step=self.name, what="systemctl enable failed")
         verb = "restart" if changed_content or observed.state.get("active") == "active" else "start"
         target.must(["systemctl", verb, self.unit.name], step=self.name, what=f"systemctl {verb} failed")
+        # read after the (synchronous) start: a manual start resets systemd's NRestarts
+        restarts_before = self.status(target)["restarts"]
         self.endpoint.log_hint = f"journalctl -u {self.unit.name}"
 
         def alive() -> bool:
-            return target.run(["systemctl", "is-failed", "--quiet", self.unit.name]).failed
+            # Restart=on-failure hides a crash loop behind "activating (auto-restart)": an automatic
+            # restart since our start means the server died, so fail now with the journal
+            st = self.status(target)
+            return st["active"] in ("active", "activating") and st["sub"] != "auto-restart" \
+                and st["restarts"] == restarts_before
 
         self.startup_seconds = wait_healthy(self.endpoint, timeout=self.startup_timeout, alive=alive,
                                             log_tail=lambda: self.log_tail(target), label="service: vLLM start")
@@ -314,8 +357,10 @@ def service_step(target, unit: UnitModel, endpoint: Endpoint, *, state_dir: str,
 
 
 def exec_start_argv(unit_text: str) -> Sequence[str] | None:
-    """Parse the ExecStart= line of a rendered unit back into argv (for specs and tests)."""
-    for line in unit_text.splitlines():
+    """Parse the ExecStart= line of a rendered unit back into argv (for specs and tests).
+    Lines end at \\n only, as systemd reads them (not at \\r or U+2028, as str.splitlines would)."""
+    unescape = {"n": "\n", "t": "\t", "r": "\r"}
+    for line in unit_text.split("\n"):
         if line.startswith("ExecStart="):
             out, cur, i, s = [], None, 0, line[len("ExecStart="):]
             while i < len(s):
@@ -327,7 +372,11 @@ def exec_start_argv(unit_text: str) -> Sequence[str] | None:
                     continue
                 if ch == "\\" and i + 1 < len(s):
                     nxt = s[i + 1]
-                    cur += "\n" if nxt == "n" else nxt
+                    if nxt == "x" and i + 3 < len(s):
+                        cur += chr(int(s[i + 2:i + 4], 16))
+                        i += 4
+                        continue
+                    cur += unescape.get(nxt, nxt)
                     i += 2
                     continue
                 if ch in "$%" and s[i + 1:i + 2] == ch:

@@ -1,6 +1,7 @@
 """Settings: every option of one run, resolved once into a frozen object. Nothing reads argv later."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from provisioners.backends import parse_target
 from provisioners.errors import ConfigError
+from provisioners.secrets import register_env
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROFILE_NAMES = ("gpu-blackwell", "gpu-hopper", "cpu")
@@ -62,6 +64,7 @@ def detect_profile(nvidia_smi: str | None = None) -> tuple[str, str]:
 def build_settings(*, ctid: str | None, target: str | None, config: str | None, profile: str | None,
                    audit: bool, wheelhouse: str | None, out_dir: str | None, rootdir: Path = REPO_ROOT) -> Settings:
     """Turn raw option values into Settings, raising ConfigError with one clear line on bad input."""
+    register_env(os.environ)     # an operator's HF_TOKEN & co. are masked in every log and report
     if ctid is not None and not re.fullmatch(r"\d{3,9}", str(ctid)):
         raise ConfigError(f"--ctid {ctid!r}: must be a numeric container id such as 921")
     if ctid is not None and target and not target.startswith(("pct://", "lxc://")):

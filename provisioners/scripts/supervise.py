@@ -36,6 +36,23 @@ def stop(signum, frame):
             child.kill()
 
 
+def reap_group(pgid):
+    """End what the server left in its process group (vLLM's EngineCore and workers), like systemd
+    does with the rest of a unit's cgroup: TERM, up to 5 s, then KILL. Without it they linger as orphans."""
+    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 0.0)):
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+            time.sleep(0.1)
+
+
 signal.signal(signal.SIGTERM, stop)
 signal.signal(signal.SIGINT, stop)
 write(base + ".supervisor.pid", str(os.getpid()))
@@ -47,6 +64,7 @@ while not stopping:
                              stdin=subprocess.DEVNULL, cwd=spec.get("cwd") or "/", start_new_session=True)
     write(base + ".child.pid", str(child.pid))
     rc = child.wait()
+    reap_group(child.pid)           # the child was started in its own session: its pid is the group id
     log.write(f"-- phoenix-supervise: exited rc={rc} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
     log.close()
     if stopping or rc == 0 or spec.get("restart", "on-failure") == "no":
