@@ -7,7 +7,7 @@ OUT     := reports/out
 ALLURE  := reports/allure-results
 SPECS_ARGS ?=
 
-.PHONY: venv specs audit test test-unit test-real catalog report gate clean
+.PHONY: venv specs specs-lxc audit test catalog report gate clean
 
 $(BIN)/python: requirements.txt
 	$(PY) -m venv $(VENV)
@@ -20,6 +20,16 @@ venv: $(BIN)/python
 ## The main job: build and verify on the embedded default (local target, cpu profile, tiny model, real vLLM).
 specs: venv
 	$(PYTEST) specs/ -p no:randomly --alluredir=$(ALLURE) --junitxml=$(OUT)/junit-specs.xml $(SPECS_ARGS)
+
+WHEELHOUSE ?= .state/wheelhouse
+LXC_NAME   ?= phoenix-921
+
+## The same stack provisioned inside a real LXC container (systemd as PID 1, the real unit, Step-CA TLS),
+## pip installing offline from a wheelhouse copied into the container.
+specs-lxc: venv
+	$(BIN)/python -m provisioners.wheelhouse --profile cpu --dest $(WHEELHOUSE)
+	$(PYTEST) specs/ -p no:randomly --target lxc://$(LXC_NAME) --profile cpu --wheelhouse $(WHEELHOUSE) \
+	  --phoenix-out reports/out-lxc --alluredir=reports/allure-results-lxc --junitxml=reports/out-lxc/junit-specs.xml $(SPECS_ARGS)
 
 ## Check only: change nothing, report drift.
 audit: venv

@@ -1,7 +1,7 @@
 """Progress lines for long work (pip install, builds, server start, benchmarks).
 
-Written straight to the real terminal (sys.__stderr__) so pytest's output capture
-never hides them. Quiet when PHOENIX_PROGRESS=0.
+Under pytest they go through the terminal reporter with capture suspended (fixtures/options.py
+sets the sink), so they show while a step runs; elsewhere to stderr. Quiet when PHOENIX_PROGRESS=0.
 """
 from __future__ import annotations
 
@@ -10,6 +10,12 @@ import sys
 import time
 
 _T0 = time.monotonic()
+_sink = None   # set by the pytest plugin: writes past pytest's output capture to the real terminal
+
+
+def set_sink(sink) -> None:
+    global _sink
+    _sink = sink
 
 
 def enabled() -> bool:
@@ -21,9 +27,12 @@ def emit(message: str) -> None:
         return
     from provisioners.secrets import redact
 
+    line = f"[phoenix {time.monotonic() - _T0:7.1f}s] {redact(message)}"
+    if _sink is not None:
+        _sink(line)
+        return
     stream = sys.__stderr__ or sys.stderr
-    elapsed = time.monotonic() - _T0
-    stream.write(f"\n[phoenix {elapsed:7.1f}s] {redact(message)}")
+    stream.write(line + "\n")
     stream.flush()
 
 

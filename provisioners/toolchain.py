@@ -85,3 +85,38 @@ class Venv(Step):
                 self.layout.venv]
         target.must(argv, what=f"could not create the venv {self.layout.venv}", step=self.name,
                     log_path=self.log_path)
+
+
+class WheelhouseSync(Step):
+    """The operator's wheelhouse (a folder of wheels on the machine running pytest) copied into the
+    target, so `pip install --no-index --find-links` works there with no network (air-gapped hosts)."""
+
+    name = "toolchain-wheelhouse"
+
+    def __init__(self, source: str, dest: str):
+        from pathlib import Path
+
+        self.source, self.dest = Path(source), dest
+        self.wanted = {p.name: p.stat().st_size for p in sorted(self.source.glob("*.whl"))}
+
+    def _missing(self, target) -> list[str]:
+        r = target.run(["find", self.dest, "-maxdepth", "1", "-name", "*.whl", "-printf", "%f %s\\n"])
+        have = {}
+        for line in r.stdout.splitlines() if r.succeeded else []:
+            name, _, size = line.rpartition(" ")
+            have[name] = int(size)
+        return sorted(n for n, size in self.wanted.items() if have.get(n) != size)
+
+    def check(self, target) -> Observed:
+        missing = self._missing(target)
+        state = {"dest": self.dest, "wheels": len(self.wanted), "missing": len(missing)}
+        return Observed(not missing, state, f"{len(missing)} of {len(self.wanted)} wheels to copy" if missing
+                        else f"{len(self.wanted)} wheels present in {self.dest}")
+
+    def apply(self, target, observed: Observed) -> None:
+        from provisioners.progress import emit
+
+        todo = self._missing(target)
+        for i, name in enumerate(todo, 1):
+            emit(f"{self.name}: {i}/{len(todo)} {name} ({self.wanted[name] / 1e6:.1f} MB)")
+            target.put(f"{self.dest}/{name}", (self.source / name).read_bytes())
