@@ -40,6 +40,8 @@ BUILD_SCRIPT = r"""
 set -eu
 say() { printf '[phoenix-source] %s\n' "$*"; }
 PY="$PHX_PY"; REPO="$PHX_REPO"
+# the venv's bin first, as `activate` does: its cmake/ninja (requirements/build) win over the system's
+PATH="$(dirname "$PY"):$PATH"; export PATH
 # 1. source
 if [ -d "$REPO/.git" ]; then
   say "reusing the checkout $REPO"
@@ -309,3 +311,58 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# ------------------------------------------------------------------ facts for the specs
+_REPO_FACTS = r"""
+import glob, json, os, subprocess, sys
+repo = sys.argv[1]
+def git(*a):
+    r = subprocess.run(["git", "-C", repo, *a], capture_output=True, text=True)
+    return r.stdout.strip() if r.returncode == 0 else None
+out = {"exists": os.path.isdir(repo), "work_tree": git("rev-parse", "--is-inside-work-tree") == "true",
+       "origin": git("remote", "get-url", "origin"), "head": git("rev-parse", "HEAD"),
+       "status": (git("status", "--porcelain") or "").splitlines(),
+       "torch_pins": [], "extensions": sorted(os.path.basename(p) for p in glob.glob(os.path.join(repo, "vllm", "_C*.so")))}
+for f in glob.glob(os.path.join(repo, "requirements", "**", "*.txt"), recursive=True):
+    for line in open(f, errors="replace"):
+        if line.strip().lower().startswith("torch=="):
+            out["torch_pins"].append(os.path.relpath(f, repo) + ": " + line.strip())
+print(json.dumps(out))
+"""
+
+_STEP_LINES = (("source", re.compile(r"\[phoenix-source\] (git clone|unpacking the release sdist|reusing the)")),
+               ("env", re.compile(r"\[phoenix-source\] TORCH_CUDA_ARCH_LIST=")),
+               ("use_existing_torch", re.compile(r"\[phoenix-source\] \S+ \S*use_existing_torch\.py")),
+               ("build_deps", re.compile(r"\[phoenix-source\] pip install -r ")),
+               ("editable", re.compile(r"\[phoenix-source\] pip install --no-build-isolation -e \.")))
+
+
+def parse_source_log(text: str) -> dict:
+    """What the LAST build in the log says: the order of the seed 000 step 3 stages, the exported env,
+    the times, and whether every stage ran inside the one `bash -c` command (seed 000: one shell)."""
+    lines = text.splitlines()
+    # the backend writes "$ <command>" first; the quoted script ends with "' phoenix-vllm-source"
+    starts = [i for i, line in enumerate(lines) if line.rstrip().endswith(" phoenix-vllm-source")]
+    segment = lines[starts[-1]:] if starts else lines
+    order: list[str] = []
+    for line in segment:
+        for name, rx in _STEP_LINES:
+            if rx.search(line) and name not in order:
+                order.append(name)
+    env: dict[str, str] = {}
+    for line in segment:
+        m = re.search(r"\[phoenix-source\] (TORCH_CUDA_ARCH_LIST=.*)", line)
+        if m:
+            env = dict(kv.split("=", 1) for kv in m.group(1).split() if "=" in kv)
+            break
+    seg = "\n".join(segment)
+    exit_line = next((line for line in segment if line.startswith("# exit ")), None)
+    return {"order": order, "env": env, **parse_build_log(seg), "commands": len(starts),
+            "single_shell": bool(starts) and len(order) == len(_STEP_LINES),
+            "exit": int(exit_line.split()[2]) if exit_line else None}
+
+
+def repo_facts(target, python: str, repo_dir: str) -> dict:
+    r = target.run([python, "-c", _REPO_FACTS, repo_dir], timeout=120)
+    return json.loads(r.stdout.strip().splitlines()[-1]) if r.succeeded and r.stdout.strip() else {"exists": False}

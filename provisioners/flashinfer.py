@@ -1,0 +1,143 @@
+"""FlashInfer (seed 003 phase 2 step 2) and its fallback plan (seed 003 section 7).
+
+Desired state: `flashinfer.__version__` in the venv equals the profile's tag (v0.3.1 in the
+documents). Installed from the tag's git checkout (the clone is idempotent: an existing
+checkout is reused, seed 003 "`|| true`"), or offline from a wheelhouse on air-gapped hosts.
+The step ends by checking the installed version (R003-P2.2-flashinfer-verify).
+
+Fallback chain, each link recorded as a deviation:
+1. the tag does not install or verify -> the fallback tag (v0.3.0, seed 003 7.1);
+2. that fails too, or the service journal shows FlashInfer "unsupported kernel" errors
+   -> the FlashInfer sampler is switched off: VLLM_USE_FLASHINFER_SAMPLER=0 in the unit (7.2).
+"""
+from __future__ import annotations
+
+import re
+
+from provisioners.base import Observed, Step
+from provisioners.config import FlashInferExpect
+from provisioners.errors import ProvisionError
+
+PACKAGE = "flashinfer-python"
+SAMPLER_ENV = "VLLM_USE_FLASHINFER_SAMPLER"
+
+# seed 003 7: "unsupported kernel" errors or instability trigger the fallback, nothing else
+_TRIGGERS = (re.compile(r"unsupported kernel", re.I),
+             re.compile(r"flashinfer.*(error|exception|failed)", re.I),
+             re.compile(r"(error|exception).*flashinfer", re.I))
+
+_VERSION = ("import json\ntry:\n import flashinfer; v = flashinfer.__version__\nexcept Exception as e:\n"
+            " v = None; print(json.dumps({'version': None, 'error': repr(e)[-300:]})); raise SystemExit(0)\n"
+            "print(json.dumps({'version': v, 'error': None}))")
+
+# One shell; values come in as positional parameters, never spliced into the text.
+_GIT_INSTALL = r"""
+set -eu
+url=$1 dir=$2 tag=$3 py=$4
+git clone "$url" "$dir" || true                 # seed 003: idempotent clone, an existing checkout is reused
+git -C "$dir" fetch --tags --quiet origin || true
+git -C "$dir" checkout --quiet "$tag"
+git -C "$dir" submodule update --init --recursive --quiet || true
+echo "[phoenix-flashinfer] $(git -C "$dir" describe --tags --exact-match)"
+"$py" -m pip install --progress-bar off --no-build-isolation "$dir"
+"""
+
+
+def tag_version(tag: str) -> str:
+    """ "v0.3.1" -> "0.3.1" """
+    return tag[1:] if tag.startswith("v") else tag
+
+
+def fallback_trigger(journal: str) -> str | None:
+    """The journal line that calls for the FlashInfer fallback, or None (seed 003 section 7)."""
+    for line in journal.splitlines():
+        if any(p.search(line) for p in _TRIGGERS):
+            return line.strip()[:300]
+    return None
+
+
+class FlashInfer(Step):
+    """flashinfer at the profile's tag in the venv; falls back to the fallback tag, then sampler off."""
+
+    name = "flashinfer"
+
+    def __init__(self, python: str, want: FlashInferExpect, *, wheelhouse: str | None = None,
+                 log_path: str | None = None, timeout: float = 3600):
+        self.python, self.want, self.wheelhouse, self.log_path, self.timeout = python, want, wheelhouse, log_path, timeout
+        self.tags = [t for t in (want.tag, want.fallback_tag) if t]
+        self.tag = self.tags[0]
+        self.sampler = want.sampler           # False once fallback 2 is active
+        self.deviations: list[str] = []
+
+    # -- facts ------------------------------------------------------------------------------
+    def installed(self, target) -> dict:
+        r = target.run([self.python, "-c", _VERSION], timeout=600)
+        if r.failed or not r.stdout.strip():
+            return {"version": None, "error": (r.stderr or r.stdout)[-300:]}
+        import json
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+    def checkout_tag(self, target) -> str | None:
+        r = target.run(["git", "-C", self.want.repo_dir, "describe", "--tags", "--exact-match"])
+        return r.stdout.strip() if r.succeeded else None
+
+    def engine_env(self) -> dict[str, str]:
+        """What the service unit must set for the sampler (seed 003 P3.2 / 7.2)."""
+        return {SAMPLER_ENV: "1" if self.sampler else "0"}
+
+    def check(self, target) -> Observed:
+        if not self.want.enabled:
+            return Observed(True, {"enabled": False}, "FlashInfer is not used by this profile")
+        got = self.installed(target)
+        state = {"tag": self.tag, "version": got["version"], "checkout": self.checkout_tag(target),
+                 "sampler": self.sampler}
+        if got["version"] and got["version"].split("+")[0] == tag_version(self.tag):
+            return Observed(True, state, f"flashinfer {got['version']} (tag {self.tag})")
+        if not self.sampler and self.deviations:
+            return Observed(True, state, "FlashInfer sampler switched off (seed 003 7.2)")
+        why = got.get("error") or f"flashinfer {got['version'] or 'absent'}, want {tag_version(self.tag)}"
+        return Observed(False, state, why)
+
+    # -- change -----------------------------------------------------------------------------
+    def _install(self, target, tag: str) -> None:
+        if self.wheelhouse:
+            argv = [self.python, "-m", "pip", "install", "--progress-bar", "off", "--no-index", "--find-links",
+                    self.wheelhouse, f"{PACKAGE}=={tag_version(tag)}"]
+        else:
+            argv = ["/bin/sh", "-c", _GIT_INSTALL, "phoenix-flashinfer", self.want.repo_url, self.want.repo_dir,
+                    tag, self.python]
+        target.must(argv, what=f"FlashInfer {tag} did not install", step=self.name, log_path=self.log_path,
+                    progress=f"{self.name}: install {tag}", timeout=self.timeout)
+
+    def apply(self, target, observed: Observed) -> None:
+        start = self.tags.index(self.tag)
+        for tag in self.tags[start:]:
+            self.tag = tag
+            try:
+                self._install(target, tag)
+            except ProvisionError as exc:
+                self.deviations.append(f"FlashInfer {tag} failed to install: {exc.message}")
+                continue
+            got = self.installed(target)
+            if got["version"] and got["version"].split("+")[0] == tag_version(tag):
+                if tag != self.tags[0]:
+                    self.deviations.append(f"FlashInfer fallback 1: using {tag} instead of {self.tags[0]} "
+                                           "(seed 003 7.1)")
+                return
+            self.deviations.append(f"FlashInfer {tag} installed but reports {got['version']!r} ({got.get('error')})")
+        self.disable_sampler("no FlashInfer tag installed and verified")
+
+    def fall_back(self, target, trigger: str) -> None:
+        """Called when the service journal matched a trigger: next tag, else sampler off."""
+        i = self.tags.index(self.tag)
+        self.deviations.append(f"journal trigger with FlashInfer {self.tag}: {trigger}")
+        if i + 1 < len(self.tags):
+            self.tag = self.tags[i + 1]
+            self.converge(target)
+        else:
+            self.disable_sampler(f"still failing with {self.tag}")
+
+    def disable_sampler(self, why: str) -> None:
+        if self.sampler:
+            self.sampler = False
+            self.deviations.append(f"FlashInfer fallback 2: {SAMPLER_ENV}=0, vLLM's own sampler ({why}; seed 003 7.2)")

@@ -1,0 +1,412 @@
+"""Performance evidence: `vllm bench serve` over engine variants that differ in ONE variable.
+
+Seed 003 6.5 (sampler on vs off, "expect +20% on FP8"), seed 003 1 (FP8 for speed), seed 004
+phase 4 (benchmark speed, TTFT/ITL). For each variant the service is restarted with only the
+variable under test changed (the same unit model, rendered again), the bench warms up
+(`--num-warmups`, full concurrency so JIT-compiled kernels are built before the clock starts),
+and the workload (random dataset; lengths, concurrency, top-p/top-k from the profile) is
+repeated `repeats` times; variants are compared by their medians. The workload is never tuned
+to make a threshold pass: it is the profile's, for every variant.
+
+Each run's JSON is state on the target, keyed by (variant engine args + env, workload, repeat):
+a second session finds complete results and measures nothing again (STYLE rule 6), and a
+session that ran out of time resumes where the last one stopped.
+
+Decode roofline: with B sequences decoding together, one decode step reads the weights once
+plus each sequence's KV cache, so the memory-bound ceiling is
+    B * BW / (weight_bytes + B * kv_bytes_per_token * mean_context)
+BW is a device-to-device torch copy measured on the GPU (bytes read + written), the weight
+bytes are what vLLM logs as "Model loading took X GiB" (else computed from config.json),
+and the achieved decode rate is B * 1000 / median TPOT (ms).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import re
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from provisioners.base import Observed, Step
+from provisioners.benchmark import KEYS, Workload, bench_argv
+from provisioners.engine_config import EngineConfig, to_cli_args
+from provisioners.errors import ProvisionError
+from provisioners.progress import emit
+
+SAMPLER_ENV = "VLLM_USE_FLASHINFER_SAMPLER"
+# vLLM's own words when the FlashInfer top-k/top-p sampler is in use (vllm/v1/sample/ops/topk_topp_sampler.py)
+FLASHINFER_SAMPLER_LINE = re.compile(r"Using FlashInfer for top-p & top-k sampling")
+METRICS = ("output_throughput", "request_throughput", "total_token_throughput", "median_ttft_ms", "p99_ttft_ms",
+           "median_itl_ms", "p99_itl_ms", "median_tpot_ms", "p99_tpot_ms")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One server configuration. `changes` names the one variable it differs in from its baseline."""
+
+    name: str
+    engine: EngineConfig
+    env: tuple[tuple[str, str], ...]
+    quantization: str | None
+    sampler: bool
+    changes: str = ""
+
+    @property
+    def key(self) -> str:
+        raw = json.dumps({"args": to_cli_args(self.engine), "env": list(self.env)}, sort_keys=True)
+        return hashlib.sha256(raw.encode()).hexdigest()[:10]
+
+    def describe(self) -> dict:
+        return {"name": self.name, "quantization": self.quantization or "none (bf16)", "sampler": self.sampler,
+                "changes": self.changes, "args": to_cli_args(self.engine), "env": dict(self.env), "key": self.key}
+
+
+def make_variants(engine: EngineConfig, env: dict[str, str]) -> list[Variant]:
+    """fp8+sampler (the documents' config), bf16+sampler (quantization off), fp8 without the sampler.
+
+    Pairs: FP8 vs BF16 = fp8_sampler1 vs bf16_sampler1 (only --quantization differs);
+    sampler on vs off = fp8_sampler1 vs fp8_sampler0 (only VLLM_USE_FLASHINFER_SAMPLER differs), as
+    seed 003 6.5 asks ("+20% on FP8").
+    """
+    def v(name: str, quant: str | None, sampler: bool, changes: str) -> Variant:
+        e = engine.merged({"CacheConfig": {"quantization": quant}})
+        envs = dict(env)
+        envs[SAMPLER_ENV] = "1" if sampler else "0"
+        return Variant(name, e, tuple(sorted(envs.items())), quant, sampler, changes)
+
+    return [v("fp8_sampler1", "fp8", True, "baseline: --quantization fp8, FlashInfer sampler on"),
+            v("bf16_sampler1", None, True, "no --quantization (bf16 weights)"),
+            v("fp8_sampler0", "fp8", False, f"{SAMPLER_ENV}=0")]
+
+
+# ------------------------------------------------------------------------- numbers
+_LOADED = re.compile(r"Model loading took ([0-9.]+) ?GiB")
+
+
+def weight_gib_from_log(text: str) -> float | None:
+    """vLLM's own number for the weights it loaded ("Model loading took 2.32 GiB ...")."""
+    found = _LOADED.findall(text)
+    return float(found[-1]) if found else None
+
+
+def llama_params(cfg: dict) -> dict[str, int]:
+    """Parameter counts of a Llama-shaped config.json: linear layers vs embeddings."""
+    h, inter, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    heads, kv = cfg["num_attention_heads"], cfg.get("num_key_value_heads", cfg["num_attention_heads"])
+    hd = cfg.get("head_dim") or h // heads
+    attn = h * heads * hd + 2 * h * kv * hd + heads * hd * h
+    mlp = 3 * h * inter
+    linear = layers * (attn + mlp)
+    embed = cfg["vocab_size"] * h * (1 if cfg.get("tie_word_embeddings") else 2)
+    norms = layers * 2 * h + h
+    return {"linear": linear, "embedding": embed, "norm": norms, "total": linear + embed + norms,
+            "kv_bytes_per_token_bf16": layers * 2 * kv * hd * 2}
+
+
+def weight_bytes(cfg: dict, quantization: str | None) -> float:
+    """Bytes of weights read per decode step: bf16 everywhere, or fp8 linear layers (embeddings stay bf16)."""
+    p = llama_params(cfg)
+    linear_bytes = p["linear"] * (1 if quantization == "fp8" else 2)
+    return linear_bytes + 2 * (p["embedding"] + p["norm"])
+
+
+def roofline(*, bw_bytes_s: float, weight_b: float, kv_b_per_token: float, batch: int, mean_ctx: float) -> float:
+    """Memory-bound decode tokens/s for `batch` sequences decoding together."""
+    return batch * bw_bytes_s / (weight_b + batch * kv_b_per_token * mean_ctx)
+
+
+def median_of(runs: list[dict], key: str) -> float | None:
+    vals = [r[key] for r in runs if isinstance(r.get(key), (int, float))]
+    return statistics.median(vals) if vals else None
+
+
+def gain_pct(a: float | None, b: float | None) -> float | None:
+    """How much faster a is than b, in percent."""
+    if not a or not b:
+        return None
+    return (a / b - 1.0) * 100.0
+
+
+_BW_SCRIPT = r"""
+import json, torch
+n = 1 << 31                                   # 2 GiB each way: far beyond the 50 MB L2
+a = torch.empty(n, dtype=torch.uint8, device="cuda"); a.random_(0, 255)
+b = torch.empty_like(a)
+for _ in range(3): b.copy_(a)
+torch.cuda.synchronize()
+times = []
+for _ in range(20):
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    s.record(); b.copy_(a); e.record(); e.synchronize(); times.append(s.elapsed_time(e) / 1000)
+times.sort(); med = times[len(times) // 2]
+assert torch.equal(a[:1 << 20], b[:1 << 20])
+print(json.dumps({"bytes_moved": 2 * n, "median_s": med, "bw_bytes_s": 2 * n / med,
+                  "gpu": torch.cuda.get_device_name(0), "runs": len(times)}))
+"""
+
+
+def gpu_copy_bandwidth(target, python: str) -> dict:
+    """Device-to-device copy through torch: bytes read + written / median time of 20 copies."""
+    r = target.run([python, "-c", _BW_SCRIPT], timeout=300)
+    if r.failed:
+        raise ProvisionError("the GPU copy-bandwidth measurement failed", argv=r.argv[:2], rc=r.rc, stderr=r.stderr)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def _numbers(run: dict) -> dict:
+    """The scalar numbers of one `vllm bench serve` result (drops the per-request lists)."""
+    return {k: v for k, v in run.items() if k in KEYS or isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+# ------------------------------------------------------------------------- the step
+ServiceFactory = Callable[[Variant], Step]
+
+
+@dataclass
+class PerfResult:
+    variant: dict
+    runs: list[dict] = field(default_factory=list)
+    startup_s: float | None = None
+    weight_gib_logged: float | None = None
+    log_excerpt: str = ""
+    error: str | None = None
+
+    def medians(self) -> dict[str, float | None]:
+        return {k: median_of(self.runs, k) for k in METRICS}
+
+
+class PerfMatrix(Step):
+    """Every variant measured `repeats` times; results kept on the target and reused."""
+
+    name = "performance"
+
+    def __init__(self, variants: list[Variant], workload: Workload, *, vllm_bin: str, python: str, base_url: str,
+                 served: str, tokenizer: str, state_dir: str, service_for: ServiceFactory, converge: Callable,
+                 repeats: int = 3, warmups: int | None = None, temperature: float = 1.0,
+                 bench_env: dict[str, str] | None = None, deadline_s: float | None = None,
+                 log_path: str | None = None):
+        self.variants, self.workload, self.vllm_bin, self.python = variants, workload, vllm_bin, python
+        self.base_url, self.served, self.tokenizer = base_url, served, tokenizer
+        self.dir = posixpath.join(state_dir, "perf")
+        self.service_for, self.converge_fn = service_for, converge
+        self.repeats = repeats
+        self.warmups = warmups if warmups is not None else 2 * (workload.max_concurrency or 16)
+        self.temperature, self.bench_env = temperature, bench_env or {}
+        self.deadline = time.monotonic() + deadline_s if deadline_s else None
+        self.log_path = log_path
+        wl = json.dumps(asdict(workload), sort_keys=True)
+        self.wkey = hashlib.sha256(f"{wl}|{self.warmups}|{temperature}".encode()).hexdigest()[:8]
+
+    def run_path(self, v: Variant, rep: int) -> str:
+        return posixpath.join(self.dir, f"{v.name}-{v.key}-{self.wkey}-r{rep}.json")
+
+    def meta_path(self, v: Variant) -> str:
+        return posixpath.join(self.dir, f"{v.name}-{v.key}-{self.wkey}-meta.json")
+
+    def _read(self, target, path: str) -> dict | None:
+        text = target.read_text(path)
+        try:
+            return json.loads(text) if text else None
+        except json.JSONDecodeError:
+            return None
+
+    def _complete(self, run: dict | None) -> bool:
+        return bool(run) and run.get("completed") == self.workload.num_prompts and not run.get("failed")
+
+    def results(self, target) -> dict[str, PerfResult]:
+        out = {}
+        for v in self.variants:
+            meta = self._read(target, self.meta_path(v)) or {}
+            runs = [r for rep in range(self.repeats) if self._complete(r := self._read(target, self.run_path(v, rep)))]
+            out[v.name] = PerfResult(v.describe(), [_numbers(r) for r in runs],
+                                     meta.get("startup_s"), meta.get("weight_gib_logged"), meta.get("log_excerpt", ""),
+                                     meta.get("error"))
+        return out
+
+    def check(self, target) -> Observed:
+        res = self.results(target)
+        done = {n: len(r.runs) for n, r in res.items()}
+        state = {"runs": done, "workload": asdict(self.workload), "dir": self.dir}
+        missing = [n for n, c in done.items() if c < self.repeats]
+        if missing:
+            return Observed(False, state, f"variants without {self.repeats} complete runs: {', '.join(missing)}")
+        return Observed(True, state, f"{len(done)} variants x {self.repeats} runs present")
+
+    def _time_left(self) -> float:
+        return self.deadline - time.monotonic() if self.deadline else float("inf")
+
+    def apply(self, target, observed: Observed) -> None:
+        target.must(["mkdir", "-p", self.dir])
+        for v in self.variants:
+            reps = [rep for rep in range(self.repeats) if not self._complete(self._read(target, self.run_path(v, rep)))]
+            if not reps:
+                continue
+            if self._time_left() < 240:
+                emit(f"{self.name}: stopping before {v.name}: {self._time_left():.0f}s left of this session's budget")
+                break
+            self._measure(target, v, reps)
+
+    def _measure(self, target, v: Variant, reps: list[int]) -> None:
+        emit(f"{self.name}: {v.name} ({v.changes}); restarting the service with only that changed")
+        svc = self.service_for(v)
+        meta: dict = {"variant": v.describe()}
+        t0 = time.monotonic()
+        try:
+            self.converge_fn(svc)
+        except ProvisionError as exc:
+            meta["error"] = f"server did not start: {exc.message}"
+            meta["log_excerpt"] = exc.stderr_tail[-3000:]
+            target.put(self.meta_path(v), json.dumps(meta, indent=1))
+            emit(f"{self.name}: {v.name} failed to start: {exc.message}")
+            return
+        meta["startup_s"] = round(time.monotonic() - t0, 1)
+        log = svc.current_log(target) if hasattr(svc, "current_log") else ""
+        meta["weight_gib_logged"] = weight_gib_from_log(log)
+        meta["log_excerpt"] = "\n".join(line for line in log.splitlines() if re.search(
+            r"FlashInfer|flashinfer|sampl|fp8|Fp8|quantiz|Model loading took|KV cache|backend|CUDA graph|"
+            r"torch.compile|Triton kernel JIT", line))[-6000:]
+        target.put(self.meta_path(v), json.dumps(meta, indent=1))
+        for rep in reps:
+            if self._time_left() < 60:
+                emit(f"{self.name}: {v.name} repeat {rep} not started (session budget)")
+                break
+            tmp = posixpath.basename(self.run_path(v, rep)) + ".partial"
+            argv = bench_argv(self.vllm_bin, base_url=self.base_url, served=self.served, tokenizer=self.tokenizer,
+                              w=self.workload, result_dir=self.dir, result_file=tmp)
+            argv += ["--num-warmups", str(self.warmups), "--temperature", str(self.temperature), "--disable-tqdm"]
+            r = target.run(argv, env={"HF_HUB_OFFLINE": "1", **self.bench_env}, log_path=self.log_path,
+                           progress=f"{self.name}: {v.name} run {rep + 1}/{self.repeats}",
+                           timeout=max(60.0, min(900.0, self._time_left() - 10)))
+            data = self._read(target, posixpath.join(self.dir, tmp))
+            if r.failed or not self._complete(data):
+                emit(f"{self.name}: {v.name} run {rep + 1} incomplete (rc {r.rc})")
+                continue
+            target.must(["mv", "-f", posixpath.join(self.dir, tmp), self.run_path(v, rep)])
+        log = svc.current_log(target) if hasattr(svc, "current_log") else ""
+        jit = [line for line in log.splitlines() if "JIT" in line or "jit" in line]
+        if jit:
+            meta["jit_lines"] = jit[-10:]
+            target.put(self.meta_path(v), json.dumps(meta, indent=1))
+
+
+# ------------------------------------------------------------------------- report
+def build_report(results: dict[str, PerfResult], *, workload: Workload, bandwidth: dict | None,
+                 model_config: dict | None, thresholds: dict, gpu: str = "", notes: list[str] | None = None) -> dict:
+    """The performance report: per-variant medians, roofline fractions, the two comparisons."""
+    batch = workload.max_concurrency or workload.num_prompts
+    mean_ctx = workload.input_len + workload.output_len / 2
+    variants = {}
+    for name, res in results.items():
+        med = res.medians()
+        entry = {"variant": res.variant, "repeats": len(res.runs), "runs": res.runs, "medians": med,
+                 "startup_s": res.startup_s, "weight_gib_logged": res.weight_gib_logged, "error": res.error,
+                 "flashinfer_sampler_logged": bool(FLASHINFER_SAMPLER_LINE.search(res.log_excerpt)),
+                 "log_excerpt": res.log_excerpt[-2500:]}
+        tpot = med.get("median_tpot_ms")
+        if bandwidth and model_config and tpot:
+            quant = res.variant.get("quantization")
+            quant = "fp8" if quant == "fp8" else None
+            wb = (res.weight_gib_logged * 2**30) if res.weight_gib_logged else weight_bytes(model_config, quant)
+            kv = llama_params(model_config)["kv_bytes_per_token_bf16"]
+            args = res.variant.get("args", [])
+            kv_dtype = args[args.index("--kv-cache-dtype") + 1] if "--kv-cache-dtype" in args else "auto"
+            kv = kv / 2 if kv_dtype.startswith("fp8") else kv
+            decode = batch * 1000.0 / tpot
+            roof = roofline(bw_bytes_s=bandwidth["bw_bytes_s"], weight_b=wb, kv_b_per_token=kv, batch=batch,
+                            mean_ctx=mean_ctx)
+            roof_w = roofline(bw_bytes_s=bandwidth["bw_bytes_s"], weight_b=wb, kv_b_per_token=0, batch=batch, mean_ctx=0)
+            entry["roofline"] = {"weight_bytes": wb, "weight_bytes_source": "vLLM log" if res.weight_gib_logged
+                                 else "config.json", "kv_bytes_per_token": kv, "kv_cache_dtype": kv_dtype,
+                                 "batch": batch, "mean_context": mean_ctx, "decode_tok_s": decode,
+                                 "roofline_tok_s": roof, "fraction": decode / roof,
+                                 "roofline_weights_only_tok_s": roof_w, "fraction_weights_only": decode / roof_w}
+        variants[name] = entry
+
+    def out_tps(n: str) -> float | None:
+        return variants.get(n, {}).get("medians", {}).get("output_throughput")
+
+    comparisons = {
+        "fp8_vs_bf16": {"a": "fp8_sampler1", "b": "bf16_sampler1", "metric": "output_throughput (median)",
+                        "gain_pct": gain_pct(out_tps("fp8_sampler1"), out_tps("bf16_sampler1")),
+                        "threshold_pct": thresholds.get("fp8_gain_pct")},
+        "sampler_on_vs_off": {"a": "fp8_sampler1", "b": "fp8_sampler0", "metric": "output_throughput (median)",
+                              "gain_pct": gain_pct(out_tps("fp8_sampler1"), out_tps("fp8_sampler0")),
+                              "threshold_pct": thresholds.get("sampler_gain_pct")},
+    }
+    for c in comparisons.values():
+        c["holds"] = None if c["gain_pct"] is None or c["threshold_pct"] is None else c["gain_pct"] >= c["threshold_pct"]
+    return {"gpu": gpu, "workload": asdict(workload), "bandwidth": bandwidth, "variants": variants,
+            "comparisons": comparisons, "model": "Llama-3.2-1B-shaped config, --load-format dummy (random weights)",
+            "notes": notes or []}
+
+
+def plot_png(report: dict, path: str) -> str:
+    """Bar chart of median output tok/s per variant (with min-max whiskers). matplotlib, else a plain PNG."""
+    names = list(report["variants"])
+    meds = [report["variants"][n]["medians"].get("output_throughput") or 0.0 for n in names]
+    lows = [min((r["output_throughput"] for r in report["variants"][n]["runs"]), default=0.0) for n in names]
+    highs = [max((r["output_throughput"] for r in report["variants"][n]["runs"]), default=0.0) for n in names]
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return _plain_png(meds, path)
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"][:len(names)]
+    ax.bar(names, meds, color=colors, yerr=[[m - lo for m, lo in zip(meds, lows)], [hi - m for m, hi in zip(meds, highs)]],
+           capsize=6)
+    for i, m in enumerate(meds):
+        ax.text(i, m, f"{m:,.0f}", ha="center", va="bottom", fontsize=9)
+    w = report["workload"]
+    ax.set_ylabel("output tokens/s (median of runs)")
+    ax.set_title(f"{report.get('gpu', '')}: vllm bench serve, {w['num_prompts']} prompts {w['input_len']}/"
+                 f"{w['output_len']} tok, concurrency {w['max_concurrency']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _plain_png(values: list[float], path: str, w: int = 420, h: int = 240) -> str:
+    """A bar chart written byte by byte (zlib + CRC chunks) when matplotlib is missing."""
+    import struct
+    import zlib
+    top = max(values) or 1.0
+    bar_w = w // (2 * len(values) + 1) if values else w
+    rows = []
+    for y in range(h):
+        row = bytearray([0])
+        for x in range(w):
+            i, off = divmod(x - bar_w, 2 * bar_w)
+            inside = x >= bar_w and off < bar_w and i < len(values) and (h - y) <= values[i] / top * (h - 10)
+            row += bytes((40, 90, 160) if inside else (255, 255, 255))
+        rows.append(bytes(row))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+    png += chunk(b"IDAT", zlib.compress(b"".join(rows))) + chunk(b"IEND", b"")
+    with open(path, "wb") as f:
+        f.write(png)
+    return path
+
+
+def bandwidth_cached(target, python: str, state_dir: str) -> dict:
+    """The copy bandwidth, measured once per target (before the server takes the GPU's memory) and kept."""
+    path = posixpath.join(state_dir, "perf", "gpu-copy-bandwidth.json")
+    text = target.read_text(path)
+    if text:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            pass
+    bw = gpu_copy_bandwidth(target, python)
+    bw["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    target.must(["mkdir", "-p", posixpath.dirname(path)])
+    target.put(path, json.dumps(bw, indent=1))
+    return bw

@@ -1,0 +1,91 @@
+"""The source build step (seed 000 step 3): its plan, its one-shell script, MAX_JOBS and the cache key."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from provisioners.config import load_profile
+from provisioners.vllm_source import (BUILD_SCRIPT, SourceBuild, SourcePlan, cache_key, max_jobs_for, minutes_vs_docs,
+                                      parse_build_log, plan_from_profile)
+
+
+@pytest.mark.parametrize("mem,cores,conf,jobs", [(24, 2, None, 2), (24, 16, None, 6), (128, 16, 8, 8),
+                                                  (16, 64, 32, 4), (2, 8, None, 1), (0, 8, None, 1)])
+def test_max_jobs_is_capped_by_memory(mem, cores, conf, jobs):
+    assert max_jobs_for(mem, cores, configured=conf) == jobs
+
+
+def test_script_follows_seed_000_step_3_in_order():
+    order = ["git clone", 'git checkout --quiet "$PHX_COMMIT"', "export TORCH_CUDA_ARCH_LIST",
+             "export VLLM_FLASH_ATTN_VERSION", "export MAX_JOBS", "export CMAKE_BUILD_PARALLEL_LEVEL",
+             '"$PY" "$UET"', '-r "$BR"', "--no-build-isolation $PHX_PIP_OPTS $PHX_EDITABLE_OPTS -v -e ."]
+    pos = [BUILD_SCRIPT.index(s) for s in order]
+    assert pos == sorted(pos), dict(zip(order, pos))
+    assert "pynvml" not in BUILD_SCRIPT and "nvidia-ml-py" not in BUILD_SCRIPT   # seed 000 step 5
+    assert not re.search(r"\brm -rf\b", BUILD_SCRIPT)                           # seed 001 4.3: artifacts stay
+
+
+def test_values_reach_the_script_only_through_the_environment():
+    plan = SourcePlan(python="/opt/vllm/bin/python", commit="abc123; rm -rf /", arch_list="12.0")
+    env = plan.env(max_jobs=4, cache_dir="/c/k")
+    assert env["PHX_COMMIT"] == "abc123; rm -rf /" and "abc123" not in BUILD_SCRIPT
+    assert env["PHX_ARCH_LIST"] == "12.0" and env["PHX_FA_VERSION"] == "2" and env["PHX_MAX_JOBS"] == "4"
+
+
+def test_plan_from_the_blackwell_profile():
+    prof = load_profile("gpu-blackwell")
+    plan = plan_from_profile(prof, "/opt/vllm/bin/python")
+    assert plan.repo_dir == "/opt/vllm_repo" and plan.arch_list == "12.0" and plan.flash_attn_version == "2"
+    assert plan.device == "cuda" and plan.commit == prof.vllm.source.commit
+
+
+def test_cache_key_changes_with_commit_torch_and_archs():
+    base = cache_key("c1", "2.9.0.dev1+cu128", "12.0", "cuda")
+    assert base == cache_key("c1", "2.9.0.dev1+cu128", "12.0", "cuda")
+    assert len({base, cache_key("c2", "2.9.0.dev1+cu128", "12.0", "cuda"),
+                cache_key("c1", "2.9.0.dev2+cu128", "12.0", "cuda"), cache_key("c1", "2.9.0.dev1+cu128", "10.0;12.0", "cuda")}) == 4
+
+
+def test_build_log_numbers_and_docs_window():
+    log = "[phoenix-source] build_seconds=1500\n...\n[phoenix-source] wheel_seconds=40\n"
+    assert parse_build_log(log) == {"build_seconds": 1500.0, "wheel_seconds": 40.0}
+    assert "within the documents' 15-45 min" in minutes_vs_docs(1500)
+    assert "over" in minutes_vs_docs(3600) and "under" in minutes_vs_docs(60)
+
+
+class _T:
+    def __init__(self, facts: str):
+        self.facts = facts
+
+    def run(self, argv, **kw):
+        from provisioners.backends.base import CommandResult
+        return CommandResult(argv=list(argv), rc=0, stdout=self.facts, stderr="", duration=0.0)
+
+
+def test_check_wants_an_editable_install_with_a_built_extension_at_the_commit():
+    plan = SourcePlan(python="/p", repo_dir="/opt/vllm_repo", commit="c0ffee")
+    ok = '{"repo": true, "head": "c0ffee", "editable_location": "/opt/vllm_repo", "version": "0.1", "extensions": ["_C.abi3.so"]}'
+    assert SourceBuild(plan).check(_T(ok)).satisfied
+    wheel = ok.replace('"/opt/vllm_repo", "version"', 'null, "version"')
+    assert "not an editable install" in SourceBuild(plan).check(_T(wheel)).reason
+    other = ok.replace('"head": "c0ffee"', '"head": "beef"')
+    assert "want c0ffee" in SourceBuild(plan).check(_T(other)).reason
+    noext = ok.replace('["_C.abi3.so"]', "[]")
+    assert "no compiled extension" in SourceBuild(plan).check(_T(noext)).reason
+
+
+def test_parse_the_real_cpu_sdist_build_log():
+    """docs/evidence/source-build-cpu-local.log: the vllm 0.32.0 sdist build run here through SourceBuild
+    (VLLM_TARGET_DEVICE=cpu, MAX_JOBS=1); CMake stopped it: vLLM's CPU backend needs g++ >= 12.3."""
+    from pathlib import Path
+
+    from provisioners.vllm_source import parse_source_log
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "evidence" / "source-build-cpu-local.log").read_text()
+    log = parse_source_log(text)
+    assert log["order"] == ["source", "env", "use_existing_torch", "build_deps", "editable"]
+    assert log["single_shell"] and log["commands"] == 1 and log["exit"] == 1
+    assert log["env"] == {"TORCH_CUDA_ARCH_LIST": "", "VLLM_FLASH_ATTN_VERSION": "2", "MAX_JOBS": "1",
+                          "CMAKE_BUILD_PARALLEL_LEVEL": "1", "VLLM_TARGET_DEVICE": "cpu"}
+    assert "X86 backend requires gcc/g++ >= 12.3" in text
