@@ -96,7 +96,9 @@ class ImageSettings(_Model):
     nvcc_threads: int = Field(default=2, ge=1)
     builder_apt: list[str] = ["build-essential", "gcc", "g++", "cmake", "ninja-build", "git", "ccache",
                               "python3", "python3-dev", "python3-venv", "ca-certificates"]
-    runtime_apt: list[str] = ["python3", "python3-venv", "ca-certificates", "libnuma1"]
+    # gcc/g++/python3-dev are run-time needs: Triton compiles its launcher and torch inductor its
+    # C++ wrappers when vLLM starts (without them: "InvalidCxxCompiler: No working C++ compiler")
+    runtime_apt: list[str] = ["python3", "python3-venv", "python3-dev", "gcc", "g++", "ca-certificates", "libnuma1"]
 
 
 class BuildSettings(_Model):
@@ -510,9 +512,19 @@ def image_labels(d: DockerDeployment, profile: Profile, flavour: str) -> dict[st
     return labels
 
 
-def _label_block(labels: Mapping[str, str]) -> str:
+DIGEST_ARG = "PHOENIX_BUILD_DIGEST"
+
+
+def _label_block(labels: Mapping[str, str], digest: bool = False) -> str:
+    """LABEL lines; with digest, the build digest comes in as the last build arg (the file cannot hold its
+    own digest, and a --label on a fully cached stage is not applied by every engine: podman keeps the
+    cached image's labels)."""
     items = [f'{k}="{v}"' for k, v in labels.items()]
-    return "LABEL " + " \\\n      ".join(items)
+    pre = ""
+    if digest:
+        pre = f'ARG {DIGEST_ARG}="unset"\n'
+        items.append(f'{LABEL_NS}.build.digest="${{{DIGEST_ARG}}}"')
+    return pre + "LABEL " + " \\\n      ".join(items)
 
 
 def _arg_lines(args: Sequence[tuple[str, str]], names: Iterable[str]) -> str:
@@ -635,7 +647,7 @@ COPY build_info.py /opt/phoenix/build_info.py
 RUN VLLM_COMMIT="$(cat .phoenix-commit)" WHEEL_KEY="$(cat /opt/phoenix/wheel-key)" \\
     WHEEL_CACHE="$(cat /opt/phoenix/wheel-cache)" WHEEL_FILE="$(ls /opt/phoenix/dist/*/vllm-*.whl)" \\
     CMAKE_GENERATOR=Ninja {VENV}/bin/python /opt/phoenix/build_info.py {BUILD_INFO}
-{_label_block(labels)}
+{_label_block(labels, digest=True)}
 
 # ------------------------------------------------------------------ runtime
 FROM ${{RUNTIME_BASE}} AS runtime
@@ -653,7 +665,7 @@ RUN apt-get update \\
 COPY --from=builder {VENV} {VENV}
 COPY --from=builder {BUILD_INFO} {BUILD_INFO}
 COPY --from=builder /opt/phoenix/patches.sha256 /opt/phoenix/patches.sha256
-{_label_block(labels)}
+{_label_block(labels, digest=True)}
 EXPOSE 8000
 ENTRYPOINT ["{VENV}/bin/vllm", "serve"]
 """
@@ -695,7 +707,7 @@ RUN --mount=type=bind,source=wheels,target=/wheelcache \\
  && : > /opt/phoenix/patches.sha256
 COPY build_info.py /opt/phoenix/build_info.py
 RUN {VENV}/bin/python /opt/phoenix/build_info.py {BUILD_INFO}
-{_label_block(labels)}
+{_label_block(labels, digest=True)}
 
 # ------------------------------------------------------------------ runtime
 FROM ${{BASE}} AS runtime
@@ -706,7 +718,7 @@ ENV PATH={VENV}/bin:$PATH \\
 {apt}COPY --from=builder {VENV} {VENV}
 COPY --from=builder {BUILD_INFO} {BUILD_INFO}
 COPY --from=builder /opt/phoenix/patches.sha256 /opt/phoenix/patches.sha256
-{_label_block(labels)}
+{_label_block(labels, digest=True)}
 EXPOSE 8000
 ENTRYPOINT ["{VENV}/bin/vllm", "serve"]
 """
@@ -731,7 +743,9 @@ RUN printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d \\
  && apt-get install -y --no-install-recommends {pkg} \\
  && rm -rf /var/lib/apt/lists/* \\
  && mkdir -p /prometheus
-LABEL org.opencontainers.image.title="phoenix-{which}" {LABEL_NS}.package="debian:{pkg}"
+ARG {DIGEST_ARG}="unset"
+LABEL org.opencontainers.image.title="phoenix-{which}" {LABEL_NS}.package="debian:{pkg}" \\
+      {LABEL_NS}.build.digest="${{{DIGEST_ARG}}}"
 CMD {cmd}
 """
 
@@ -1179,7 +1193,7 @@ class ImageBuild(Step):
             if observed.state.get(img.role):
                 continue
             argv = ["build", "-f", posixpath.join(self.rel.dir, img.dockerfile), "-t", img.ref,
-                    "--label", f"{LABEL_NS}.build.digest={self.rel.build_digest}", *net]
+                    "--build-arg", f"{DIGEST_ARG}={self.rel.build_digest}", *net]
             if self.host.is_podman:
                 argv += ["--format", "docker"]     # OCI format drops SHELL (bash -o pipefail) and HEALTHCHECK
             if img.target:
@@ -1234,10 +1248,13 @@ class ModelFiles(Step):
             if observed.state.get(m.name):
                 continue
             out = self._dir(m)
-            target.must(["mkdir", "-p", out], step=self.name)
-            base = ["run", "--rm", "--network", "none", "-v", f"{out}:/out", "-v", f"{script_host}:/make_model.py:ro",
+            target.must(["mkdir", "-p", self.rel.models_dir], step=self.name)
+            # make_model.py writes <out>.partial and renames it: mount the parent, not <out> itself
+            base = ["run", "--rm", "--network", "none", "-v", f"{self.rel.models_dir}:{CONTAINER_MODELS}",
+                    "-v", f"{script_host}:/make_model.py:ro",
                     "--entrypoint", f"{VENV}/bin/python", "-e", "HF_HUB_OFFLINE=1", self.rel.vllm_image]
             if m.kind == "hub":
+                target.must(["mkdir", "-p", out], step=self.name)
                 base = ["run", "--rm", "-v", f"{out}:/out", "--entrypoint", f"{VENV}/bin/python",
                         "-e", "HF_HUB_OFFLINE=0", self.rel.vllm_image, "-c",
                         "import sys, json\nfrom huggingface_hub import snapshot_download\n"
@@ -1245,7 +1262,7 @@ class ModelFiles(Step):
                         "json.dump({'kind': 'hub', 'hub_id': sys.argv[1]}, open('/out/phoenix_model.json', 'w'))",
                         m.hub_id or ""]
             else:
-                base += ["/make_model.py", m.kind, "/out"]
+                base += ["/make_model.py", m.kind, posixpath.join(CONTAINER_MODELS, m.name)]
             self.host.must(*base, what=f"could not prepare model {m.name}", step=self.name, log_path=self.log_path,
                            progress=f"{self.name}: {m.name}", timeout=3600)
 
@@ -1280,7 +1297,8 @@ def wait_container_healthy(host: DockerHost, name: str, *, timeout: float, label
         if info is None:
             raise ProvisionError(f"container {name} does not exist", step=label)
         st = info.get("State") or {}
-        if not st.get("Running") and st.get("Status") in ("exited", "dead", "stopped"):
+        never_started = st.get("Status") in ("created", "configured") and time.monotonic() - start > 15
+        if not st.get("Running") and (st.get("Status") in ("exited", "dead", "stopped") or never_started):
             raise ProvisionError(f"container {name} exited ({st.get('Status')}, code {st.get('ExitCode')}) "
                                  "before it was healthy", stderr=host.logs(name), step=label)
         status = host.health(name)
