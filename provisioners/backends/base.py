@@ -137,6 +137,9 @@ class Backend(ABC):
             self._kill(proc)
             out, err = proc.communicate()
             return 124, out, err + f"\ntimed out after {timeout}s".encode(), True
+        except BaseException:          # Ctrl-C, or the run is being torn down: no orphan in its own session
+            self._kill(proc)
+            raise
 
     def _run_streaming(self, local, input, timeout, log_path, progress):
         try:
@@ -175,6 +178,9 @@ class Backend(ABC):
                 if beat:
                     beat.tick(line)
             proc.wait()
+        except BaseException:          # Ctrl-C mid pip/apt/build: end the command, do not leave it running alone
+            self._kill(proc)
+            raise
         finally:
             if timer:
                 timer.cancel()

@@ -3,13 +3,14 @@
 Reads SPEC (JSON: argv, env, restart, restart_sec, log) and runs argv with exactly that
 environment, restarting it when it exits non-zero (systemd Restart=on-failure). Writes
 its own pid to SPEC.supervisor.pid and the child's to SPEC.child.pid. SIGTERM stops the
-child (terminate, wait 10 s, kill) and exits. Usage: supervise.py SPEC
+child (terminate, kill after 10 s) and its process group, and exits. Usage: supervise.py SPEC
 """
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 spec_path = sys.argv[1]
@@ -26,14 +27,23 @@ def write(path, text):
 
 
 def stop(signum, frame):
+    # Runs inside the main loop's child.wait(): a wait() here could not take Popen's lock and would
+    # always sit out its whole timeout. Terminate now; the main loop reaps; a timer kills at 10 s.
     global stopping
     stopping = True
-    if child and child.poll() is None:
+    if child and child.returncode is None:
         child.terminate()
+        timer = threading.Timer(10, kill_if_running, args=(child,))
+        timer.daemon = True
+        timer.start()
+
+
+def kill_if_running(proc):
+    if proc.returncode is None:
         try:
-            child.wait(10)
-        except subprocess.TimeoutExpired:
-            child.kill()
+            proc.kill()
+        except ProcessLookupError:
+            pass
 
 
 def reap_group(pgid):
@@ -46,11 +56,31 @@ def reap_group(pgid):
             return
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
-            try:
-                os.killpg(pgid, 0)
-            except (ProcessLookupError, PermissionError):
+            if not group_alive(pgid):
                 return
             time.sleep(0.1)
+
+
+def group_alive(pgid):
+    """A live (not zombie) process in the group? Orphans whose new parent never reaps them stay zombies,
+    and kill(-pgid, 0) would count those."""
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        try:
+            os.killpg(pgid, 0)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            return True
+    return False
 
 
 signal.signal(signal.SIGTERM, stop)
