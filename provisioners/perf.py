@@ -357,7 +357,7 @@ def plot_png(report: dict, path: str) -> str:
         return _plain_png(meds, path)
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"][:len(names)]
-    ax.bar(names, meds, color=colors, yerr=[[m - lo for m, lo in zip(meds, lows)], [hi - m for m, hi in zip(meds, highs)]],
+    ax.bar(names, meds, color=colors, yerr=[[m - lo for m, lo in zip(meds, lows, strict=True)], [hi - m for m, hi in zip(meds, highs, strict=True)]],
            capsize=6)
     for i, m in enumerate(meds):
         ax.text(i, m, f"{m:,.0f}", ha="center", va="bottom", fontsize=9)

@@ -73,6 +73,12 @@ say "$PY $UET"
 "$PY" "$UET"
 # 4. build requirements
 if [ -f requirements/build.txt ]; then BR=requirements/build.txt; else BR="requirements/build/$PHX_DEVICE.txt"; fi
+# seed 002 G2: the build must use the venv's torch. vLLM 0.10.x ships a use_existing_torch.py stub that only
+# prints a uv hint, so torch==2.8.0 would stay in the build requirements and pip would replace the venv's torch.
+if grep -qiE '^[[:space:]]*torch[[:space:]]*([=<>~!;]|$)' "$BR"; then
+  say "use_existing_torch.py left a torch pin in $BR: $(grep -iE '^[[:space:]]*torch[[:space:]]*([=<>~!;]|$)' "$BR" | head -1); refusing to let pip replace the venv's torch"
+  exit 7
+fi
 say "pip install -r $BR"
 "$PY" -m pip install --progress-bar off $PHX_PIP_OPTS -r "$BR"
 # 5. compile and install (editable, against the venv's torch)

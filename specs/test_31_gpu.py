@@ -16,7 +16,14 @@ import pytest
 from provisioners.facts import TorchInfo
 from provisioners.kernels import decide_strategy, kernel_report, sm_name
 from provisioners.perf import bandwidth_cached
-from provisioners.vllm_source import DOC_BUILD_MINUTES, SourceBuild, SourcePlan, minutes_vs_docs, parse_source_log, repo_facts
+from provisioners.vllm_source import (
+    DOC_BUILD_MINUTES,
+    SourceBuild,
+    SourcePlan,
+    minutes_vs_docs,
+    parse_source_log,
+    repo_facts,
+)
 
 pytestmark = pytest.mark.layer("torch")
 

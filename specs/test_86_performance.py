@@ -15,7 +15,13 @@ import time
 import pytest
 
 from provisioners.benchmark import Workload
-from provisioners.perf import PerfMatrix, bandwidth_cached, build_report, make_variants, plot_png
+from provisioners.perf import (
+    PerfMatrix,
+    bandwidth_cached,
+    build_report,
+    make_variants,
+    plot_png,
+)
 from provisioners.service import UnitModel, service_step
 
 pytestmark = pytest.mark.layer("benchmark")

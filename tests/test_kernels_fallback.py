@@ -14,8 +14,15 @@ import pytest
 
 from provisioners.base import Observed, Step
 from provisioners.config import VllmExpect
-from provisioners.kernels import (_SCRIPT, carries, decide_strategy, kernel_check, parse_lelf, report_from_dumps,
-                                  sm_name)
+from provisioners.kernels import (
+    _SCRIPT,
+    carries,
+    decide_strategy,
+    kernel_check,
+    parse_lelf,
+    report_from_dumps,
+    sm_name,
+)
 
 DATA = Path(__file__).parent / "data" / "cuobjdump"
 

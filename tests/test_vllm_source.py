@@ -6,8 +6,16 @@ import re
 import pytest
 
 from provisioners.config import load_profile
-from provisioners.vllm_source import (BUILD_SCRIPT, SourceBuild, SourcePlan, cache_key, max_jobs_for, minutes_vs_docs,
-                                      parse_build_log, plan_from_profile)
+from provisioners.vllm_source import (
+    BUILD_SCRIPT,
+    SourceBuild,
+    SourcePlan,
+    cache_key,
+    max_jobs_for,
+    minutes_vs_docs,
+    parse_build_log,
+    plan_from_profile,
+)
 
 
 @pytest.mark.parametrize("mem,cores,conf,jobs", [(24, 2, None, 2), (24, 16, None, 6), (128, 16, 8, 8),
@@ -21,7 +29,7 @@ def test_script_follows_seed_000_step_3_in_order():
              "export VLLM_FLASH_ATTN_VERSION", "export MAX_JOBS", "export CMAKE_BUILD_PARALLEL_LEVEL",
              '"$PY" "$UET"', '-r "$BR"', "--no-build-isolation $PHX_PIP_OPTS $PHX_EDITABLE_OPTS -v -e ."]
     pos = [BUILD_SCRIPT.index(s) for s in order]
-    assert pos == sorted(pos), dict(zip(order, pos))
+    assert pos == sorted(pos), dict(zip(order, pos, strict=True))
     assert "pynvml" not in BUILD_SCRIPT and "nvidia-ml-py" not in BUILD_SCRIPT   # seed 000 step 5
     assert not re.search(r"\brm -rf\b", BUILD_SCRIPT)                           # seed 001 4.3: artifacts stay
 
@@ -89,3 +97,43 @@ def test_parse_the_real_cpu_sdist_build_log():
     assert log["env"] == {"TORCH_CUDA_ARCH_LIST": "", "VLLM_FLASH_ATTN_VERSION": "2", "MAX_JOBS": "1",
                           "CMAKE_BUILD_PARALLEL_LEVEL": "1", "VLLM_TARGET_DEVICE": "cpu"}
     assert "X86 backend requires gcc/g++ >= 12.3" in text
+
+
+def _fake_tree(tmp_path, uet: str, build_txt: str):
+    repo = tmp_path / "vllm_repo"
+    (repo / "requirements").mkdir(parents=True)
+    (repo / "setup.py").write_text("raise SystemExit('not a real build')\n")
+    (repo / "use_existing_torch.py").write_text(uet)
+    (repo / "requirements" / "build.txt").write_text(build_txt)
+    return repo
+
+
+def _run_script(repo, python: str, **extra):
+    import subprocess
+    plan = SourcePlan(python=python, repo_dir=str(repo), device="cpu", cache_root=None, install_deps=False,
+                      wheelhouse=str(repo / "no-wheels"))
+    env = {"PATH": "/usr/bin:/bin", **plan.env(max_jobs=1, cache_dir=None), **extra}
+    return subprocess.run(["/bin/bash", "-c", BUILD_SCRIPT, "phoenix-vllm-source"], env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_a_use_existing_torch_stub_stops_the_build_before_pip_swaps_torch(tmp_path):
+    """vLLM 0.10.2's use_existing_torch.py only prints a uv hint (seen on its sdist); torch==2.8.0 stays in
+    requirements/build.txt and `pip install -r` would replace the venv's torch (seed 002 G2)."""
+    import sys
+    stub = "print(\"vLLM is now using 'uv' to disable build isolation for 'torch'.\")\n"
+    repo = _fake_tree(tmp_path, stub, "cmake>=3.26.1\ntorch==2.8.0\nwheel\n")
+    r = _run_script(repo, sys.executable)
+    assert r.returncode == 7, r.stdout + r.stderr
+    assert "left a torch pin in requirements/build.txt: torch==2.8.0" in r.stdout
+    assert "pip install -r" not in r.stdout
+
+
+def test_a_working_use_existing_torch_lets_the_build_go_on(tmp_path):
+    import sys
+    strip = ("import glob\nfor f in glob.glob('requirements/*.txt'):\n    lines = open(f).readlines()\n"
+             "    open(f, 'w').writelines(l for l in lines if 'torch' not in l.lower())\n")
+    repo = _fake_tree(tmp_path, strip, "wheel\ntorch==2.8.0\n")
+    r = _run_script(repo, sys.executable)
+    assert "pip install -r requirements/build.txt" in r.stdout, r.stdout + r.stderr
+    assert "torch" not in (repo / "requirements" / "build.txt").read_text()
