@@ -816,6 +816,7 @@ def render_compose(rel: Release, ct: ContainerConfig, *, candidate: bool) -> str
         services["nginx"] = {
             "image": nginx_image,
             "container_name": f"{d.project}-nginx",
+            "command": ["/bin/sh", "-c", NGINX_START],
             "depends_on": {"vllm": {"condition": "service_healthy"}},
             "ports": [f"{d.nginx.bind}:{d.nginx.https_port}:{443 if rel.tls else 80}"],
             "volumes": nginx_vols,
@@ -845,6 +846,12 @@ def render_compose(rel: Release, ct: ContainerConfig, *, candidate: bool) -> str
     return header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=120)
 
 
+NGINX_RESOLVER = "/etc/nginx/phoenix-resolver.conf"
+# nginx needs the DNS server's address; each engine puts its own in the container's resolv.conf
+NGINX_START = ("awk '/^nameserver/ { print \"resolver \" $2 \" valid=5s ipv6=off;\"; exit }' /etc/resolv.conf "
+               f"> {NGINX_RESOLVER} && exec nginx -g 'daemon off;'")
+
+
 def render_nginx(rel: Release) -> str:
     d = rel.deployment.nginx
     listen = ["    listen 443 ssl;",
@@ -862,14 +869,17 @@ def render_nginx(rel: Release) -> str:
         "  include /etc/nginx/mime.types;",
         "  access_log /dev/stdout;",
         "  error_log /dev/stderr warn;",
-        f"  upstream vllm {{ server vllm:{rel.api_port}; keepalive 16; }}",
+        "  # the engine's DNS (docker 127.0.0.11, podman's aardvark on the network gateway), written at start",
+        "  # from the container's /etc/resolv.conf: vllm is re-resolved, so a restarted vllm (new IP) is found",
+        f"  include {NGINX_RESOLVER};",
         "  server {",
         *listen,
         f"    server_name {d.server_name};",
         f"    client_max_body_size {d.client_max_body_size};",
         "    # the OpenAI API, streaming friendly: no buffering, long reads, HTTP/1.1 keepalive upstream",
         "    location / {",
-        "      proxy_pass http://vllm;",
+        f"      set $vllm_upstream http://vllm:{rel.api_port};",
+        "      proxy_pass $vllm_upstream;",
         "      proxy_http_version 1.1;",
         '      proxy_set_header Connection "";',
         "      proxy_set_header Host $host;",
@@ -1609,6 +1619,34 @@ def container_argv(host: DockerHost, name: str) -> list[str] | None:
     return [a for a in r.raw_stdout.decode(errors="replace").split("\0") if a]
 
 
+def compose_services(host: DockerHost, project: str, compose_file: str) -> tuple[str, dict[str, str]]:
+    """({"how"}, {service: image}): `compose config` where the tool has it (docker compose), else the
+    project's containers by their compose labels (podman-compose 1.0.3 has no `config`)."""
+    r = host.compose_run(project, compose_file, "config", timeout=120)
+    if r.succeeded and "services:" in r.stdout:
+        doc = yaml.safe_load(r.stdout[r.stdout.index("services:"):]) or {}
+        return "compose config", {k: str(v.get("image", "")) for k, v in (doc.get("services") or {}).items()}
+    ps = host.run("ps", "-a", "--filter", f"label=com.docker.compose.project={project}",
+                  "--format", "{{json .}}", timeout=60)
+    out: dict[str, str] = {}
+    text = ps.stdout.strip()
+    rows = []
+    if text:
+        try:
+            data = json.loads(text)
+            rows = data if isinstance(data, list) else [data]
+        except ValueError:
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    for row in rows:
+        labels = row.get("Labels") or {}
+        if isinstance(labels, str):       # docker: "k=v,k=v"
+            labels = dict(kv.split("=", 1) for kv in labels.split(",") if "=" in kv)
+        svc = labels.get("com.docker.compose.service")
+        if svc:
+            out[svc] = row.get("Image", "")
+    return f"containers labelled com.docker.compose.project={project} (`compose config` failed rc={r.rc})", out
+
+
 def container_memory_bytes(host: DockerHost, name: str) -> int | None:
     """Memory in use by the container's cgroup (engine `stats`), in bytes."""
     r = host.run("stats", "--no-stream", "--format", "{{.MemUsage}}", name, timeout=120)
@@ -1617,15 +1655,16 @@ def container_memory_bytes(host: DockerHost, name: str) -> int | None:
     return parse_size(r.stdout.strip().splitlines()[-1].split("/")[0])
 
 
-_UNITS = {"b": 1, "kb": 1e3, "kib": 1024, "mb": 1e6, "mib": 1024**2, "gb": 1e9, "gib": 1024**3,
-          "tb": 1e12, "tib": 1024**4, "k": 1024, "m": 1024**2, "g": 1024**3}
+_UNITS = {"b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2, "mib": 1024**2,
+          "g": 1024**3, "gb": 1024**3, "gib": 1024**3, "t": 1024**4, "tb": 1024**4, "tib": 1024**4}
 
 
 def parse_size(text: str) -> int:
-    """'1.5GiB' / '620MB' / '16gb' -> bytes.
+    """'1.5GiB' / '620MB' / '16gb' -> bytes, with the engines' binary units (docker's RAMInBytes:
+    shm_size "1gb" is 1073741824).
 
-    >>> parse_size("1.5GiB"), parse_size("16gb"), parse_size("512m")
-    (1610612736, 16000000000, 536870912)
+    >>> parse_size("1.5GiB"), parse_size("1gb"), parse_size("512m")
+    (1610612736, 1073741824, 536870912)
     """
     m = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", text)
     if not m:

@@ -23,6 +23,7 @@ from conftest import expect_ok
 from provisioners.docker_deploy import (
     BUILD_INFO,
     LABEL_NS,
+    compose_services,
     RENDERED_DIR,
     VENV,
     container_argv,
@@ -394,13 +395,11 @@ def test_performance_settings_in_effect(docker_stack):
 @pytest.mark.req("R004-Ph3.3-compose")
 def test_compose_defines_vllm_and_no_triton(docker_stack, evidence):
     rel, host = docker_stack.rel, docker_stack.host
-    r = expect_ok(host.compose_run(rel.deployment.project, rel.compose_file, "config", timeout=120), "compose config")
-    evidence("compose config", text=r.stdout[-6000:])
-    doc = yaml.safe_load(r.stdout[r.stdout.find("services:") - 0:] if "services:" in r.stdout else r.stdout)
-    services = doc.get("services", doc)
-    assert "vllm" in services, list(services)
-    images = [str(s.get("image", "")) for s in services.values() if isinstance(s, dict)]
-    assert not [i for i in images if "tritonserver" in i], images
+    how, services = compose_services(host, rel.deployment.project, rel.compose_file)
+    evidence("compose services", text=f"{how}\n{json.dumps(services, indent=2)}")
+    assert "vllm" in services, (how, services)
+    assert services["vllm"] == rel.vllm_image or services["vllm"].endswith(rel.vllm_image.split("/", 1)[1]), services
+    assert not [i for i in services.values() if "tritonserver" in i], services
 
 
 @pytest.mark.req("R004-Ph3.3-health-checks")

@@ -163,7 +163,8 @@ def test_nginx_and_prometheus(releases):
     for rel in releases.values():
         conf = rel.files["nginx.conf"]
         for line in ("proxy_buffering off;", "listen 443 ssl;", "ssl_certificate     /etc/nginx/tls/server.crt;",
-                     f"server vllm:{rel.api_port};", "proxy_http_version 1.1;"):
+                     f"set $vllm_upstream http://vllm:{rel.api_port};", "proxy_pass $vllm_upstream;",
+                     "include /etc/nginx/phoenix-resolver.conf;", "proxy_http_version 1.1;"):
             assert line in conf, line
         compose = yaml.safe_load(rel.files["compose.yaml"])
         assert compose["services"]["nginx"]["depends_on"] == {"vllm": {"condition": "service_healthy"}}
@@ -221,5 +222,5 @@ def test_cuda_version_must_match_the_profile(tmp_path):
 
 
 def test_parse_size():
-    assert parse_size("1.5GiB") == 1610612736 and parse_size("16gb") == 16_000_000_000
-    assert parse_size("512m") == 536870912 and parse_size("620MB") == 620_000_000
+    assert parse_size("1.5GiB") == 1610612736 and parse_size("16gb") == 16 * 2**30   # docker's binary units
+    assert parse_size("512m") == 536870912 and parse_size("620MiB") == 620 * 2**20
