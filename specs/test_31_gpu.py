@@ -76,7 +76,7 @@ def test_vllm_kernels_carry_the_gpu_arch(kernels, evidence, settings):
     assert kernels.ok, f"vLLM kernel libraries: {kernels.reason}"
 
 
-@pytest.mark.req("R003-3.2-wheel-first", "R003-3.2-source-fallback")
+@pytest.mark.req("R003-3.2-wheel-first")
 def test_strategy_follows_the_kernel_check(kernels, profile, vllm_step):
     d = decide_strategy(profile.vllm.strategy, profile.vllm.fallback, kernels)
     installed = getattr(vllm_step.want, "strategy", profile.vllm.strategy)
@@ -142,6 +142,15 @@ def source_build(target, settings, toolchain, vllm_layer, vllm_step, profile, gp
     text = log.read_text(errors="replace") if log.exists() else ""
     return {"log": parse_source_log(text), "repo": repo_facts(target, toolchain.python, profile.vllm.source.repo_dir),
             "log_path": str(log)}
+
+
+@pytest.mark.req("R003-3.2-source-fallback")
+@pytest.mark.layer("vllm")
+def test_the_fallback_is_recorded_with_its_reason(source_build, vllm_step, profile):
+    if profile.vllm.strategy == "source":
+        pytest.skip("not verified: the profile forces the source strategy, so nothing fell back")
+    devs = getattr(vllm_step, "deviations", [])
+    assert any("falling back to the source build" in d for d in devs), f"strategy source without a recorded reason: {devs}"
 
 
 @pytest.mark.req("R000-S3.1-repo-dir", "R000-S3.2-clone", "R001-TR2-clone")
