@@ -83,13 +83,14 @@ def world(podman, tmp_path_factory):
         return step.converge(host.target, ledger=ledger)
 
     # a leftover "Triton" to remove: a container of that name and a model repository
-    host.run("rm", "-f", "phoenix-test-triton-server")
-    host.must("run", "-d", "--name", "phoenix-test-triton-server", "--entrypoint", "sleep",
-              d.image.debootstrap.image, "infinity", what="start the fake Triton container") \
-        if host.image_inspect(d.image.debootstrap.image) else None
     repo = d.triton.model_dirs[0]
     host.target.put(f"{repo}/phi2/config.pbtxt", 'name: "phi2"\nbackend: "python"\n')
-    stack = deploy(rel, host, converge, tls=cfg.tls, log_dir=log_dir)
+    stack = deploy(rel, host, converge, tls=cfg.tls, log_dir=log_dir, remove_triton=False)
+    # a leftover "Triton" container (from the base image deploy() made), removed once vLLM passed
+    host.run("rm", "-f", "phoenix-test-triton-server")
+    host.must("run", "-d", "--name", "phoenix-test-triton-server", "--entrypoint", "sleep",
+              d.image.debootstrap.image, "infinity", what="start the fake Triton container")
+    stack.results["triton"] = converge(TritonRemoval(d.triton, host, d, protect=[rel.container_name]))
     return {"d": d, "host": host, "cfg": cfg, "prof": prof, "rel": rel, "ledger": ledger, "stack": stack,
             "converge": converge, "log_dir": log_dir}
 
@@ -125,6 +126,10 @@ def test_prometheus_target_is_up(world):
 
 def test_triton_was_removed_and_archived(world):
     host, d = world["host"], world["d"]
+    result = world["stack"].results["triton"]
+    assert result.changed and result.before == {"containers": ["phoenix-test-triton-server"],
+                                                "model_dirs": [d.triton.model_dirs[0]]}, result
+    assert result.after == {"containers": [], "model_dirs": []}
     assert host.inspect("phoenix-test-triton-server") is None
     assert not host.target.exists(d.triton.model_dirs[0])
     archive = host.target.run(["find", d.path(d.triton.archive_dir), "-name", "config.pbtxt"]).stdout
