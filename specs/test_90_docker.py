@@ -17,7 +17,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 from conftest import expect_ok
 
 from provisioners.docker_deploy import (
@@ -331,12 +330,10 @@ def test_nccl_all_reduce_over_all_gpus(docker_stack, target, evidence):
             "r = int(os.environ['LOCAL_RANK']); torch.cuda.set_device(r)\n"
             "t = torch.ones(1, device='cuda'); dist.all_reduce(t); print('RANK', r, int(t.item()))\n"
             "dist.destroy_process_group()")
-    r = expect_ok(in_image(docker_stack, docker_stack.rel.vllm_image, f"{VENV}/bin/torchrun", "--nproc-per-node",
-                           str(n), "-m", "this_is_not_used", gpus=True) if False else
-                  docker_stack.host.run("run", "--rm", "--gpus", "all", "--ipc", "host", "--entrypoint", "/bin/sh",
-                                        docker_stack.rel.vllm_image, "-c",
-                                        f'printf "%s" "$1" > /tmp/ar.py && {VENV}/bin/torchrun --nproc-per-node {n} /tmp/ar.py',
-                                        "sh", code, timeout=600), "torchrun all_reduce")
+    script = f'printf "%s" "$1" > /tmp/ar.py && {VENV}/bin/torchrun --nproc-per-node {n} /tmp/ar.py'
+    r = expect_ok(docker_stack.host.run("run", "--rm", "--gpus", "all", "--ipc", "host", "--entrypoint", "/bin/sh",
+                                        docker_stack.rel.vllm_image, "-c", script, "sh", code, timeout=600),
+                  "torchrun all_reduce")
     evidence("all_reduce", text=r.stdout)
     got = sorted(re.findall(r"RANK (\d+) (\d+)", r.stdout))
     assert len(got) == n and all(int(v) == n for _, v in got), r.stdout

@@ -21,12 +21,12 @@ from provisioners.config import load_config, load_profile
 from provisioners.docker_deploy import (
     LABEL_NS,
     RENDERED_DIR,
-    DockerDeployment,
     example_release,
     load_deployment,
     parse_size,
     plan_release,
     rendered_examples,
+    served_engine,
 )
 from provisioners.engine_config import to_cli_args
 from provisioners.errors import ConfigError
@@ -75,7 +75,7 @@ def test_dockerfile_structure(profile, releases):
     assert [s["value"].split()[-1] for s in stages] == ["builder", "runtime"], [s["value"] for s in stages]
     runtime_start = stages[1]["startline"]
     runtime = [i for i in df.structure if i["startline"] > runtime_start]
-    assert any(i["instruction"] == "COPY" and i["value"].startswith(f"--from=builder /opt/vllm ") for i in runtime)
+    assert any(i["instruction"] == "COPY" and i["value"].startswith("--from=builder /opt/vllm ") for i in runtime)
     assert [i["value"] for i in runtime if i["instruction"] == "ENTRYPOINT"] == ['["/opt/vllm/bin/vllm", "serve"]']
     run_text = " ".join(i["value"] for i in runtime if i["instruction"] == "RUN")
     for tool in ("cmake", "ninja-build", "build-essential", "git", "cuda-toolkit", "ccache"):
@@ -137,7 +137,7 @@ def test_engine_flags_come_from_the_lxc_config_models(releases):
         compose = yaml.safe_load(rel.files["compose.yaml"])
         assert compose["services"]["vllm"]["command"] == to_cli_args(rel.engine)
         base = cfg.container(cfg.default_ctid).vllm_engine_config.merged(load_profile(profile).engine_overrides)
-        assert rel.engine.CacheConfig == base.CacheConfig.model_copy(update=rel.engine.CacheConfig.model_dump()) or True
+        assert rel.engine == served_engine(base, rel.model)
     bw = yaml.safe_load(releases["gpu-blackwell"].files["compose.yaml"])["services"]["vllm"]
     cmd = bw["command"]
     for flag, value in (("--quantization", "fp8"), ("--kv-cache-dtype", "fp8"), ("--tensor-parallel-size", "2"),
@@ -202,15 +202,9 @@ def test_deployment_errors_name_the_path(tmp_path):
     bad.write_text("version: 1\nmodels: [{name: a, kind: tiny-llama}]\nactive_model: b\n")
     with pytest.raises(ConfigError, match="active_model 'b' is not one of"):
         load_deployment("cpu", bad)
+    bad.write_text("version: 1\nmodels: [{name: x, kind: hub}]\n")
     with pytest.raises(ConfigError, match="needs hub_id"):
-        DockerDeployment.model_validate({"models": [{"name": "x", "kind": "hub"}]}) if False else \
-            load_deployment("cpu", _write(tmp_path, "version: 1\nmodels: [{name: x, kind: hub}]\n"))
-
-
-def _write(tmp_path, text: str) -> Path:
-    p = tmp_path / "e.yaml"
-    p.write_text(text)
-    return p
+        load_deployment("cpu", bad)
 
 
 def test_cuda_version_must_match_the_profile(tmp_path):
