@@ -233,8 +233,8 @@ class SupervisedService(_ServiceStep):
         if child:
             kill_group(target, child)                   # the server's process group
 
-
     def start(self, target) -> None:
+        target.run(["rm", "-f", self.base + ".restarts"])  # like systemd's NRestarts: counts since this start
         script = posixpath.join(self.state_dir, "supervise.py")
         target.put(script, read_script("supervise.py"))
         target.must(["/bin/sh", "-c", 'setsid -f "$1" "$2" "$3" >>"$4" 2>&1 </dev/null', "sh",
@@ -253,7 +253,6 @@ class SupervisedService(_ServiceStep):
         self.stop(target)
         target.put(self.spec_path, self.unit.render_json(self.server_log))
         target.put(self.server_log, b"", 0o644)          # a fresh log per start: the tail is this start's
-        target.run(["rm", "-f", self.base + ".restarts"])  # like systemd's NRestarts: counts since this start
         self.start(target)
         self.endpoint.log_hint = f"server log: {self.server_log}"
 
