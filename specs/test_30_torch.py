@@ -26,3 +26,16 @@ def test_torch_is_a_new_enough_nightly(torch_info, profile):
     assert version_tuple(torch_info["version"]) >= version_tuple(profile.torch.min_version), torch_info
     if profile.torch.nightly:
         assert ".dev" in torch_info["version"], f"torch {torch_info['version']} is not a nightly"
+
+
+@pytest.mark.req("R000-S2-torch-nightly-index")
+def test_torch_comes_from_the_nightly_index(torch_info, profile, settings, evidence):
+    url = profile.torch.index_url or ""
+    assert "/whl/nightly/" in url and "/whl/test/" not in url, f"profile torch index is {url!r}"
+    assert profile.torch.pre, "nightlies need --pre"
+    assert ".dev" in torch_info["version"], f"torch {torch_info['version']} is not a nightly build"
+    log = settings.log_dir / "torch.log"
+    if log.exists():                         # present when this run installed torch
+        text = log.read_text()
+        evidence("torch install log (tail)", text=text[-3000:])
+        assert f"--index-url {url}" in text and "/whl/test/" not in text

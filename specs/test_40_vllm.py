@@ -48,3 +48,13 @@ def test_every_rendered_flag_is_known_to_the_installed_vllm(target, toolchain, v
     flags = [a for a in to_cli_args(served_engine) if a.startswith("--")]
     unknown = [f for f in flags if f not in r.stdout]
     assert not unknown, f"flags the installed vLLM does not know: {unknown}"
+
+
+@pytest.mark.req("R003-3.1-no-legacy-vllm")
+def test_the_only_vllm_is_the_venvs(target, toolchain, vllm_layer, profile):
+    system = target.run(["python3", "-c", "import vllm"])
+    assert system.failed, "the system python imports a vllm (a legacy install outside the venv)"
+    r = target.run(["find", "/", "-xdev", "-maxdepth", "7", "-type", "d", "-name", "vllm*.dist-info",
+                    "-not", "-path", "/proc/*"], timeout=300)
+    outside = [p for p in r.stdout.split() if not p.startswith(toolchain.venv + "/")]
+    assert not outside, f"vllm dist-info outside {toolchain.venv}: {outside}"
