@@ -8,7 +8,7 @@ pytestmark = [pytest.mark.layer("idempotence"), pytest.mark.order(-1)]
 
 
 @pytest.mark.req("R003-2-idempotency", "R000-3-idempotency-skip", "R003-P2.2-flashinfer-clone-idempotent")
-def test_second_converge_changes_nothing(target, converge, ledger, settings, evidence):
+def test_second_converge_changes_nothing(target, converge, ledger, settings, evidence, service):
     if settings.audit:
         pytest.skip("not verified: --audit never converges, so there is no second converge to compare")
     steps = list(dict.fromkeys(converge.steps))
