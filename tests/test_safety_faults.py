@@ -1,0 +1,240 @@
+"""Faults while serving and after a killed run, on the REAL supervisor (provisioners/scripts/supervise.py)
+with a temp state dir and a free port, so the shared service on :8000 is never touched.
+
+Most tests run `tests/stubs/fake_vllm` (a /health server that leaves a helper in its process group,
+like vLLM's EngineCore); the broken-model test runs the real `vllm serve` from /opt/vllm.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from provisioners.engine_config import EngineConfig
+from provisioners.errors import ProvisionError
+from provisioners.service import Endpoint, SupervisedService, UnitModel
+from provisioners.target import Target
+from tests.stubs.safety_support import STUBS, free_port, pid_alive
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def local():
+    return Target.from_url("local://")
+
+
+def make_service(tmp_path: Path, *, vllm_bin: str, model: str, env: dict | None = None, restart_sec: int = 1,
+                 startup_timeout: float = 60) -> SupervisedService:
+    port = free_port()
+    engine = EngineConfig.model_validate({"ModelConfig": {"model": model},
+                                          "ServerConfig": {"host": "127.0.0.1", "port": port,
+                                                           "served_model_name": "safety-probe"}})
+    unit = UnitModel.build(vllm_bin=vllm_bin, engine=engine, profile_env=env or {}, name="phoenix_safety_probe.service")
+    unit = dataclasses.replace(unit, restart_sec=restart_sec)
+    endpoint = Endpoint(base_url=f"http://127.0.0.1:{port}", served_model="safety-probe", model_dir=model)
+    return SupervisedService(unit, endpoint, state_dir=str(tmp_path / "state"), startup_timeout=startup_timeout)
+
+
+@pytest.fixture
+def fake_bin(tmp_path) -> str:
+    """A bin dir like a venv's: `python` (for supervise.py) and `vllm` (the fake server)."""
+    bindir = tmp_path / "venv" / "bin"
+    bindir.mkdir(parents=True)
+    (bindir / "python").symlink_to(sys.executable)
+    (bindir / "vllm").symlink_to(STUBS / "fake_vllm")
+    return str(bindir / "vllm")
+
+
+@pytest.fixture
+def services(local):
+    """Every service a test starts is stopped afterwards, whatever happened."""
+    started: list[SupervisedService] = []
+    yield started
+    for svc in started:
+        svc.stop(local)
+
+
+def helper_pids(path: Path) -> list[int]:
+    return [int(x) for x in path.read_text().split()] if path.exists() else []
+
+
+def wait_for(predicate, timeout: float, what: str, every: float = 0.1) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(every)
+    raise AssertionError(f"{what}: not within {timeout}s")
+
+
+def healthy(svc: SupervisedService) -> bool:
+    try:
+        return httpx.get(svc.endpoint.base_url + "/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_killed_server_is_restarted_and_its_group_reaped(tmp_path, local, fake_bin, services, record_property):
+    helpers = tmp_path / "helpers.txt"
+    svc = make_service(tmp_path, vllm_bin=fake_bin, model="/m", env={"PHOENIX_FAKE_HELPER_PIDS": str(helpers)})
+    services.append(svc)
+    assert svc.converge(local).changed
+    first = svc.status(local)["main_pid"]
+    first_helper = helper_pids(helpers)[0]
+    os.kill(first, signal.SIGKILL)                       # what the OOM killer does
+    killed_at = time.monotonic()
+    wait_for(lambda: not healthy(svc), 10, "/health still answers after the kill")
+    wait_for(lambda: healthy(svc), 30, "the supervisor did not bring /health back")
+    recovery = time.monotonic() - killed_at
+    record_property("fake_server_recovery_s", round(recovery, 2))
+    status = svc.status(local)
+    assert status["main_pid"] not in (0, first) and status["restarts"] == 1, status
+    # the killed server's helper (vLLM: EngineCore) does not linger as an orphan
+    wait_for(lambda: not pid_alive(first_helper), 10, f"helper {first_helper} of the killed server still runs")
+    assert svc.check(local).satisfied
+
+
+def test_stale_pid_files_count_as_not_running_and_no_stranger_is_signalled(tmp_path, local, fake_bin, services):
+    svc = make_service(tmp_path, vllm_bin=fake_bin, model="/m")
+    services.append(svc)
+    Path(svc.base).parent.mkdir(parents=True)
+    local.put(svc.spec_path, svc.unit.render_json(svc.server_log))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stranger = subprocess.Popen(["sleep", "300"])        # a live process whose pid a stale file names
+    try:
+        Path(f"{svc.base}.supervisor.pid").write_text(str(dead.pid))
+        Path(f"{svc.base}.child.pid").write_text(str(stranger.pid))
+        seen = svc.check(local)
+        assert not seen.satisfied and seen.reason == "the service is not running", seen
+        result = svc.converge(local)
+        assert result.status == "changed" and result.after["running"], result
+        assert stranger.poll() is None, "the suite signalled a process that only a stale pid file named"
+        assert svc.status(local)["main_pid"] != stranger.pid
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_server_orphaned_by_a_killed_supervisor_is_replaced(tmp_path, local, fake_bin, services):
+    helpers = tmp_path / "helpers.txt"
+    svc = make_service(tmp_path, vllm_bin=fake_bin, model="/m", env={"PHOENIX_FAKE_HELPER_PIDS": str(helpers)})
+    services.append(svc)
+    svc.converge(local)
+    sup = int(Path(f"{svc.base}.supervisor.pid").read_text())
+    orphan = svc.status(local)["main_pid"]
+    os.kill(sup, signal.SIGKILL)                         # a killed run / crashed supervisor: its pid file stays
+    wait_for(lambda: not pid_alive(sup), 10, "supervisor still alive")
+    assert healthy(svc), "the orphan should still answer (that is the trap)"
+    seen = svc.check(local)
+    assert not seen.satisfied, seen
+    svc.converge(local)
+    new = svc.status(local)
+    assert new["main_pid"] not in (0, orphan), new
+    wait_for(lambda: not pid_alive(orphan), 10, f"orphaned server {orphan} still runs")
+    ppid = int(Path(f"/proc/{new['main_pid']}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    assert ppid == int(Path(f"{svc.base}.supervisor.pid").read_text()), "the server answering is not the supervised one"
+    assert all(not pid_alive(p) for p in helper_pids(helpers)[:1])
+
+
+def test_server_that_cannot_start_fails_fast_with_its_log_tail(tmp_path, local, fake_bin, services):
+    svc = make_service(tmp_path, vllm_bin=fake_bin, model="/models/broken", env={"PHOENIX_FAKE_FAIL": "1"},
+                       startup_timeout=120)
+    services.append(svc)
+    start = time.monotonic()
+    with pytest.raises(ProvisionError) as err:
+        svc.converge(local)
+    took = time.monotonic() - start
+    text = str(err.value)
+    assert took < 30, f"a crash loop took {took:.0f}s to be reported (startup timeout 120 s)"
+    assert "exited before /health answered" in text and svc.server_log in text, text
+    assert "cannot load the model at /models/broken" in text, text
+
+
+def test_a_filelock_left_by_a_killed_run_is_free_at_once(tmp_path):
+    """converge() serialises on filelock.FileLock: the kernel drops a flock with its owner, so a
+    SIGKILLed run can never leave a lock that blocks the next one (the lock file itself may stay)."""
+    lock = tmp_path / "phoenix-torch.lock"
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import filelock, sys, time\n"
+                               f"l = filelock.FileLock({str(lock)!r}); l.acquire(); print('held', flush=True); time.sleep(600)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        import filelock
+
+        with pytest.raises(filelock.Timeout):
+            filelock.FileLock(str(lock)).acquire(timeout=0.5)
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        start = time.monotonic()
+        with filelock.FileLock(str(lock)).acquire(timeout=5):
+            assert time.monotonic() - start < 1
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+
+
+@pytest.mark.real_target
+def test_real_vllm_with_a_broken_model_dir_fails_with_the_server_log_not_a_hang(tmp_path, local, services,
+                                                                               record_property):
+    vllm = "/opt/vllm/bin/vllm"
+    if not Path(vllm).exists():
+        pytest.skip("no vLLM at /opt/vllm (run `make specs` first)")
+    model = tmp_path / "broken-model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"],
+                                                   "hidden_size": "not-a-number"}))
+    svc = make_service(tmp_path, vllm_bin=vllm, model=str(model), restart_sec=5, startup_timeout=400,
+                       env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"})
+    services.append(svc)
+    start = time.monotonic()
+    with pytest.raises(ProvisionError) as err:
+        svc.converge(local)
+    took = time.monotonic() - start
+    record_property("broken_model_failure_s", round(took, 1))
+    text = str(err.value)
+    assert took < 300, f"took {took:.0f}s"
+    assert "exited before /health answered" in text and "output tail:" in text, text
+    assert str(model) in svc.log_tail(local, 400), "the log tail does not show which model failed"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/unshare").exists(), reason="needs root and unshare(1)")
+def test_group_kill_hits_only_the_group_even_with_procps_4_0_2(tmp_path):
+    """procps-ng 4.0.2 (Debian 12) runs `kill -KILL -183` as `kill -1`: every process dies. The suite's
+    group kill must hit the group only. Checked inside a throwaway PID namespace, where `kill -1`
+    could only hit that namespace, with a many-digit pgid (the bug needs one)."""
+    script = tmp_path / "probe.py"
+    script.write_text(textwrap.dedent(f'''
+        import subprocess, sys, time
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+        from provisioners.service import kill_group
+        from provisioners.target import Target
+        bystander = subprocess.Popen(["sleep", "60"])
+        for _ in range(150):
+            subprocess.Popen(["true"]).wait()          # pids above 100
+        group = subprocess.Popen(["sleep", "60"], start_new_session=True)
+        time.sleep(0.2)
+        kill_group(Target.from_url("local://"), group.pid)
+        time.sleep(0.3)
+        print(group.pid, bystander.poll(), group.poll())
+        bystander.kill()
+    '''))
+    r = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, str(script)],
+                       capture_output=True, text=True, timeout=60)
+    if r.returncode != 0 and "Operation not permitted" in r.stderr:
+        pytest.skip("unshare --pid is not permitted here")
+    pgid, bystander_rc, group_rc = r.stdout.split()
+    assert int(pgid) >= 100 and group_rc == "-9", r.stdout
+    assert bystander_rc == "None", f"a process outside the group was killed (rc {bystander_rc})"
