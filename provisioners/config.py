@@ -38,6 +38,14 @@ class NetworkConfig(_Model):
     ip: ipaddress.IPv4Interface
     gw: ipaddress.IPv4Address
 
+    @field_validator("ip", "gw", mode="before")
+    @classmethod
+    def _written_as_text(cls, v: Any):
+        # pydantic takes an int (and so true/false) as an address: `"ip": true` would be 0.0.0.1/32
+        if not isinstance(v, str):
+            raise ValueError(f"must be written as a string like \"10.0.0.121/24\", not {type(v).__name__} {v!r}")
+        return v
+
     @model_validator(mode="after")
     def _gateway_in_subnet(self):
         if self.gw not in self.ip.network:

@@ -327,6 +327,16 @@ def test_engine_config_raises_only_validation_errors(value):
         pass
 
 
+@pytest.mark.parametrize("field,value", [("ip", True), ("ip", 167772161), ("gw", 167772161), ("gw", False)])
+def test_addresses_must_be_written_as_text(field, value):
+    """Found by the fuzzing: pydantic reads an int (and true) as an IPv4 address (`"ip": true` was
+    0.0.0.1/32, and with `"gw": true` a valid config). Addresses are strings now."""
+    doc = set_at(EXAMPLE, ("lxc_configs", "921", "network_config", field), value)
+    with pytest.raises(ConfigError) as err:
+        _load_json(doc)
+    assert_names_path(str(err.value), ("lxc_configs", "921", "network_config", field), "must be written as a string")
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _report_inputs_tried(request):
     yield
