@@ -29,6 +29,7 @@ class Settings:
     wheelhouse: Path | None
     out_dir: Path
     run_id: str
+    destructive: bool = False    # run fault-injection specs (they kill the service)
 
     @property
     def target_scheme(self) -> str:
@@ -62,7 +63,8 @@ def detect_profile(nvidia_smi: str | None = None) -> tuple[str, str]:
 
 
 def build_settings(*, ctid: str | None, target: str | None, config: str | None, profile: str | None,
-                   audit: bool, wheelhouse: str | None, out_dir: str | None, rootdir: Path = REPO_ROOT) -> Settings:
+                   audit: bool, wheelhouse: str | None, out_dir: str | None, rootdir: Path = REPO_ROOT,
+                   destructive: bool = False) -> Settings:
     """Turn raw option values into Settings, raising ConfigError with one clear line on bad input."""
     register_env(os.environ)     # an operator's HF_TOKEN & co. are masked in every log and report
     if ctid is not None and not re.fullmatch(r"\d{3,9}", str(ctid)):
@@ -93,4 +95,5 @@ def build_settings(*, ctid: str | None, target: str | None, config: str | None, 
     out = Path(out_dir) if out_dir else rootdir / "reports" / "out"
     return Settings(target_url=target_url, ctid=str(ctid) if ctid is not None else None,
                     config_path=config_path.resolve(), profile=prof, profile_reason=reason, audit=audit,
-                    wheelhouse=wh, out_dir=out.resolve(), run_id=time.strftime("%Y%m%dT%H%M%S"))
+                    wheelhouse=wh, out_dir=out.resolve(), run_id=time.strftime("%Y%m%dT%H%M%S"),
+                    destructive=destructive)
