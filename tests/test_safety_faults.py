@@ -84,7 +84,7 @@ def healthy(svc: SupervisedService) -> bool:
         return False
 
 
-def test_killed_server_is_restarted_and_its_group_reaped(tmp_path, local, fake_bin, services, record_property):
+def test_killed_server_is_restarted_and_its_group_reaped(tmp_path, local, fake_bin, services, request):
     helpers = tmp_path / "helpers.txt"
     svc = make_service(tmp_path, vllm_bin=fake_bin, model="/m", env={"PHOENIX_FAKE_HELPER_PIDS": str(helpers)})
     services.append(svc)
@@ -96,7 +96,7 @@ def test_killed_server_is_restarted_and_its_group_reaped(tmp_path, local, fake_b
     wait_for(lambda: not healthy(svc), 10, "/health still answers after the kill")
     wait_for(lambda: healthy(svc), 30, "the supervisor did not bring /health back")
     recovery = time.monotonic() - killed_at
-    record_property("fake_server_recovery_s", round(recovery, 2))
+    request.node.user_properties.append(("fake_server_recovery_s", round(recovery, 2)))
     status = svc.status(local)
     assert status["main_pid"] not in (0, first) and status["restarts"] == 1, status
     # the killed server's helper (vLLM: EngineCore) does not linger as an orphan
@@ -188,7 +188,7 @@ def test_a_filelock_left_by_a_killed_run_is_free_at_once(tmp_path):
 
 @pytest.mark.real_target
 def test_real_vllm_with_a_broken_model_dir_fails_with_the_server_log_not_a_hang(tmp_path, local, services,
-                                                                               record_property):
+                                                                               request):
     vllm = "/opt/vllm/bin/vllm"
     if not Path(vllm).exists():
         pytest.skip("no vLLM at /opt/vllm (run `make specs` first)")
@@ -203,7 +203,7 @@ def test_real_vllm_with_a_broken_model_dir_fails_with_the_server_log_not_a_hang(
     with pytest.raises(ProvisionError) as err:
         svc.converge(local)
     took = time.monotonic() - start
-    record_property("broken_model_failure_s", round(took, 1))
+    request.node.user_properties.append(("broken_model_failure_s", round(took, 1)))
     text = str(err.value)
     assert took < 300, f"took {took:.0f}s"
     assert "exited before /health answered" in text and "output tail:" in text, text

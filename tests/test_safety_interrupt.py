@@ -86,7 +86,7 @@ def test_torch_layer_converged(torch_layer):
 
 
 @pytest.mark.real_target
-def test_run_killed_during_pip_install_converges_on_the_next_run(tmp_path, record_property):
+def test_run_killed_during_pip_install_converges_on_the_next_run(tmp_path, request):
     """A real pytest process running the suite's own toolchain and torch layers (the cpu profile's torch
     specs are skipped as not applicable, so a one-line probe asks for the `torch_layer` fixture)."""
     venv = tmp_path / "venv"
@@ -117,17 +117,17 @@ def test_run_killed_during_pip_install_converges_on_the_next_run(tmp_path, recor
         partial = sum(1 for _ in torch_dir().rglob("*")) if copying and torch_dir() else 0
     finally:
         victims = kill_tree(first)
-    record_property("killed_pids", len(victims))
-    record_property("torch_files_at_kill", partial)
+    request.node.user_properties.append(("killed_pids", len(victims)))
+    request.node.user_properties.append(("torch_files_at_kill", partial))
     assert copying, "pip never started copying torch (nothing to interrupt):\n" + first.stdout.read().decode()[-3000:]
     assert not any(pid_alive(p) for p in victims), "a process of the killed run is still running"
     start = time.monotonic()
     second = subprocess.run(argv("out2"), cwd=tmp_path, capture_output=True, text=True, env=env, timeout=1800)
-    record_property("second_run_s", round(time.monotonic() - start, 1))
+    request.node.user_properties.append(("second_run_s", round(time.monotonic() - start, 1)))
     assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-2000:]
     ledger = {e["name"]: e for e in json.loads((tmp_path / "out2" / "ledger.json").read_text())}
     assert ledger["torch"]["status"] in ("changed", "unchanged"), ledger["torch"]
-    record_property("torch_status_after_kill", ledger["torch"]["status"])
+    request.node.user_properties.append(("torch_status_after_kill", ledger["torch"]["status"]))
     r = subprocess.run([str(venv / "bin" / "python"), "-c", "import torch; print(torch.__version__, torch.ones(2).sum().item())"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.split()[1] == "2.0", r.stdout + r.stderr

@@ -128,7 +128,7 @@ def group_members(pgid: int) -> list[int]:
 
 @pytest.mark.real_target
 @pytest.mark.slow
-def test_audit_with_the_service_stopped_changes_nothing(tmp_path, record_property):
+def test_audit_with_the_service_stopped_changes_nothing(tmp_path, request):
     if not SERVICE_SPEC.exists() or not Path("/opt/vllm/bin/vllm").exists():
         pytest.skip("the local target is not converged (run `make specs` first)")
     local = Target.from_url("local://")
@@ -150,7 +150,7 @@ def test_audit_with_the_service_stopped_changes_nothing(tmp_path, record_propert
             start = time.monotonic()
             r = run_specs("specs/", "--audit", "--phoenix-out", str(out), f"--alluredir={tmp_path / 'allure'}",
                           timeout=1500)
-            record_property("audit_run_s", round(time.monotonic() - start, 1))
+            request.node.user_properties.append(("audit_run_s", round(time.monotonic() - start, 1)))
             after = {p: snapshot(p, c) for p, c in watched.items()}
             env_after = Path("/etc/environment").read_bytes() if Path("/etc/environment").exists() else b""
             still_down = not answers(url) and svc.status(local)["main_pid"] == 0
@@ -167,5 +167,5 @@ def test_audit_with_the_service_stopped_changes_nothing(tmp_path, record_propert
     ledger = json.loads((out / "ledger.json").read_text())
     assert not [e for e in ledger if e["changed"] or e["status"] == "changed"], ledger
     assert any(e["name"] == "service" and e["status"] == "drift" for e in ledger), ledger
-    record_property("audit_summary", text.strip().splitlines()[-1] if text.strip() else "")
+    request.node.user_properties.append(("audit_summary", text.strip().splitlines()[-1] if text.strip() else ""))
     assert answers(url), "the service did not come back after the audit test"

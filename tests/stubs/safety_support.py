@@ -149,3 +149,4 @@ def phoenix_state(path: str = "/var/lib/phoenix", content: bool = True) -> dict[
     return {k: v for k, v in found.items()
             if not any(fnmatch.fnmatch(k, pat) or fnmatch.fnmatch(k.split("/")[0], pat) or k.startswith(pat + "/")
                        for pat in PHOENIX_RUNTIME)}
+
