@@ -1,7 +1,7 @@
 """Resilience of the served model (seed 004 Phase 4 Task 2 and its tests): bounded concurrent load on
-the real server, and recovery after the vLLM process is killed. Latencies and the recovery time are
-reported as evidence; the gates are zero errors and recovery within the configured budget
-(RestartSec + the profile's startup timeout).
+the real server, and recovery after the vLLM process is killed (`--destructive` only: it restarts
+the service). Latencies and the recovery time are reported as evidence; the gates are zero errors
+and recovery within the configured budget (RestartSec + the profile's startup timeout).
 """
 from __future__ import annotations
 
@@ -89,6 +89,7 @@ def _healthy(service) -> bool:
         return False
 
 
+@pytest.mark.destructive            # kills the server: runs with --destructive (CI), not on a plain re-run
 @pytest.mark.req("R004-Ph4.2-failure-scenarios")
 def test_killed_vllm_process_is_restarted_and_healthy_again(target, svc, service, settings, profile, evidence):
     if settings.audit:
