@@ -12,4 +12,5 @@ pytest_plugins = [
     "fixtures.tls",
     "fixtures.docker",
     "fixtures.reporting",
+    "fixtures.evidence",
 ]
