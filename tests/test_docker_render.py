@@ -67,9 +67,9 @@ def test_the_schema_rejects_what_it_should():
 
 
 @pytest.mark.parametrize("profile", PROFILES)
-def test_dockerfile_structure(profile, releases):
+def test_dockerfile_structure(profile, releases, tmp_path):
     rel = releases[profile]
-    df = DockerfileParser(fileobj=None, cache_content=True)
+    df = DockerfileParser(path=str(tmp_path), cache_content=True)   # content= writes a file: keep it out of the repo
     df.content = (RENDERED_DIR / profile / "Dockerfile").read_text()
     stages = [i for i in df.structure if i["instruction"] == "FROM"]
     assert [s["value"].split()[-1] for s in stages] == ["builder", "runtime"], [s["value"] for s in stages]
@@ -94,9 +94,9 @@ def test_dockerfile_structure(profile, releases):
             assert needed in builder_runs, needed
 
 
-def test_blackwell_labels_record_the_seed_versions(releases):
+def test_blackwell_labels_record_the_seed_versions(releases, tmp_path):
     rel = releases["gpu-blackwell"]
-    df = DockerfileParser(fileobj=None, cache_content=True)
+    df = DockerfileParser(path=str(tmp_path), cache_content=True)   # content= writes a file: keep it out of the repo
     df.content = rel.files["Dockerfile"]
     lab = df.labels
     assert lab[f"{LABEL_NS}.cuda.version"] == "12.8.1"
