@@ -77,8 +77,8 @@ class VllmInstall(Step):
             pip_install(target, self.layout, [f"{self.want.package}=={self.want.version}"], step=self.name,
                         log_path=self.log_path, wheelhouse=self.wheelhouse)
         if self.is_cpu_wheel:
-            present = [n for n in CPU_CONFLICTS
-                       if DistVersions(self.layout.python, (n,)).read(target).get(n)]
+            installed = DistVersions(self.layout.python, CPU_CONFLICTS).read(target)
+            present = [n for n in CPU_CONFLICTS if installed.get(n)]
             if present:
                 target.must([*self.layout.pip, "uninstall", "-y", *present], step=self.name,
                             what="could not remove the conflicting torch add-ons", log_path=self.log_path)

@@ -195,7 +195,7 @@ def test_max_jobs_fits_the_memory(source_build, target, profile):
     r = target.run(["/bin/sh", "-c", "awk '/MemTotal/ {print $2}' /proc/meminfo"])
     mem_gb = int(r.stdout.split()[0]) / 1024 / 1024
     jobs = int(source_build["log"]["env"].get("MAX_JOBS", "0"))
-    assert 1 <= jobs <= max(1, mem_gb // profile.vllm.source.gb_per_job), \
+    assert jobs >= 1 and jobs <= max(1, mem_gb // profile.vllm.source.gb_per_job), \
         f"MAX_JOBS={jobs} with {mem_gb:.1f} GB and {profile.vllm.source.gb_per_job} GB per job"
 
 
