@@ -66,6 +66,9 @@ export VLLM_FLASH_ATTN_VERSION="$PHX_FA_VERSION"
 export MAX_JOBS="$PHX_MAX_JOBS"
 export CMAKE_BUILD_PARALLEL_LEVEL="$PHX_MAX_JOBS"
 export VLLM_TARGET_DEVICE="$PHX_DEVICE"
+# the editable build compiles in a fresh temporary dir: let ccache match objects across dirs, so the wheel
+# pass below (and a re-run) can hit (seen here: 0 hits without this; with it: not measured yet)
+export CCACHE_BASEDIR=/ CCACHE_NOHASHDIR=1
 say "TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST VLLM_FLASH_ATTN_VERSION=$VLLM_FLASH_ATTN_VERSION MAX_JOBS=$MAX_JOBS CMAKE_BUILD_PARALLEL_LEVEL=$CMAKE_BUILD_PARALLEL_LEVEL VLLM_TARGET_DEVICE=$VLLM_TARGET_DEVICE"
 # 3. use_existing_torch.py (root in older trees, tools/ in newer ones)
 if [ -f use_existing_torch.py ]; then UET=use_existing_torch.py; else UET=tools/use_existing_torch.py; fi
@@ -81,6 +84,12 @@ if grep -qiE '^[[:space:]]*torch[[:space:]]*([=<>~!;]|$)' "$BR"; then
 fi
 say "pip install -r $BR"
 "$PY" -m pip install --progress-bar off $PHX_PIP_OPTS -r "$BR"
+# vLLM's CPU kernels include <numa.h> (csrc/cpu/utils.cpp): without libnuma-dev the compile dies at its very
+# end (seen here after 76 min: "fatal error: numa.h: No such file or directory"). Fail before compiling.
+if [ "$PHX_DEVICE" = cpu ] && ! printf '#include <numa.h>\n' | ${CXX:-c++} -E -x c++ - >/dev/null 2>&1; then
+  say "numa.h not found: install libnuma-dev (apt) before a CPU build"
+  exit 8
+fi
 # 5. compile and install (editable, against the venv's torch)
 T0=$(date +%s)
 say "pip install --no-build-isolation -e . (started $(date -u +%FT%TZ))"
