@@ -7,7 +7,7 @@ OUT     := reports/out
 ALLURE  := reports/allure-results
 SPECS_ARGS ?=
 
-.PHONY: venv specs specs-lxc audit test catalog report gate clean
+.PHONY: venv specs specs-lxc audit test catalog report gate clean source-build-cpu device-bundle
 
 $(BIN)/python: requirements.txt
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,20 @@ specs-lxc: venv
 	$(BIN)/python -m provisioners.wheelhouse --profile cpu --dest $(WHEELHOUSE)
 	$(PYTEST) specs/ -p no:randomly --target lxc://$(LXC_NAME) --profile cpu --wheelhouse $(WHEELHOUSE) \
 	  --phoenix-out reports/out-lxc --alluredir=reports/allure-results-lxc --junitxml=reports/out-lxc/junit-specs.xml $(SPECS_ARGS)
+
+## vLLM CPU build from a release sdist through provisioners/vllm_source.py (seed 000 step 3). Not in CI:
+## on 2 cores it needs about 80 min, g++ >= 12.3 for vLLM >= 0.20, and libnuma-dev (docs/evidence/README.md).
+source-build-cpu: venv
+	python3 -m venv .venv-src && .venv-src/bin/pip install -q torch==2.13.0+cpu
+	nice -n 19 $(BIN)/python -m provisioners.vllm_source --python .venv-src/bin/python \
+	  --repo-dir $${REPO_DIR:-/tmp/vllm_repo} --device cpu --sdist $${SDIST:?path to vllm-X.tar.gz} \
+	  --max-jobs $${MAX_JOBS:-1} --no-deps --cache-root $${CACHE:-/tmp/vllm-wheels} \
+	  $${GITCFG:+--env GIT_CONFIG_GLOBAL=$$GITCFG} --env CARGO_NET_OFFLINE=true \
+	  --log reports/out/logs/vllm-source.log --summary reports/out/vllm-source.json
+
+## The offline vLLM bundle for the borrowed H100 (tools/device/README.md).
+device-bundle:
+	nice -n 19 tools/device/build_bundle.sh /tmp/dev .whl
 
 ## Check only: change nothing, report drift.
 audit: venv

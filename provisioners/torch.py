@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from provisioners.base import Observed, Step
 from provisioners.config import TorchExpect
-from provisioners.facts import DistVersions, version_tuple
+from provisioners.facts import DistVersions, TorchInfo, version_tuple
 from provisioners.layout import Layout
 from provisioners.toolchain import pip_install
 
@@ -39,6 +39,10 @@ class TorchInstall(Step):
         if version and "+cu" in version:
             tag = version.split("+cu", 1)[1]
             cuda = f"{tag[:-1]}.{tag[-1]}" if tag.isdigit() else None
+        elif version and "+" not in version:
+            # no local label (seen on the H100 image's torch): ask torch itself
+            info = TorchInfo(self.layout.python).read(target, timeout=300)
+            cuda = info.get("cuda") if info else None
         ok, why = torch_matches(version, cuda, self.want)
         return Observed(ok, {"torch": version, "cuda": cuda}, why)
 
