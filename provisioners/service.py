@@ -156,6 +156,12 @@ def kill_group(target, pgid: int) -> None:
 class _ServiceStep(Step):
     def __init__(self, unit: UnitModel, endpoint: Endpoint, *, state_dir: str, startup_timeout: float):
         self.unit, self.endpoint, self.state_dir, self.startup_timeout = unit, endpoint, state_dir, startup_timeout
+        endpoint.log_hint = self.log_hint
+
+    @property
+    def log_hint(self) -> str:
+        """Where an operator reads this service's log."""
+        raise NotImplementedError
 
     def healthy(self) -> bool:
         try:
@@ -181,6 +187,10 @@ class SupervisedService(_ServiceStep):
     @property
     def server_log(self) -> str:
         return self.base + ".log"
+
+    @property
+    def log_hint(self) -> str:
+        return f"server log: {self.server_log}"
 
     def _pid(self, target, which: str) -> int | None:
         """The live pid in a pid file, or None. A stale file (the process is gone, or its pid now
@@ -254,7 +264,6 @@ class SupervisedService(_ServiceStep):
         target.put(self.spec_path, self.unit.render_json(self.server_log))
         target.put(self.server_log, b"", 0o644)          # a fresh log per start: the tail is this start's
         self.start(target)
-        self.endpoint.log_hint = f"server log: {self.server_log}"
 
         def alive() -> bool:
             # a restart during startup means the server died (crash loop): fail now with its log
@@ -290,6 +299,10 @@ class SystemdUnit(_ServiceStep):
     def path(self) -> str:
         return f"/etc/systemd/system/{self.unit.name}"
 
+    @property
+    def log_hint(self) -> str:
+        return f"journalctl -u {self.unit.name}"
+
     def log_tail(self, target, lines: int = 40) -> str:
         since = target.run(["systemctl", "show", "-p", "ActiveEnterTimestamp", "--value", self.unit.name]).stdout.strip()
         argv = ["journalctl", "-u", self.unit.name, "--no-pager", "-n", str(lines)]
@@ -321,7 +334,6 @@ class SystemdUnit(_ServiceStep):
         target.must(["systemctl", verb, self.unit.name], step=self.name, what=f"systemctl {verb} failed")
         # read after the (synchronous) start: a manual start resets systemd's NRestarts
         restarts_before = self.status(target)["restarts"]
-        self.endpoint.log_hint = f"journalctl -u {self.unit.name}"
 
         def alive() -> bool:
             # Restart=on-failure hides a crash loop behind "activating (auto-restart)": an automatic
