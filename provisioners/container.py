@@ -644,6 +644,14 @@ class LxcDriver(ContainerDriver):
                 f"--mirror={mirror}", f"--security-mirror={security}", f"--packages={','.join(self.packages)}"]
         _must(self.host.run(argv, log_path=log_path, timeout=3600, progress=f"lxc-create {name}"), f"lxc-create {name}")
         self.timings["create_s"] = round(time.monotonic() - t0, 2)
+        # a create that failed after debootstrap leaves a cached rootfs; the next lxc-create copies
+        # it in 5 s and returns 0 without the --packages, so check for what was asked for
+        root = self.facts.rootfs(name)
+        if not self.host.run(["test", "-x", f"{root}/usr/bin/python3"]).succeeded:
+            raise ProvisionError(f"lxc-create {name} returned 0 but {root}/usr/bin/python3 is missing "
+                                 f"(--packages={','.join(self.packages)} were not installed; a stale template "
+                                 f"cache is the usual cause: remove /var/cache/lxc/debian and run again)",
+                                 log_path=log_path)
         note = f" (clone source {src} is not on this host)" if src else ""
         return f"create:debian-{self.release}{note}", True
 
@@ -690,6 +698,13 @@ shift(root)
         root = self.facts.rootfs(name)
         link = f"{root}/etc/systemd/system/networking.service"
         _must(self.host.run(["ln", "-sfn", "/dev/null", link]), "mask networking.service")
+        # Debian's lxc-debian template (lxc-templates 3.0.4) writes the security suite as
+        # `<release>/updates`; since bullseye it is `<release>-security`, else apt-get update
+        # inside the container exits 100 ("does not have a Release file")
+        sources = f"{root}/etc/apt/sources.list"
+        old, new = f"{self.release}/updates", f"{self.release}-security"
+        if old in (self.host.get(sources) or b"").decode(errors="replace"):
+            _must(self.host.run(["sed", "-i", f"s#{old}#{new}#", sources]), f"fix the security suite in {sources}")
         prov = f"{root}{PROVENANCE}"
         _must(self.host.put(prov, _provenance(ctid, ct, origin), 0o644), f"write {prov}")
         if ct.unprivileged:
