@@ -27,15 +27,15 @@ LXC_NAME   ?= phoenix-921
 ## The same stack provisioned inside a real LXC container (systemd as PID 1, the real unit, Step-CA TLS),
 ## pip installing offline from a wheelhouse copied into the container.
 specs-lxc: venv
-	$(BIN)/python -m provisioners.wheelhouse --profile cpu --dest $(WHEELHOUSE)
+	$(BIN)/python -m provisioners.steps.wheelhouse --profile cpu --dest $(WHEELHOUSE)
 	$(PYTEST) specs/ -p no:randomly --target lxc://$(LXC_NAME) --profile cpu --wheelhouse $(WHEELHOUSE) \
 	  --phoenix-out reports/out-lxc --alluredir=reports/allure-results-lxc --junitxml=reports/out-lxc/junit-specs.xml $(SPECS_ARGS)
 
-## vLLM CPU build from a release sdist through provisioners/vllm_source.py (seed 000 step 3). Not in CI:
+## vLLM CPU build from a release sdist through provisioners/steps/vllm_source.py (seed 000 step 3). Not in CI:
 ## on 2 cores it needs about 80 min, g++ >= 12.3 for vLLM >= 0.20, and libnuma-dev (docs/evidence/README.md).
 source-build-cpu: venv
 	python3 -m venv .venv-src && .venv-src/bin/pip install -q torch==2.13.0+cpu
-	nice -n 19 $(BIN)/python -m provisioners.vllm_source --python .venv-src/bin/python \
+	nice -n 19 $(BIN)/python -m provisioners.steps.vllm_source --python .venv-src/bin/python \
 	  --repo-dir $${REPO_DIR:-/tmp/vllm_repo} --device cpu --sdist $${SDIST:?path to vllm-X.tar.gz} \
 	  --max-jobs $${MAX_JOBS:-1} --no-deps --cache-root $${CACHE:-/tmp/vllm-wheels} \
 	  $${GITCFG:+--env GIT_CONFIG_GLOBAL=$$GITCFG} --env CARGO_NET_OFFLINE=true \

@@ -11,7 +11,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from provisioners.secrets import redact_obj
+from provisioners.core.secrets import redact_obj
 from reports.catalog import Catalog, load_catalog
 from reports.html import render_html
 

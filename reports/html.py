@@ -26,7 +26,7 @@ DEFAULT_OUT = REPO / "reports" / "out"
 STATUSES = ("passed", "failed", "not verified")
 MAX_EMBED_BYTES = 2_000_000       # plots larger than this are linked, not embedded
 
-# The numbers of a `vllm bench serve` result worth a glance (provisioners/benchmark.py KEYS).
+# The numbers of a `vllm bench serve` result worth a glance (provisioners/steps/benchmark.py KEYS).
 BENCH_CARDS = (
     ("output_throughput", "output", "tok/s", 1),
     ("total_token_throughput", "total", "tok/s", 1),
@@ -57,7 +57,7 @@ def _resolve(p: str, out_dir: Path) -> Path | None:
 
 
 def bench_label(path: Path) -> str:
-    """bench-<label>-<key>.json -> label (provisioners.benchmark names its result files so)."""
+    """bench-<label>-<key>.json -> label (provisioners.steps.benchmark names its result files so)."""
     m = re.match(r"bench-(.+)-[0-9a-f]{6,}$", path.stem)
     return m.group(1) if m else path.stem
 

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from provisioners.config import load_config
-from provisioners.errors import ConfigError
+from provisioners.config.phoenix import load_config
+from provisioners.core.errors import ConfigError
 
 pytestmark = pytest.mark.layer("config")
 

@@ -3,7 +3,7 @@ that vLLM's kernel libraries really carry (seed 001 section 1's "dependency dead
 seed 002 G1, seed 003 3.2: the wheel is kept only when its kernels carry the GPU's arch).
 
 Only meaningful with a CUDA GPU: on the cpu profile every spec here is "not verified".
-The source-build specs at the end read what the source fallback (provisioners/vllm_source.py,
+The source-build specs at the end read what the source fallback (provisioners/steps/vllm_source.py,
 seed 000 step 3) left: its build log and /opt/vllm_repo. They are "not verified" in a session
 where the kernel check kept the wheel, because then no source build ran.
 """
@@ -14,9 +14,9 @@ import json
 import pytest
 
 from provisioners.facts import TorchInfo
-from provisioners.kernels import decide_strategy, kernel_report, sm_name
-from provisioners.perf import bandwidth_cached
-from provisioners.vllm_source import (
+from provisioners.facts.kernels import decide_strategy, kernel_report, sm_name
+from provisioners.steps.perf import bandwidth_cached
+from provisioners.steps.vllm_source import (
     DOC_BUILD_MINUTES,
     SourceBuild,
     SourcePlan,
@@ -48,7 +48,7 @@ def kernels(target, toolchain, vllm_layer, gpu, settings):
     # keep the raw cuobjdump output: it is the evidence (and the unit tests' data)
     out = settings.out_dir / "cuobjdump"
     out.mkdir(parents=True, exist_ok=True)
-    from provisioners.kernels import read_dumps
+    from provisioners.facts.kernels import read_dumps
     dumps = read_dumps(target, toolchain.python)
     for name, text in dumps["files"].items():
         (out / f"{name}.lelf.txt").write_text(text)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from conftest import expect_ok
 
-from provisioners.engine_config import to_cli_args
+from provisioners.config.engine import to_cli_args
 
 pytestmark = pytest.mark.layer("vllm")
 

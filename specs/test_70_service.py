@@ -12,8 +12,8 @@ import re
 import pytest
 from conftest import expect_ok, sha256_on
 
-from provisioners.engine_config import to_cli_args
-from provisioners.service import SystemdUnit, exec_start_argv
+from provisioners.config.engine import to_cli_args
+from provisioners.steps.service import SystemdUnit, exec_start_argv
 
 pytestmark = pytest.mark.layer("service")
 

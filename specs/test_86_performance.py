@@ -1,7 +1,7 @@
 """Performance evidence on a real GPU (seed 003 1 and 6.5, seed 004 phase 4).
 
 Variants differ in one variable each and are compared by medians of >= `repeats` runs of
-`vllm bench serve` (provisioners/perf.py). Thresholds come from the profile; the measured
+`vllm bench serve` (provisioners/steps/perf.py). Thresholds come from the profile; the measured
 numbers are in every assertion message, pass or fail. The model is a Llama-3.2-1B-shaped
 config with --load-format dummy (random weights): speed depends on shapes and dtypes, not on
 the values of the weights.
@@ -14,15 +14,15 @@ import time
 
 import pytest
 
-from provisioners.benchmark import Workload
-from provisioners.perf import (
+from provisioners.steps.benchmark import Workload
+from provisioners.steps.perf import (
     PerfMatrix,
     bandwidth_cached,
     build_report,
     make_variants,
     plot_png,
 )
-from provisioners.service import UnitModel, service_step
+from provisioners.steps.service import UnitModel, service_step
 
 pytestmark = pytest.mark.layer("benchmark")
 

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from conftest import expect_ok
 
-from provisioners.docker_deploy import (
+from provisioners.steps.docker_deploy import (
     BUILD_INFO,
     LABEL_NS,
     compose_services,
@@ -31,10 +31,10 @@ from provisioners.docker_deploy import (
     load_run,
     parse_size,
 )
-from provisioners.engine_config import to_cli_args
+from provisioners.config.engine import to_cli_args
 from provisioners.facts import version_tuple
-from provisioners.kernels import report_from_dumps
-from provisioners.tls import inspect_cert, split_pem, verify_chain
+from provisioners.facts.kernels import report_from_dumps
+from provisioners.steps.tls import inspect_cert, split_pem, verify_chain
 
 pytestmark = [pytest.mark.layer("docker")]
 PY = f"{VENV}/bin/python"

@@ -7,8 +7,8 @@ from provisioners.backends import backend_for, parse_target
 from provisioners.backends.lxc import LxcBackend
 from provisioners.backends.pct import PctBackend
 from provisioners.backends.remote import DockerBackend, SshBackend
-from provisioners.errors import CommandFailed, ConfigError
-from provisioners.target import Target
+from provisioners.core.errors import CommandFailed, ConfigError
+from provisioners.backends.target import Target
 
 NASTY = ['a b', "it's", 'say "hi"', "x; touch CANARY", "$(touch CANARY)", "`touch CANARY`", "line1\nline2", "*"]
 
@@ -52,7 +52,7 @@ def test_timeout_kills_the_process_group(local):
 
 
 def test_streaming_log_is_redacted(local, tmp_path):
-    from provisioners.secrets import register
+    from provisioners.core.secrets import register
 
     register("hunter2-password")
     log = tmp_path / "x.log"

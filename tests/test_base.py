@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from provisioners.base import Ledger, Observed, Step
-from provisioners.errors import ProvisionError
-from provisioners.target import Target
+from provisioners.core.step import Ledger, Observed, Step
+from provisioners.core.errors import ProvisionError
+from provisioners.backends.target import Target
 
 
 class FileContent(Step):
@@ -72,7 +72,7 @@ def test_changed_means_observed_difference_not_a_command(tmp_path, local):
 
 
 def test_ledger_redacts_registered_secrets(tmp_path, local):
-    from provisioners.secrets import register
+    from provisioners.core.secrets import register
 
     register("s3cr3t-token-value")
     ledger = Ledger(tmp_path / "ledger.json")

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from provisioners.config import load_config, load_profile
-from provisioners.errors import ConfigError
+from provisioners.config.phoenix import load_config, load_profile
+from provisioners.core.errors import ConfigError
 
 
 def error_of(write_config, data) -> str:

@@ -29,11 +29,11 @@ from provisioners.backends.base import Backend
 from provisioners.backends.local import LocalBackend
 from provisioners.backends.lxc import LxcBackend, LxcHost
 from provisioners.backends.pct import PctBackend
-from provisioners.config import PhoenixConfig
-from provisioners.container import Container, LxcDriver, PctDriver
-from provisioners.errors import RefusedTarget
-from provisioners.network import Bridge
-from provisioners.target import Target
+from provisioners.config.phoenix import PhoenixConfig
+from provisioners.steps.container import Container, LxcDriver, PctDriver
+from provisioners.core.errors import RefusedTarget
+from provisioners.steps.network import Bridge
+from provisioners.backends.target import Target
 
 pytestmark = [pytest.mark.real_target, pytest.mark.slow]
 
@@ -181,7 +181,7 @@ def test_bridge_is_idempotent(bridge):
 
 
 def test_bridge_refuses_a_subnet_routed_elsewhere(bridge):
-    from provisioners.errors import ProvisionError
+    from provisioners.core.errors import ProvisionError
 
     with pytest.raises(ProvisionError, match="already routed via"):
         Bridge("phoenixtest0", bridge.after["address"]).converge(None)

@@ -20,9 +20,9 @@ import httpx
 import pytest
 
 from provisioners.backends.local import LocalBackend
-from provisioners.base import Ledger
-from provisioners.config import load_config, load_profile
-from provisioners.docker_deploy import (
+from provisioners.core.step import Ledger
+from provisioners.config.phoenix import load_config, load_profile
+from provisioners.steps.docker_deploy import (
     ComposeRollout,
     DockerHost,
     ReleaseFiles,
@@ -32,9 +32,9 @@ from provisioners.docker_deploy import (
     plan_release,
     smoke,
 )
-from provisioners.errors import ProvisionError
-from provisioners.settings import REPO_ROOT
-from provisioners.target import Target
+from provisioners.core.errors import ProvisionError
+from provisioners.config.settings import REPO_ROOT
+from provisioners.backends.target import Target
 
 pytestmark = [pytest.mark.real_target, pytest.mark.slow]
 DEPLOY_DIR = os.environ.get("PHOENIX_DOCKER_TEST_DIR", "/var/lib/phoenix/docker-test")

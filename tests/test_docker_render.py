@@ -17,8 +17,8 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
-from provisioners.config import load_config, load_profile
-from provisioners.docker_deploy import (
+from provisioners.config.phoenix import load_config, load_profile
+from provisioners.steps.docker_deploy import (
     LABEL_NS,
     RENDERED_DIR,
     example_release,
@@ -28,8 +28,8 @@ from provisioners.docker_deploy import (
     rendered_examples,
     served_engine,
 )
-from provisioners.engine_config import to_cli_args
-from provisioners.errors import ConfigError
+from provisioners.config.engine import to_cli_args
+from provisioners.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = Path(__file__).resolve().parent / "data" / "compose-spec.json"
@@ -47,7 +47,7 @@ def test_rendered_examples_are_up_to_date():
     stale = sorted(k for k in want if have.get(k) != want[k])
     extra = sorted(set(have) - set(want))
     assert not stale and not extra, (f"deploy/docker/rendered/ is stale: {stale} (extra: {extra}); "
-                                     "run `python -m provisioners.docker_deploy render`")
+                                     "run `python -m provisioners.steps.docker_deploy render`")
 
 
 @pytest.mark.parametrize("name", ["compose.yaml", "compose.candidate.yaml"])

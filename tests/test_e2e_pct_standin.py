@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from provisioners.config import PhoenixConfig
-from provisioners.container import Container, PctDriver
-from provisioners.network import Bridge
+from provisioners.config.phoenix import PhoenixConfig
+from provisioners.steps.container import Container, PctDriver
+from provisioners.steps.network import Bridge
 from tests.conftest import EXAMPLE_CONFIG, ROOT
 
 pytestmark = [pytest.mark.real_target, pytest.mark.slow]
@@ -61,7 +61,7 @@ def world(tmp_path_factory):
            "PHOENIX_PCT_LXC_PREFIX": PREFIX, "PHOENIX_PROGRESS": "1"}
     cfg_path = e2e_config(tmp)
     Bridge.from_env().converge(None)
-    r = subprocess.run([sys.executable, "-m", "provisioners.wheelhouse", "--profile", "cpu", "--dest", str(WHEELHOUSE)],
+    r = subprocess.run([sys.executable, "-m", "provisioners.steps.wheelhouse", "--profile", "cpu", "--dest", str(WHEELHOUSE)],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     # the template a Proxmox host already has: made here through the stand-in, as an owned entry

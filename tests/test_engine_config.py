@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from provisioners.engine_config import EngineConfig, to_cli_args
+from provisioners.config.engine import EngineConfig, to_cli_args
 
 
 def args_for(**sections) -> list[str]:

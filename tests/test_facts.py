@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from provisioners.config import TorchExpect
+from provisioners.config.phoenix import TorchExpect
 from provisioners.facts import DistVersions, PythonInfo, version_tuple
-from provisioners.layout import Layout
-from provisioners.settings import detect_profile
-from provisioners.torch import torch_matches
+from provisioners.config.layout import Layout
+from provisioners.config.settings import detect_profile
+from provisioners.steps.torch import torch_matches
 
 
 def test_dist_versions_parse():

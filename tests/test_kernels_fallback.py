@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from provisioners.base import Observed, Step
-from provisioners.config import VllmExpect
-from provisioners.kernels import (
+from provisioners.core.step import Observed, Step
+from provisioners.config.phoenix import VllmExpect
+from provisioners.facts.kernels import (
     _SCRIPT,
     carries,
     decide_strategy,
@@ -120,8 +120,8 @@ class FakeSourceBuild(Step):
 
 
 def test_fallback_chain_wheel_without_the_arch_then_source():
-    vllm_mod = pytest.importorskip("provisioners.vllm")
-    from provisioners.layout import Layout
+    vllm_mod = pytest.importorskip("provisioners.steps.vllm")
+    from provisioners.config.layout import Layout
 
     layout = Layout(venv="/opt/vllm", model_dir="/m", state_dir="/s", log_dir="/l")
     target = FakeTarget(dumps("vllm-0.8.5-local"))

@@ -19,10 +19,10 @@ from provisioners.backends.lxc import CONTAINER_PATH
 from provisioners.backends.pct import (
     PctBackend, format_pve_options, insert_raw_lxc_lines, parse_pve_config, parse_pve_options, push_argv,
 )
-from provisioners.config import PhoenixConfig, load_config
-from provisioners.container import Container, PctDriver, mismatches, nvidia_lines
-from provisioners.errors import RefusedTarget
-from provisioners.settings import REPO_ROOT
+from provisioners.config.phoenix import PhoenixConfig, load_config
+from provisioners.steps.container import Container, PctDriver, mismatches, nvidia_lines
+from provisioners.core.errors import RefusedTarget
+from provisioners.config.settings import REPO_ROOT
 
 ENV = ["env", f"PATH={CONTAINER_PATH}", "HOME=/root", "LANG=C.UTF-8"]
 NET0_921 = "name=eth0,bridge=vmbr0,ip=10.0.0.121/24,gw=10.0.0.1,hwaddr=52:54:00:67:89:21"

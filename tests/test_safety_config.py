@@ -27,11 +27,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from provisioners.config import (
+from provisioners.config.phoenix import (
     LEGACY_KEYS, PROFILES_DIR, PhoenixConfig, Profile, json_path, load_config, load_profile,
 )
-from provisioners.engine_config import EngineConfig
-from provisioners.errors import ConfigError
+from provisioners.config.engine import EngineConfig
+from provisioners.core.errors import ConfigError
 from tests.stubs.safety_support import (
     ROOT, STUBS, manifest_diff, phoenix_state, run_specs, specs_lock, tree_manifest,
 )

@@ -25,8 +25,8 @@ SECRET = "phx-evidence-secret-Zq8v3LkW"
 CONFTEST = f'''
 import sys
 import pytest
-from provisioners.engine_config import EngineConfig
-from provisioners.service import Endpoint, SupervisedService, UnitModel
+from provisioners.config.engine import EngineConfig
+from provisioners.steps.service import Endpoint, SupervisedService, UnitModel
 from tests.stubs.safety_support import free_port
 
 
@@ -55,7 +55,7 @@ def service(target, unit_model, tmp_path_factory):
 FAILING = f'''
 import logging
 import pytest
-from provisioners.secrets import register
+from provisioners.core.secrets import register
 
 SECRET = {SECRET!r}
 register(SECRET)

@@ -19,10 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from provisioners.engine_config import EngineConfig
-from provisioners.errors import ProvisionError
-from provisioners.service import Endpoint, SupervisedService, UnitModel
-from provisioners.target import Target
+from provisioners.config.engine import EngineConfig
+from provisioners.core.errors import ProvisionError
+from provisioners.steps.service import Endpoint, SupervisedService, UnitModel
+from provisioners.backends.target import Target
 from tests.stubs.safety_support import STUBS, free_port, pid_alive
 
 pytestmark = pytest.mark.slow
@@ -219,8 +219,8 @@ def test_group_kill_hits_only_the_group_even_with_procps_4_0_2(tmp_path):
     script.write_text(textwrap.dedent(f'''
         import subprocess, sys, time
         sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-        from provisioners.service import kill_group
-        from provisioners.target import Target
+        from provisioners.steps.service import kill_group
+        from provisioners.backends.target import Target
         bystander = subprocess.Popen(["sleep", "60"])
         for _ in range(150):
             subprocess.Popen(["true"]).wait()          # pids above 100

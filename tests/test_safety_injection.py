@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 from provisioners.backends.lxc import LxcBackend, LxcHost
 from provisioners.backends.pct import PctBackend, pct_put
 from provisioners.backends.remote import DockerBackend, SshBackend
-from provisioners.engine_config import EngineConfig, to_cli_args
-from provisioners.service import UnitModel, exec_start_argv, systemd_quote
-from provisioners.target import Target
+from provisioners.config.engine import EngineConfig, to_cli_args
+from provisioners.steps.service import UnitModel, exec_start_argv, systemd_quote
+from provisioners.backends.target import Target
 from tests.stubs.safety_support import STUBS
 
 RECORDER = str(STUBS / "record_argv")

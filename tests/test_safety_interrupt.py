@@ -145,9 +145,9 @@ def test_model_step_killed_mid_generation_converges_next_time(tmp_path):
     driver.write_text(textwrap.dedent(f'''
         import json, sys
         sys.path.insert(0, {str(ROOT)!r})
-        from provisioners.layout import Layout
-        from provisioners.model import ModelDir
-        from provisioners.target import Target
+        from provisioners.config.layout import Layout
+        from provisioners.steps.model import ModelDir
+        from provisioners.backends.target import Target
         layout = Layout(venv="/opt/vllm", model_dir={str(model)!r}, state_dir={str(tmp_path / "state")!r},
                         log_dir={str(tmp_path / "log")!r})
         r = ModelDir(layout, "tiny-llama", {str(model)!r}).converge(Target.from_url("local://"))
@@ -178,7 +178,7 @@ def test_ctrl_c_ends_the_running_command_too(tmp_path):
     script = textwrap.dedent(f'''
         import sys
         sys.path.insert(0, {str(ROOT)!r})
-        from provisioners.target import Target
+        from provisioners.backends.target import Target
         t = Target.from_url("local://")
         t.run(["sh", "-c", "echo $$ > {pidfile}; exec sleep 300"], log_path={str(tmp_path / "cmd.log")!r}, progress="demo")
     ''')

@@ -21,8 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from provisioners.service import Endpoint, SupervisedService, UnitModel
-from provisioners.target import Target
+from provisioners.steps.service import Endpoint, SupervisedService, UnitModel
+from provisioners.backends.target import Target
 from tests.stubs.safety_support import (
     ROOT, STUBS, manifest_diff, phoenix_state, run_specs, specs_lock, tree_manifest,
 )

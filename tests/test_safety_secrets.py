@@ -3,7 +3,7 @@
 A real spec run (config, service and API specs, plus tests/stubs/leaky_spec.py) on the local target,
 with secrets planted the way they arrive in production (tests/stubs/plant_secrets.py):
   - a model-hub token as HF_TOKEN in the profile's service env (the suite must know it by its name),
-  - a password registered through provisioners.secrets.register (as the TLS layer does),
+  - a password registered through provisioners.core.secrets.register (as the TLS layer does),
   - an HF_TOKEN in the operator's environment,
   - and the real Step-CA password of this machine (registered by the TLS layer itself).
 The token really reaches the served process (leaky_spec reads /proc/PID/environ); then every file
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from provisioners.service import Endpoint, SupervisedService, UnitModel
-from provisioners.target import Target
+from provisioners.steps.service import Endpoint, SupervisedService, UnitModel
+from provisioners.backends.target import Target
 from tests.stubs.safety_support import ROOT, free_port, specs_lock
 
 pytestmark = [pytest.mark.real_target, pytest.mark.slow]

@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from provisioners.engine_config import EngineConfig
-from provisioners.service import UnitModel, env_line, exec_start_argv, systemd_quote
+from provisioners.config.engine import EngineConfig
+from provisioners.steps.service import UnitModel, env_line, exec_start_argv, systemd_quote
 
 
 def unit(**env) -> UnitModel:
@@ -52,7 +52,7 @@ def test_quote_round_trip(arg):
 
 
 def test_env_line_refuses_bad_names():
-    from provisioners.errors import ProvisionError
+    from provisioners.core.errors import ProvisionError
 
     with pytest.raises(ProvisionError):
         env_line("BAD NAME", "x")

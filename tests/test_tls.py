@@ -1,4 +1,4 @@
-"""provisioners/tls.py against real parts: a step-ca built from Debian's sources, real openssl,
+"""provisioners/steps/tls.py against real parts: a step-ca built from Debian's sources, real openssl,
 a local target in a tmp dir, the CA on a free port. No mocks.
 
 The first run builds step-ca (apt-get install + go build, about a minute on 2 cores); later runs
@@ -20,13 +20,13 @@ import httpx
 import pytest
 
 from provisioners.backends.local import LocalBackend
-from provisioners.base import Ledger
-from provisioners.config import TlsConfig
-from provisioners.errors import CommandFailed, ProvisionError
-from provisioners.progress import emit
-from provisioners.secrets import MASK
-from provisioners.target import Target
-from provisioners.tls import (
+from provisioners.core.step import Ledger
+from provisioners.config.phoenix import TlsConfig
+from provisioners.core.errors import CommandFailed, ProvisionError
+from provisioners.core.progress import emit
+from provisioners.core.secrets import MASK
+from provisioners.backends.target import Target
+from provisioners.steps.tls import (
     LocalCa,
     ServiceCert,
     StepCaBinary,

@@ -7,12 +7,12 @@ import sys
 
 import pytest
 
-from provisioners.base import Ledger
-from provisioners.config import VllmExpect
-from provisioners.layout import Layout
-from provisioners.target import Target
-from provisioners.toolchain import Venv, pip_install
-from provisioners.vllm import VllmInstall
+from provisioners.core.step import Ledger
+from provisioners.config.phoenix import VllmExpect
+from provisioners.config.layout import Layout
+from provisioners.backends.target import Target
+from provisioners.steps.toolchain import Venv, pip_install
+from provisioners.steps.vllm import VllmInstall
 
 pytestmark = pytest.mark.real_target
 

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from provisioners.config import load_profile
-from provisioners.vllm_source import (
+from provisioners.config.phoenix import load_profile
+from provisioners.steps.vllm_source import (
     BUILD_SCRIPT,
     SourceBuild,
     SourcePlan,
@@ -88,7 +88,7 @@ def test_parse_the_real_cpu_sdist_build_log():
     (VLLM_TARGET_DEVICE=cpu, MAX_JOBS=1); CMake stopped it: vLLM's CPU backend needs g++ >= 12.3."""
     from pathlib import Path
 
-    from provisioners.vllm_source import parse_source_log
+    from provisioners.steps.vllm_source import parse_source_log
 
     text = (Path(__file__).resolve().parent.parent / "docs" / "evidence" / "source-build-cpu-local.log").read_text()
     log = parse_source_log(text)

@@ -5,7 +5,7 @@ import os
 import re
 
 from provisioners.backends.base import Backend, CommandResult
-from provisioners.errors import ConfigError
+from provisioners.core.errors import ConfigError
 
 SCHEMES = ("local", "lxc", "pct", "ssh", "docker")
 _URL = re.compile(r"^(?P<scheme>[a-z]+)://(?P<rest>.*)$")

@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from provisioners.progress import Heartbeat
-from provisioners.secrets import redact
+from provisioners.core.progress import Heartbeat
+from provisioners.core.secrets import redact
 
 log = logging.getLogger("phoenix.backend")
 
@@ -50,7 +50,7 @@ class CommandResult:
         return redact(shlex.join(self.argv))
 
     def __repr__(self) -> str:
-        from provisioners.errors import tail
+        from provisioners.core.errors import tail
 
         return (f"CommandResult(backend={self.backend!r}, command={self.command!r}, rc={self.rc}, "
                 f"timed_out={self.timed_out}, duration={self.duration:.2f}s, "

@@ -10,8 +10,8 @@ import os
 
 import pytest
 
-from provisioners.base import Observed, Step
-from provisioners.progress import emit
+from provisioners.core.step import Observed, Step
+from provisioners.core.progress import emit
 
 SECRETS = [os.environ["PHOENIX_PLANT_HF_TOKEN"], os.environ["PHOENIX_PLANT_PASSWORD"], os.environ["HF_TOKEN"]]
 

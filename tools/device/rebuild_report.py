@@ -2,7 +2,7 @@
 
     python tools/device/rebuild_report.py RUNS_DIR OUT_DIR
 
-RUNS_DIR holds what provisioners/perf.py keeps on the target: <variant>-<key>-<wkey>-r<N>.json
+RUNS_DIR holds what provisioners/steps/perf.py keeps on the target: <variant>-<key>-<wkey>-r<N>.json
 (one `vllm bench serve` result each), <variant>-...-meta.json (startup, log excerpt) and
 gpu-copy-bandwidth.json. build_report() is pure, so the numbers are the device's own; only the
 report's shape can change (e.g. a field added after the run).
@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from provisioners.benchmark import Workload  # noqa: E402
-from provisioners.perf import PerfResult, _numbers, build_report, plot_png  # noqa: E402
+from provisioners.steps.benchmark import Workload  # noqa: E402
+from provisioners.steps.perf import PerfResult, _numbers, build_report, plot_png  # noqa: E402
 
 # the model the device served: provisioners/scripts/make_model.py LLAMA_32_1B (config.json of the dummy model)
 LLAMA_32_1B = dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,

@@ -15,9 +15,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from provisioners.engine_config import EngineConfig
-from provisioners.errors import ConfigError
-from provisioners.secrets import register_env
+from provisioners.config.engine import EngineConfig
+from provisioners.core.errors import ConfigError
+from provisioners.core.secrets import register_env
 
 LEGACY_KEYS = {
     "vllm_parameters": "replaced by the structured `vllm_engine_config` object (seed 003 section 4)",
@@ -332,7 +332,7 @@ def load_config(path: str | Path) -> PhoenixConfig:
         raise ConfigError(format_validation_error(exc, str(path))) from None
 
 
-PROFILES_DIR = Path(__file__).resolve().parent.parent / "config" / "profiles"
+PROFILES_DIR = Path(__file__).resolve().parents[2] / "config" / "profiles"
 
 
 def load_profile(name: str, directory: Path = PROFILES_DIR) -> Profile:

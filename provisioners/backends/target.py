@@ -8,7 +8,7 @@ import testinfra.backend.base
 import testinfra.host
 
 from provisioners.backends import Backend, CommandResult, backend_for
-from provisioners.errors import CommandFailed
+from provisioners.core.errors import CommandFailed
 
 
 class TestinfraAdapter(testinfra.backend.base.BaseBackend):

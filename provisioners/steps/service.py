@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from provisioners.base import Observed, Step
-from provisioners.engine_config import EngineConfig, to_cli_args
-from provisioners.errors import ProvisionError, tail
+from provisioners.core.step import Observed, Step
+from provisioners.config.engine import EngineConfig, to_cli_args
+from provisioners.core.errors import ProvisionError, tail
 from provisioners.facts import HasSystemd
-from provisioners.progress import Heartbeat
+from provisioners.core.progress import Heartbeat
 from provisioners.scripts import read as read_script
 
 UNIT_NAME = "vllm_model_server.service"

@@ -30,8 +30,8 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from provisioners.base import Observed, Step
-from provisioners.errors import CommandFailed, ProvisionError
+from provisioners.core.step import Observed, Step
+from provisioners.core.errors import CommandFailed, ProvisionError
 
 DOC_BUILD_MINUTES = (15, 45)          # seed 000 section 5
 
@@ -291,11 +291,11 @@ def plan_from_profile(profile, python: str, *, wheelhouse: str | None = None, sd
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m provisioners.vllm_source`: run the source build on this machine (make source-build-cpu)."""
+    """`python -m provisioners.steps.vllm_source`: run the source build on this machine (make source-build-cpu)."""
     import argparse
 
-    from provisioners.base import Ledger
-    from provisioners.target import Target
+    from provisioners.core.step import Ledger
+    from provisioners.backends.target import Target
 
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("--python", required=True, help="the venv's python (torch already installed)")

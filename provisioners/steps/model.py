@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import posixpath
 
-from provisioners.base import Observed, Step
-from provisioners.layout import Layout
+from provisioners.core.step import Observed, Step
+from provisioners.config.layout import Layout
 from provisioners.scripts import read as read_script
 
 NEEDED = {"tiny-llama": ("config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors"),

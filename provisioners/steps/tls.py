@@ -3,7 +3,7 @@
 Three steps, in layer order, plus pure helpers for specs:
 
 - `StepCaBinary`: a step-ca binary built from Debian's Go source packages and our own
-  `provisioners/stepca/main.go` (Debian ships the library, not `cmd/step-ca`), cached under
+  `provisioners/steps/stepca/main.go` (Debian ships the library, not `cmd/step-ca`), cached under
   `~/.cache/phoenix/step-ca/<version>/step-ca`. Runs on the CA host (the machine running pytest).
 - `LocalCa`: mode `bootstrap` creates a CA (root, intermediate, JWK provisioner, badger db so
   ACME works too) and keeps step-ca running in the background; mode `existing` only trusts a
@@ -41,12 +41,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from provisioners.base import Observed, Step
-from provisioners.config import TlsConfig
-from provisioners.errors import CommandFailed, ConfigError, FactError, ProvisionError, tail
-from provisioners.progress import emit
-from provisioners.secrets import register
-from provisioners.target import Target
+from provisioners.core.step import Observed, Step
+from provisioners.config.phoenix import TlsConfig
+from provisioners.core.errors import CommandFailed, ConfigError, FactError, ProvisionError, tail
+from provisioners.core.progress import emit
+from provisioners.core.secrets import register
+from provisioners.backends.target import Target
 
 CERTS_PACKAGE = "golang-github-smallstep-certificates-dev"
 APT_PACKAGES = ("golang-go", CERTS_PACKAGE)

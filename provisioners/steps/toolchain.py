@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from provisioners.base import Observed, Step
+from provisioners.core.step import Observed, Step
 from provisioners.facts import PythonInfo
-from provisioners.layout import Layout
+from provisioners.config.layout import Layout
 
 
 def pip_install(target, layout: Layout, requirements: Sequence[str], *, step: str, log_path: str | None,
@@ -114,7 +114,7 @@ class WheelhouseSync(Step):
                         else f"{len(self.wanted)} wheels present in {self.dest}")
 
     def apply(self, target, observed: Observed) -> None:
-        from provisioners.progress import emit
+        from provisioners.core.progress import emit
 
         todo = self._missing(target)
         for i, name in enumerate(todo, 1):

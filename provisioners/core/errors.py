@@ -22,7 +22,7 @@ class ProvisionError(Exception):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        from provisioners.secrets import redact  # late: avoids an import cycle
+        from provisioners.core.secrets import redact  # late: avoids an import cycle
 
         parts = [f"[{self.step}] {self.message}" if self.step else self.message]
         if self.argv:

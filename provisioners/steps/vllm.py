@@ -13,15 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from provisioners.base import Observed, Step
-from provisioners.config import VllmExpect
+from provisioners.core.step import Observed, Step
+from provisioners.config.phoenix import VllmExpect
 from provisioners.facts import DistVersions
-from provisioners.layout import Layout
-from provisioners.toolchain import pip_install
+from provisioners.config.layout import Layout
+from provisioners.steps.toolchain import pip_install
 
 CPU_CONFLICTS = ("torchvision", "torchaudio", "torchcodec")
 
-# (target) -> (ok, reason): does the installed build carry the GPU's kernels? (provisioners/kernels.py)
+# (target) -> (ok, reason): does the installed build carry the GPU's kernels? (provisioners/facts/kernels.py)
 KernelCheck = Callable[[object], tuple[bool, str]]
 
 

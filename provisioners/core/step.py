@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provisioners.errors import ProvisionError
-from provisioners.progress import emit
-from provisioners.secrets import redact_obj
+from provisioners.core.errors import ProvisionError
+from provisioners.core.progress import emit
+from provisioners.core.secrets import redact_obj
 
 
 @dataclass

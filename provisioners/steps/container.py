@@ -67,11 +67,11 @@ from provisioners.backends.lxc import (
 from provisioners.backends.pct import (
     DEFAULT_CONF_DIR, PctBackend, PctHost, format_pve_options, insert_raw_lxc_lines, pct_put,
 )
-from provisioners.base import Observed, Step
-from provisioners.config import ContainerConfig, PhoenixConfig
-from provisioners.errors import CommandFailed, ConfigError, ProvisionError, RefusedTarget
-from provisioners.network import DEFAULT_BRIDGE, DEFAULT_GATEWAY, map_into_subnet
-from provisioners.progress import emit
+from provisioners.core.step import Observed, Step
+from provisioners.config.phoenix import ContainerConfig, PhoenixConfig
+from provisioners.core.errors import CommandFailed, ConfigError, ProvisionError, RefusedTarget
+from provisioners.steps.network import DEFAULT_BRIDGE, DEFAULT_GATEWAY, map_into_subnet
+from provisioners.core.progress import emit
 
 READY = ("running", "degraded")          # systemctl is-system-running: boot finished
 PROVENANCE = "/etc/phoenix/provenance.json"
@@ -133,7 +133,7 @@ def _must(result: CommandResult, what: str) -> CommandResult:
 def _provenance(ctid: str, ct: ContainerConfig, origin: str) -> bytes:
     return (json.dumps({"ctid": ctid, "name": ct.name, "origin": origin,
                         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                        "created_by": "phoenix spec suite (provisioners/container.py)"}, indent=2) + "\n").encode()
+                        "created_by": "phoenix spec suite (provisioners/steps/container.py)"}, indent=2) + "\n").encode()
 
 
 def _origin(text: str | None) -> str | None:
@@ -398,7 +398,7 @@ class LxcDriver(ContainerDriver):
     """Classic LXC on this host (shared/recipes/containers.md).
 
     names: CTID -> LXC container name (default `phoenix-ct<CTID>`), for the container itself
-    and for its clone source. bridge/gateway: the private bridge (provisioners.network.Bridge).
+    and for its clone source. bridge/gateway: the private bridge (provisioners.steps.network.Bridge).
     """
 
     kind = "lxc"
@@ -522,7 +522,7 @@ class LxcDriver(ContainerDriver):
             kept.append(raw)
         while kept and not kept[-1].strip():
             kept.pop()
-        block = ["", "# phoenix: managed by provisioners/container.py from phoenix_lxc_configs.json"]
+        block = ["", "# phoenix: managed by provisioners/steps/container.py from phoenix_lxc_configs.json"]
         block += [f"{k} = {v}" for k, v in managed]
         if ct.nesting:
             block.append(f"{self.NESTING[0]} = {self.NESTING[1]}")
@@ -860,7 +860,7 @@ class Container(Step):
 
     >>> Container("920", cfg.container("920"), cfg, LxcDriver())   # doctest: +SKIP
     Traceback (most recent call last):
-    provisioners.errors.RefusedTarget: refusing container 920 (Template-VLLM): ... managed: false
+    provisioners.core.errors.RefusedTarget: refusing container 920 (Template-VLLM): ... managed: false
     """
 
     def __init__(self, ctid: str | int, ct: ContainerConfig, config: PhoenixConfig, driver: ContainerDriver,

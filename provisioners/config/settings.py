@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisioners.backends import parse_target
-from provisioners.errors import ConfigError
-from provisioners.secrets import register_env
+from provisioners.core.errors import ConfigError
+from provisioners.core.secrets import register_env
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PROFILE_NAMES = ("gpu-blackwell", "gpu-hopper", "cpu")
 DEFAULT_CONFIG = "config/phoenix_lxc_configs.json"
 

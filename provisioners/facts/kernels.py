@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from provisioners.errors import FactError
+from provisioners.core.errors import FactError
 
 _ELF = re.compile(r"^ELF file\s+\d+:\s+(?P<name>\S+?)\.(?P<arch>sm_\d+[a-z]?)\.cubin\s*$", re.M)
 

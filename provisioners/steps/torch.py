@@ -2,11 +2,11 @@
 a nightly for the profile's CUDA (cu128 for Blackwell) on the GPU profiles."""
 from __future__ import annotations
 
-from provisioners.base import Observed, Step
-from provisioners.config import TorchExpect
+from provisioners.core.step import Observed, Step
+from provisioners.config.phoenix import TorchExpect
 from provisioners.facts import DistVersions, TorchInfo, version_tuple
-from provisioners.layout import Layout
-from provisioners.toolchain import pip_install
+from provisioners.config.layout import Layout
+from provisioners.steps.toolchain import pip_install
 
 
 def torch_matches(version: str | None, cuda: str | None, want: TorchExpect) -> tuple[bool, str]:

@@ -13,10 +13,10 @@ import json
 import posixpath
 from dataclasses import asdict, dataclass
 
-from provisioners.base import Observed, Step
-from provisioners.config import BenchmarkExpect
-from provisioners.errors import ProvisionError
-from provisioners.layout import Layout
+from provisioners.core.step import Observed, Step
+from provisioners.config.phoenix import BenchmarkExpect
+from provisioners.core.errors import ProvisionError
+from provisioners.config.layout import Layout
 
 KEYS = ("completed", "failed", "duration", "request_throughput", "output_throughput", "total_token_throughput",
         "mean_ttft_ms", "median_ttft_ms", "p50_ttft_ms", "p99_ttft_ms", "mean_itl_ms", "median_itl_ms",

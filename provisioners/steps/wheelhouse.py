@@ -1,7 +1,7 @@
 """Fill a wheelhouse for a profile: every wheel `pip install` of the profile's torch and vLLM needs,
 for `--wheelhouse DIR` on hosts (or containers) with no package index.
 
-    python -m provisioners.wheelhouse --profile cpu --dest .state/wheelhouse [--python-version 3.11]
+    python -m provisioners.steps.wheelhouse --profile cpu --dest .state/wheelhouse [--python-version 3.11]
 
 Runs `pip download` on this machine with this machine's pip configuration (here that is what
 finds the CPU build of torch). Idempotent: wheels already in DEST are not downloaded again.
@@ -13,8 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from provisioners.config import load_profile
-from provisioners.errors import ConfigError
+from provisioners.config.phoenix import load_profile
+from provisioners.core.errors import ConfigError
 
 
 def requirements(profile) -> list[str]:

@@ -25,7 +25,7 @@ def enabled() -> bool:
 def emit(message: str) -> None:
     if not enabled():
         return
-    from provisioners.secrets import redact
+    from provisioners.core.secrets import redact
 
     line = f"[phoenix {time.monotonic() - _T0:7.1f}s] {redact(message)}"
     if _sink is not None:

@@ -1,0 +1,1 @@
+"""The inputs: settings (options), the phoenix config + profiles, the engine config, layout."""

@@ -1,0 +1,1 @@
+"""The core contracts: Step, Observed, StepResult, Ledger, errors, progress, secrets."""

@@ -1,0 +1,1 @@
+"""The provisioning steps: each one check() -> apply() -> check(), recorded in the ledger."""
