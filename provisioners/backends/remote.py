@@ -8,19 +8,21 @@ from provisioners.backends.base import Backend
 
 
 class SshBackend(Backend):
-    """ssh://user@host[:port]. The remote login shell sees exactly one shlex.join()ed string."""
+    """ssh://user@host[:port][?ssh_config=FILE]. The remote login shell sees exactly one shlex.join()ed
+    string. `ssh_config` (testinfra's spelling) is passed as `ssh -F FILE`: identity, known hosts."""
 
     scheme = "ssh"
 
-    def __init__(self, name: str, options: Sequence[str] = ("-o", "BatchMode=yes")):
+    def __init__(self, name: str, options: Sequence[str] = ("-o", "BatchMode=yes"), ssh_config: str | None = None):
         super().__init__(name)
         self.options = list(options)
+        self.ssh_config = ssh_config
 
     def wrap(self, argv: Sequence[str]) -> list[str]:
         dest, port = self.name, None
         if ":" in dest.rsplit("@", 1)[-1]:
             dest, port = dest.rsplit(":", 1)
-        extra = ["-p", port] if port else []
+        extra = (["-F", self.ssh_config] if self.ssh_config else []) + (["-p", port] if port else [])
         return ["ssh", *self.options, *extra, dest, "--", shlex.join(argv)]
 
 
