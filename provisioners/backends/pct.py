@@ -6,7 +6,7 @@ bytes are written to a temp file on the Proxmox host, `pct push CTID <hostfile> 
 reader never sees half a file), and the host temp file is removed afterwards.
 
 `PctHost` asks the Proxmox host read-only questions (`pct status`, `pct config`) and parses
-the answers; provisioners/steps/container.py uses it.
+the answers; provisioners/steps/container/ uses it.
 
 >>> parse_pve_options("name=eth0,bridge=vmbr0,ip=10.0.0.121/24")
 {'name': 'eth0', 'bridge': 'vmbr0', 'ip': '10.0.0.121/24'}
