@@ -9,43 +9,34 @@ from pathlib import Path
 
 import pytest
 
-from provisioners.backends import backend_for
 from provisioners.backends.target import Target
-from provisioners.core.errors import ConfigError
-from tests.support.sshd import free_port, sshd  # noqa: F401  (the fixture)
+from tests.support.sshd import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_specs(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_specs(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:randomly", "-p", "no:cacheprovider", *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
 def error_lines(r: subprocess.CompletedProcess) -> list[str]:
     return [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
 
 
-def test_ssh_url_takes_a_client_config_and_nothing_else():
-    b = backend_for("ssh://root@10.0.0.5:2222?ssh_config=/etc/x.conf")
-    argv = b.wrap(["echo", "a b"])
-    assert argv[argv.index("-F") + 1] == "/etc/x.conf" and argv[argv.index("-p") + 1] == "2222"
-    assert argv[-3:] == ["root@10.0.0.5", "--", "echo 'a b'"]
-    with pytest.raises(ConfigError, match="unknown option identity"):
-        backend_for("ssh://root@h?identity=/k")
-
-
-def test_ssh_target_runs_commands_and_moves_files_through_sshd(sshd):
-    t = Target.from_url(sshd.target_url)
+def test_ssh_target_runs_commands_and_moves_files_through_sshd(sshd, monkeypatch):
+    server = sshd()
+    monkeypatch.setenv("PHOENIX_SSH_OPTIONS", f"-F {server.client_config}")
+    t = Target.from_url(f"ssh://{server.alias}")
     r = t.run(["printf", "%s|", "two words", "it's", "$HOME", ";true"])
     assert r.succeeded and r.stdout == "two words|it's|$HOME|;true|", r
     assert t.run(["sh", "-c", "exit 3"]).rc == 3
-    path = str(sshd.root / "put dir" / "file.bin")
+    path = str(server.dir / "put dir" / "file.bin")
     t.put(path, b"\x00bytes\n", mode=0o600)
     assert t.get(path) == b"\x00bytes\n" and oct(os.stat(path).st_mode & 0o777) == "0o600"
-    assert t.get(str(sshd.root / "missing")) is None
+    assert t.get(str(server.dir / "missing")) is None
     assert t.uid == os.getuid() and t.exists(path)
-    assert "Accepted publickey" in sshd.log          # it really went through sshd
+    assert "Accepted publickey" in server.log.read_text()          # it really went through sshd
 
 
 @pytest.mark.parametrize("url", ["ssh://nobody@127.0.0.2", "ssh://root@127.0.0.1:{port}"],
@@ -60,17 +51,20 @@ def test_unreachable_ssh_target_exits_4_with_one_line(url, tmp_path):
 
 
 def test_ssh_target_with_a_key_it_does_not_accept_exits_4(sshd, tmp_path):
-    url = f"ssh://nobody@127.0.0.1:{sshd.port}?ssh_config={sshd.client_config}"
-    r = run_specs("specs/", "--target", url, "--phoenix-out", str(tmp_path / "out"), timeout=60)
+    server = sshd()
+    url = f"ssh://nobody@{server.alias}"
+    r = run_specs("specs/", "--target", url, "--phoenix-out", str(tmp_path / "out"), timeout=60,
+                  env={"PHOENIX_SSH_OPTIONS": f"-F {server.client_config}"})
     assert r.returncode == 4 and "Permission denied" in r.stdout + r.stderr, r.stdout + r.stderr
 
 
 @pytest.mark.real_target
 def test_real_ssh_spec_run_converges_the_toolchain_over_ssh(sshd, tmp_path):
     """The toolchain layer and its specs, over ssh into this machine (the cpu profile's venv)."""
+    server = sshd()
     out = tmp_path / "out"
-    r = run_specs("specs/test_20_toolchain.py", "--target", sshd.target_url, "--profile", "cpu",
-                  "--phoenix-out", str(out), "-rA", timeout=900)
+    r = run_specs("specs/test_20_toolchain.py", "--target", f"ssh://{server.alias}", "--profile", "cpu",
+                  "--phoenix-out", str(out), "-rA", timeout=900, env={"PHOENIX_SSH_OPTIONS": f"-F {server.client_config}"})
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     assert "PASSED specs/test_20_toolchain.py::test_venv_is_at_the_configured_path" in r.stdout, r.stdout[-3000:]
-    assert sshd.log.count("Accepted publickey") > 3
+    assert server.log.read_text().count("Accepted publickey") > 3

@@ -36,17 +36,8 @@ def backend_for(url: str) -> Backend:
         ctid, _, via = rest.partition("@")
         return PctBackend(ctid, via_ssh=via or None, pct=os.environ.get("PHOENIX_PCT", "pct"))
     if scheme == "ssh":
-        from urllib.parse import parse_qs
-
         from provisioners.backends.remote import SshBackend
-        dest, _, query = rest.partition("?")
-        opts = parse_qs(query)
-        unknown = sorted(set(opts) - {"ssh_config"})
-        if unknown or not dest:
-            raise ConfigError(f"--target {url!r}: ssh:// takes user@host[:port][?ssh_config=FILE]"
-                              + (f"; unknown option {', '.join(unknown)}" if unknown else ""))
-        return SshBackend(dest, options=("-o", "BatchMode=yes", "-o", "ConnectTimeout=10"),
-                          ssh_config=opts.get("ssh_config", [None])[-1])
+        return SshBackend(rest)
     from provisioners.backends.remote import DockerBackend
     return DockerBackend(rest, binary=os.environ.get("PHOENIX_DOCKER", "docker"))
 
