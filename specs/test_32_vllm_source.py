@@ -205,7 +205,7 @@ def test_the_built_wheel_is_cached_under_its_key(source_run, target, profile, ev
     wheels = r.stdout.split() if r.succeeded else []
     meta = json.loads(target.read_text(f"{step['cache_dir']}/key.json") or "{}")
     evidence("wheel cache", text=f"{wheels}\n{json.dumps(meta)}")
-    want = cache_fields(step["source"], step["torch"], step["arch_list"], step["device"])
+    want = cache_fields(step["source"], step["torch"], step["arch_list"], step["device"], step["flags"])
     assert len(wheels) == 1 and {k: meta.get(k) for k in want} == want, f"{wheels} {meta}, want {want}"
 
 

@@ -90,6 +90,7 @@ export VLLM_TARGET_DEVICE="$PHX_DEVICE"
 export CCACHE_NOHASHDIR=1
 unset CCACHE_BASEDIR
 say "TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST VLLM_FLASH_ATTN_VERSION=$VLLM_FLASH_ATTN_VERSION MAX_JOBS=$MAX_JOBS CMAKE_BUILD_PARALLEL_LEVEL=$CMAKE_BUILD_PARALLEL_LEVEL VLLM_TARGET_DEVICE=$VLLM_TARGET_DEVICE"
+if [ -n "$PHX_BUILD_FLAGS" ]; then say "build switches: $PHX_BUILD_FLAGS"; fi
 # 3. use_existing_torch.py (root in older trees, tools/ in newer ones)
 if [ -f use_existing_torch.py ]; then UET=use_existing_torch.py; else UET=tools/use_existing_torch.py; fi
 say "$PY $UET"
@@ -212,17 +213,23 @@ def max_jobs_for(mem_gb: float, cores: int, *, gb_per_job: float = 4.0, configur
     return max(1, min(configured or cores, by_memory, cores if configured is None else configured))
 
 
-def cache_fields(source: str | None, torch_version: str, arch_list: str | None, device: str) -> dict[str, str]:
-    return {"commit": source or "main", "torch": torch_version, "archs": arch_list or "", "device": device}
+def cache_fields(source: str | None, torch_version: str, arch_list: str | None, device: str,
+                 flags: str = "") -> dict[str, str]:
+    return {"commit": source or "main", "torch": torch_version, "archs": arch_list or "", "device": device,
+            "flags": flags}
 
 
-def cache_key(source: str | None, torch_version: str, arch_list: str | None, device: str) -> str:
-    """The built wheel's cache key: same commit (or release sdist), same torch, same arch list, same device -> reuse.
+def cache_key(source: str | None, torch_version: str, arch_list: str | None, device: str, flags: str = "") -> str:
+    """The built wheel's cache key: same commit (or release sdist), same torch, same arch list, same device, same
+    vLLM build switches (VLLM_CPU_DISABLE_AVX512 changes the kernels as much as an arch list does) -> reuse.
 
     >>> cache_key("vllm==0.11.0", "2.13.0+cpu", None, "cpu") == cache_key("vllm==0.11.0", "2.13.0+cpu", "", "cpu")
     True
+    >>> avx2 = cache_key("vllm==0.11.0", "2.13.0+cpu", None, "cpu", "VLLM_CPU_DISABLE_AVX512=true")
+    >>> avx2 == cache_key("vllm==0.11.0", "2.13.0+cpu", None, "cpu")
+    False
     """
-    raw = json.dumps(cache_fields(source, torch_version, arch_list, device), sort_keys=True)
+    raw = json.dumps(cache_fields(source, torch_version, arch_list, device, flags), sort_keys=True)
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
@@ -265,6 +272,11 @@ class SourcePlan:
             return posixpath.basename(self.sdist_file)
         return self.sdist
 
+    @property
+    def build_flags(self) -> str:
+        """The vLLM build switches of extra_env (VLLM_*), part of the cache key."""
+        return ";".join(f"{k}={v}" for k, v in sorted(self.extra_env.items()) if k.startswith("VLLM_"))
+
     def git_env(self) -> dict[str, str]:
         """url.<mirror>.insteadOf=<url> for each mirror, as GIT_CONFIG_* variables (git >= 2.31)."""
         env = {"GIT_CONFIG_COUNT": str(len(self.mirrors))}
@@ -287,7 +299,7 @@ class SourcePlan:
             "PHX_DEVICE": self.device, "PHX_ARCH_LIST": self.arch_list or "",
             "PHX_FA_VERSION": self.flash_attn_version, "PHX_MAX_JOBS": str(max_jobs),
             "PHX_CACHE_DIR": cache_dir or "", "PHX_PIP_OPTS": self.pip_opts(),
-            "PHX_EDITABLE_OPTS": "" if self.install_deps else "--no-deps",
+            "PHX_EDITABLE_OPTS": "" if self.install_deps else "--no-deps", "PHX_BUILD_FLAGS": self.build_flags,
         }
 
 
@@ -336,7 +348,7 @@ class SourceBuild(Step):
         """The cache folder of this build's key; None when there is no cache or the source is unpinned main."""
         if not self.plan.cache_root or not self.plan.source_id:
             return None
-        key = cache_key(self.plan.source_id, torch_version, self.plan.arch_list, self.plan.device)
+        key = cache_key(self.plan.source_id, torch_version, self.plan.arch_list, self.plan.device, self.plan.build_flags)
         return posixpath.join(self.plan.cache_root, key)
 
     def cached_wheel(self, target, key_dir: str | None) -> str | None:
@@ -377,7 +389,8 @@ class SourceBuild(Step):
         self.max_jobs = max_jobs_for(mem_gb, cores, gb_per_job=self.plan.gb_per_job, configured=self.plan.max_jobs)
         self.torch_version = torch_version = self._torch_version(target)
         self.cache_dir = self.key_dir(torch_version)
-        fields = cache_fields(self.plan.source_id, torch_version, self.plan.arch_list, self.plan.device)
+        fields = cache_fields(self.plan.source_id, torch_version, self.plan.arch_list, self.plan.device,
+                              self.plan.build_flags)
         if self.cache_dir:
             self.notes.append(f"wheel cache {self.cache_dir} (source {fields['commit']}, torch {torch_version}, "
                               f"archs {fields['archs'] or '-'}, {self.plan.device})")
@@ -425,6 +438,7 @@ class SourceBuild(Step):
                 "cache_install_seconds": self.cache_install_seconds, "cache_hit": self.cache_hit,
                 "max_jobs": self.max_jobs, "cache_dir": self.cache_dir, "torch": self.torch_version,
                 "source": self.plan.source_id, "device": self.plan.device, "arch_list": self.plan.arch_list,
+                "flags": self.plan.build_flags,
                 "notes": self.notes, "vs_docs": minutes_vs_docs(self.build_seconds) if self.build_seconds else None}
 
 
