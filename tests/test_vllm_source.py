@@ -244,7 +244,7 @@ def test_check_accepts_the_cached_wheel_only_under_this_builds_key():
     plan = SourcePlan(python="/p", sdist="vllm==0.11.0", device="cpu", cache_root="/c")
     key = SourceBuild(plan).key_dir("2.13.0+cpu")
     facts = ('{"repo": false, "head": null, "editable_location": null, "version": "0.11.0+cpu", "extensions": [], '
-             f'"wheel_url": "file://{key}/vllm-0.11.0+cpu.whl", "installed_extensions": ["_C.abi3.so"]}}')
+             f'"wheel_url": "file://{key}/vllm-0.11.0%2Bcpu.whl", "installed_extensions": ["_C.abi3.so"]}}')
 
     class T(_CacheTarget):
         def run(self, argv, **kw):

@@ -35,6 +35,7 @@ import posixpath
 import re
 import time
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 from provisioners.core.step import Observed, Step
 from provisioners.core.errors import CommandFailed, ProvisionError
@@ -137,7 +138,9 @@ set -eu
 say() { printf '[phoenix-source] %s\n' "$*"; }
 T0=$(date +%s)
 say "installing the cached wheel $PHX_WHEEL (key $(basename "$(dirname "$PHX_WHEEL")"))"
-"$PHX_PY" -m pip install --progress-bar off $PHX_PIP_OPTS $PHX_EDITABLE_OPTS --force-reinstall --no-deps "$PHX_WHEEL"
+"$PHX_PY" -m pip install --progress-bar off $PHX_PIP_OPTS --force-reinstall --no-deps "$PHX_WHEEL"
+say "wheel_install_seconds=$(( $(date +%s) - T0 ))"
+# its runtime requirements, as `pip install -e .` installs them after a build
 if [ -z "$PHX_EDITABLE_OPTS" ]; then "$PHX_PY" -m pip install --progress-bar off $PHX_PIP_OPTS "$PHX_WHEEL"; fi
 say "cache_install_seconds=$(( $(date +%s) - T0 ))"
 """
@@ -306,7 +309,8 @@ class SourcePlan:
 def parse_build_log(text: str) -> dict[str, float]:
     """The numbers the build and cache scripts print: build_seconds, wheel_seconds, cache_install_seconds."""
     return {k: float(v) for k, v in
-            re.findall(r"\[phoenix-source\] (build_seconds|wheel_seconds|cache_install_seconds)=(\d+)", text)}
+            re.findall(r"\[phoenix-source\] (build_seconds|wheel_seconds|wheel_install_seconds|cache_install_seconds)=(\d+)",
+                       text)}
 
 
 class SourceBuild(Step):
@@ -319,6 +323,7 @@ class SourceBuild(Step):
         self.build_seconds: float | None = None
         self.wheel_seconds: float | None = None
         self.cache_install_seconds: float | None = None
+        self.wheel_install_seconds: float | None = None   # the cached wheel alone, without its requirements
         self.max_jobs: int | None = None
         self.cache_dir: str | None = None
         self.cache_hit: str | None = None   # the cached wheel installed instead of a build
@@ -362,16 +367,19 @@ class SourceBuild(Step):
         state = {"repo_dir": self.plan.repo_dir, "head": f.get("head"), "version": f.get("version"),
                  "editable_location": f.get("editable_location"), "extensions": f.get("extensions", []),
                  "arch_list": self.plan.arch_list, "device": self.plan.device}
-        wheel_url = f.get("wheel_url") or ""
+        wheel_url = unquote(f.get("wheel_url") or "")     # pip's direct_url.json writes "+" as %2B
         if wheel_url and self.plan.cache_root and wheel_url.startswith(f"file://{self.plan.cache_root.rstrip('/')}/"):
             # installed from the wheel cache: right only if the wheel's key is this build's key today
-            want = self.key_dir(self._torch_version(target))
+            torch_version = self._torch_version(target)
+            want = self.key_dir(torch_version)
             state.update(wheel=wheel_url, installed_extensions=f.get("installed_extensions", []))
             if want is None or posixpath.dirname(wheel_url.removeprefix("file://")) != want:
                 return Observed(False, state, f"vllm came from the cached wheel {wheel_url}, whose key is not "
                                               f"this build's ({want})")
             if not f.get("installed_extensions"):
                 return Observed(False, state, f"the cached wheel {wheel_url} installed no compiled extension")
+            self.cache_dir, self.cache_hit = want, wheel_url.removeprefix("file://")
+            self.torch_version = torch_version
             return Observed(True, state, f"vllm {f.get('version')} from the cached wheel {wheel_url}")
         if f.get("editable_location") != self.plan.repo_dir:
             return Observed(False, state, f"vllm is not an editable install from {self.plan.repo_dir} "
@@ -425,17 +433,27 @@ class SourceBuild(Step):
         start = time.monotonic()
         r = target.run(["/bin/bash", "-c", CACHE_SCRIPT, "phoenix-vllm-cache"], env=env, log_path=self.log_path,
                        progress=f"{self.name}: cached wheel", timeout=3600)
-        self.cache_install_seconds = parse_build_log(r.stdout).get("cache_install_seconds", time.monotonic() - start)
+        nums = parse_build_log(r.stdout)
+        self.cache_install_seconds = nums.get("cache_install_seconds", time.monotonic() - start)
+        self.wheel_install_seconds = nums.get("wheel_install_seconds")
         self.cache_hit = wheel
         self.notes.append(f"installed the cached wheel {wheel} in {self.cache_install_seconds:.0f} s: no build")
         if r.failed or r.timed_out:
             raise CommandFailed("installing the cached vLLM wheel failed", argv=r.argv[:3], rc=r.rc,
                                 stderr=r.stdout, log_path=self.log_path, step=self.name)
 
+    def describe(self, target) -> dict:
+        """summary(), with the cache folder and torch read from the target when this session applied nothing."""
+        if self.cache_dir is None and self.plan.cache_root:
+            self.torch_version = self.torch_version or self._torch_version(target)
+            self.cache_dir = self.key_dir(self.torch_version)
+        return self.summary()
+
     def summary(self) -> dict:
         """For the report: how long, how many jobs, where the wheel went (or came from)."""
         return {"build_seconds": self.build_seconds, "wheel_seconds": self.wheel_seconds,
-                "cache_install_seconds": self.cache_install_seconds, "cache_hit": self.cache_hit,
+                "cache_install_seconds": self.cache_install_seconds,
+                "wheel_install_seconds": self.wheel_install_seconds, "cache_hit": self.cache_hit,
                 "max_jobs": self.max_jobs, "cache_dir": self.cache_dir, "torch": self.torch_version,
                 "source": self.plan.source_id, "device": self.plan.device, "arch_list": self.plan.arch_list,
                 "flags": self.plan.build_flags,
