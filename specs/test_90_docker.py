@@ -24,7 +24,7 @@ from provisioners.facts.docker import ContainerArgv, ContainerMemory, parse_size
 from provisioners.config.engine import to_cli_args
 from provisioners.facts import version_tuple
 from provisioners.facts.kernels import report_from_dumps
-from provisioners.steps.tls import inspect_cert, split_pem, verify_chain
+from provisioners.facts.cert import inspect_cert, split_pem, verify_chain
 
 pytestmark = [pytest.mark.layer("docker")]
 PY = f"{VENV}/bin/python"
