@@ -18,8 +18,8 @@ def overridden(profile, section: str, keys: tuple[str, ...]) -> list[str]:
     return [k for k in keys if k in sec]
 
 
-def running_argv(target, service) -> list[str]:
-    status = service.extra["step"].status(target)
+def running_argv(target, service_unit) -> list[str]:
+    status = service_unit.status()
     raw = target.get(f"/proc/{status['main_pid']}/cmdline") or b""
     return [a.decode() for a in raw.split(b"\0") if a]
 
@@ -29,12 +29,12 @@ def flag_value(argv: list[str], flag: str) -> str | None:
 
 
 @pytest.mark.req("R003-4-model-config")
-def test_server_runs_ct921_model_config(target, service, container_config, profile, evidence):
+def test_server_runs_ct921_model_config(target, service, service_unit, container_config, profile, evidence):
     over = overridden(profile, "ModelConfig", ("model", "trust_remote_code", "dtype", "max_model_len"))
     if over:
         pytest.skip(f"not verified: profile {profile.name} overrides ModelConfig {over} (no model hub here)")
     mc = container_config.vllm_engine_config.ModelConfig
-    argv = running_argv(target, service)
+    argv = running_argv(target, service_unit)
     evidence("process argv", text=" ".join(argv))
     assert argv[argv.index("serve") + 1] == mc.model
     assert ("--trust-remote-code" in argv) == mc.trust_remote_code
@@ -45,16 +45,16 @@ def test_server_runs_ct921_model_config(target, service, container_config, profi
 
 
 @pytest.mark.req("R003-4-fp8-cache-config")
-def test_fp8_quantization_and_kv_cache_are_applied(target, service, container_config, profile, evidence):
+def test_fp8_quantization_and_kv_cache_are_applied(target, service_unit, container_config, profile, evidence):
     over = overridden(profile, "CacheConfig", ("quantization", "kv_cache_dtype", "gpu_memory_utilization"))
     if over:
         pytest.skip(f"not verified: profile {profile.name} overrides CacheConfig {over}")
     cc = container_config.vllm_engine_config.CacheConfig
-    argv = running_argv(target, service)
+    argv = running_argv(target, service_unit)
     assert flag_value(argv, "--quantization") == cc.quantization
     assert flag_value(argv, "--kv-cache-dtype") == cc.kv_cache_dtype
     assert flag_value(argv, "--gpu-memory-utilization") == str(cc.gpu_memory_utilization)
-    log = service.extra["step"].current_log(target)
+    log = service_unit.current_log()
     lines = [ln for ln in log.splitlines() if re.search(r"quantization=fp8|kv_cache_dtype=fp8", ln)]
     evidence("engine config log lines", text="\n".join(lines[:5]))
     assert any("quantization=fp8" in ln for ln in lines), "the startup log does not report fp8 quantization"
@@ -62,9 +62,9 @@ def test_fp8_quantization_and_kv_cache_are_applied(target, service, container_co
 
 
 @pytest.mark.req("R003-4-tensor-parallel-2")
-def test_model_is_sharded_over_two_gpus(target, service, container_config):
+def test_model_is_sharded_over_two_gpus(target, service_unit, container_config):
     tp = container_config.vllm_engine_config.ParallelConfig.tensor_parallel_size
-    argv = running_argv(target, service)
+    argv = running_argv(target, service_unit)
     assert flag_value(argv, "--tensor-parallel-size") == str(tp)
     r = target.run(["nvidia-smi", "--query-compute-apps=gpu_uuid", "--format=csv,noheader"])
     assert r.succeeded, r

@@ -13,7 +13,7 @@ import pytest
 from conftest import expect_ok, sha256_on
 
 from provisioners.config.engine import to_cli_args
-from provisioners.steps.service import SystemdUnit, exec_start_argv
+from provisioners.steps.service import exec_start_argv
 
 pytestmark = pytest.mark.layer("service")
 
@@ -21,17 +21,17 @@ ERROR_LINE = re.compile(r"^(?!.*\bWARNING\b).*(\bERROR\b|Traceback \(most recent
 
 
 @pytest.fixture(scope="module")
-def svc(service):
-    return service.extra["step"]
+def svc(service_unit):
+    return service_unit
 
 
 @pytest.fixture(scope="module")
-def status(target, svc):
-    return svc.status(target)
+def status(svc):
+    return svc.status()
 
 
 def needs_systemd(svc):
-    if not isinstance(svc, SystemdUnit):
+    if not svc.systemd:
         pytest.skip("not verified: the target has no systemd (PID 1 is not systemd); the same unit model runs "
                     "under phoenix-supervise instead")
 
@@ -59,21 +59,21 @@ def test_unit_is_enabled_and_loaded(target, svc):
 @pytest.mark.req("R003-P3.2-unit-generator", "R002-S-declarative-unit", "R001-2.1-declarative-config")
 def test_unit_file_is_the_render_of_the_config(target, svc, unit_model):
     needs_systemd(svc)
-    assert target.read_text(svc.path) == unit_model.render_unit()
+    assert target.read_text(svc.definition) == unit_model.render_unit()
     assert exec_start_argv(unit_model.render_unit()) == list(unit_model.exec_argv)
 
 
 @pytest.mark.req("R003-P3.3-push-unit")
 def test_unit_file_owner_and_mode(host, svc):
     needs_systemd(svc)
-    f = host.file(svc.path)
+    f = host.file(svc.definition)
     assert (f.user, f.mode) == ("root", 0o644)
 
 
 @pytest.mark.req("R003-P3.3-temp-file")
 def test_unit_arrived_whole_with_no_temp_leftovers(target, svc, unit_model):
     needs_systemd(svc)
-    assert sha256_on(target, svc.path) == hashlib.sha256(unit_model.render_unit().encode()).hexdigest()
+    assert sha256_on(target, svc.definition) == hashlib.sha256(unit_model.render_unit().encode()).hexdigest()
     leftovers = target.run(["find", "/etc/systemd/system", "-maxdepth", "1", "-name", "*.phoenix-tmp.*"]).stdout.split()
     assert not leftovers, leftovers
 
@@ -118,7 +118,7 @@ def test_flashinfer_sampler_is_on_in_the_unit(target, status, profile):
 
 @pytest.mark.req("R003-6.3-logs-no-errors")
 def test_log_since_last_start_has_no_errors(target, svc, evidence):
-    log = svc.current_log(target)
+    log = svc.current_log()
     evidence("service log (since last start)", text=log[-20000:])
     assert "Application startup complete" in log or "Started server process" in log, \
         "the log does not show the server starting"
@@ -151,5 +151,5 @@ def test_flash_attention_2_is_pinned_and_fa3_never_selected(target, status, svc)
     raw = proc(target, status["main_pid"], "environ")
     env = dict(item.decode().split("=", 1) for item in raw.split(b"\0") if b"=" in item)
     assert env.get("VLLM_FLASH_ATTN_VERSION") == "2", env.get("VLLM_FLASH_ATTN_VERSION")
-    log = svc.current_log(target)
+    log = svc.current_log()
     assert not re.search(r"(?i)flash.?attention.?(version )?3|FA3", log), "the log shows FlashAttention 3"
