@@ -7,7 +7,7 @@ OUT     := reports/out
 ALLURE  := reports/allure-results
 SPECS_ARGS ?=
 
-.PHONY: venv specs specs-lxc audit test catalog report gate clean source-build-cpu device-bundle
+.PHONY: venv specs specs-lxc audit lint test catalog report gate clean source-build-cpu device-bundle
 
 $(BIN)/python: requirements.txt
 	$(PY) -m venv $(VENV)
@@ -49,8 +49,12 @@ device-bundle:
 audit: venv
 	$(PYTEST) specs/ --audit --alluredir=$(ALLURE) $(SPECS_ARGS)
 
-## The suite's own tests (unit + real local parts).
-test: venv
+## Lint once, with the settings in pyproject.toml (ruff).
+lint: venv
+	$(BIN)/ruff check .
+
+## The suite's own tests (unit + real local parts), after the lint.
+test: venv lint
 	$(PYTEST) tests/ --junitxml=$(OUT)/junit-tests.xml
 
 ## Quality gate on the last run (config/gate.yaml): exit 1 listing the unmet ids.

@@ -10,7 +10,7 @@ import hashlib
 import re
 
 import pytest
-from conftest import expect_ok, sha256_on
+from conftest import sha256_on
 
 from provisioners.config.engine import to_cli_args
 from provisioners.steps.service import exec_start_argv

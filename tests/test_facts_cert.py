@@ -6,7 +6,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from provisioners.facts.cert import KeyFacts, is_ip, utc_text
-from provisioners.facts.packages import AptCandidate, DebPackage, VersionLine
+from provisioners.facts.packages import DebPackage, VersionLine
+from provisioners.facts.preflight import AptCandidate
 
 APT_POLICY = """golang-github-smallstep-certificates-dev:
   Installed: (none)

@@ -21,7 +21,7 @@ def unit(**env) -> UnitModel:
 
 def test_cuda_vars_are_cleared_before_they_are_set():
     text = unit().render_unit()
-    env_lines = [l for l in text.splitlines() if l.startswith("Environment=")]
+    env_lines = [line for line in text.splitlines() if line.startswith("Environment=")]
     assert env_lines[:4] == ['Environment="CUDA_HOME="', 'Environment="LD_LIBRARY_PATH="',
                              'Environment="CUDA_HOME=/usr/local/cuda"', 'Environment="LD_LIBRARY_PATH=/usr/local/cuda/lib64"']
     assert 'Environment="VLLM_USE_FLASHINFER_SAMPLER=1"' in env_lines

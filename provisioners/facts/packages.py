@@ -1,7 +1,7 @@
-"""Debian package facts: what dpkg has installed and what apt would install."""
+"""Debian package facts: what dpkg has installed (what apt would install: preflight.AptCandidate), and a
+tool's version line."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -22,20 +22,6 @@ class DebPackage(Fact):
     def parse(self, stdout):
         status, _, version = stdout.partition("\t")
         return status.strip() or None, version.strip() or None
-
-
-@dataclass
-class AptCandidate(Fact):
-    """The version `apt-get install` would pick (apt-cache policy's Candidate); None when there is none."""
-
-    package: str
-
-    def command(self):
-        return ["apt-cache", "policy", self.package]
-
-    def parse(self, stdout):
-        m = re.search(r"Candidate:\s*(\S+)", stdout)
-        return m.group(1) if m and m.group(1) != "(none)" else None
 
 
 @dataclass

@@ -38,4 +38,4 @@ def test_every_channel_gets_the_secrets(target, settings, service_unit, evidence
     target.run(["sh", "-c", 'echo "$HF_TOKEN $1"', "leak", SECRETS[1]], env={"HF_TOKEN": SECRETS[0]},
                log_path=str(settings.log_dir / "leaky.log"))
     converge(LeakyStep())
-    assert False, f"failing on purpose with {SECRETS}"
+    assert False, f"failing on purpose with {SECRETS}"  # noqa: B011 - the report must show a failed assert

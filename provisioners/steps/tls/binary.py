@@ -9,7 +9,8 @@ from pathlib import Path
 from provisioners.backends.target import Target
 from provisioners.core.errors import FactError, ProvisionError
 from provisioners.core.step import Observed, Step
-from provisioners.facts.packages import AptCandidate, DebPackage, VersionLine
+from provisioners.facts.packages import DebPackage, VersionLine
+from provisioners.facts.preflight import AptCandidate
 
 CERTS_PACKAGE = "golang-github-smallstep-certificates-dev"
 APT_PACKAGES = ("golang-go", CERTS_PACKAGE)
