@@ -37,6 +37,13 @@ def write_config(tmp_path):
     return _write
 
 
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    """Start real OpenSSH servers on 127.0.0.1 (tests/support/sshd.py): `sshd(path=[bin_dir])`."""
+    from tests.support.sshd import sshd_factory
+    yield from sshd_factory(tmp_path_factory)
+
+
 # ------------------------------------------------------------------ real runs the tests make themselves
 
 def _spec_run(out: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:

@@ -47,7 +47,7 @@ def test_each_target_has_its_list():
     assert "docker.io" in pk["docker"]
     podman = [n.package for n in needs_for("docker", {"PHOENIX_DOCKER": "podman"})[0]]
     assert {"podman", "podman-compose", "runc"} <= set(podman)
-    assert set(pk["lxc"]) | set(podman) | {"chromium", "systemd"} <= set(pk["tests"])
+    assert set(pk["lxc"]) | set(podman) | {"chromium", "systemd", "openssh-server"} <= set(pk["tests"])
     assert {"golang-go", "golang-github-smallstep-certificates-dev", "openssl"} <= set(pk["local"])
     assert [f.name for f in needs_for("lxc", {})[1]] == ["bridge", "conntrack", "cgroups", "user namespaces"]
 

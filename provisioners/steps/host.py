@@ -97,6 +97,8 @@ SSH_NEEDS = [Need("openssh-client", "commands on the remote host", commands=("ss
 TEST_NEEDS = [
     Need("chromium", "the compliance page rendered in a real headless browser", commands=("chromium",)),
     Need("systemd", "systemd-analyze verify of the rendered unit", commands=("systemd-analyze",)),
+    Need("openssh-client", "ssh:// and pct://CTID@host against a real sshd", commands=("ssh", "ssh-keygen")),
+    Need("openssh-server", "a real sshd on 127.0.0.1 for the ssh tests", paths=("/usr/sbin/sshd",)),
 ]
 
 PURPOSES = ("local", "lxc", "pct", "ssh", "docker", "tests")
@@ -145,7 +147,7 @@ def needs_for(purpose: str, env: Mapping[str, str] | None = None, *, via_ssh: bo
         else:
             needs += DOCKER_NEEDS
         kernel += DOCKER_KERNEL
-    elif purpose == "tests":             # every real part of tests/: LXC (and the pct stand-in on it), podman, chromium
+    elif purpose == "tests":             # every real part of tests/: LXC (and the pct stand-in on it), podman, chromium, sshd
         needs += LXC_NEEDS + PODMAN_NEEDS + TEST_NEEDS
         kernel += LXC_KERNEL + DOCKER_KERNEL
     else:
