@@ -21,6 +21,7 @@ import argparse
 import os
 import sys
 import sysconfig
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -263,20 +264,26 @@ def preflight(purpose: str, *, audit: bool = False, ledger: Ledger | None = None
     """
     needs, kernel = needs_for(purpose, env, via_ssh=via_ssh)
     step = HostPrerequisites(purpose, needs, kernel, host=host, log_path=log_path)
+    start = time.monotonic()
     observed = step.check()
-    if not observed.satisfied:
-        why = "--audit changes nothing" if audit else None
-        if why is None and EffectiveUid().read(step.host) != 0:
-            why = "not root"
-        if why:
-            line = step.line(observed, why)
-            if ledger is not None:                                   # recorded as drift; nothing is changed
-                try:
-                    ledger.record(StepResult(step.name, "drift", False, observed.state, observed.state, 0.0,
-                                             note=line, log=log_path))
-                except OSError:                                      # a read-only checkout: the line still says it
-                    pass
-            raise MissingPrerequisites(line)
+    if observed.satisfied:              # the usual case: recorded, and quiet (a run's output starts with its own lines)
+        result = StepResult(step.name, "unchanged", False, observed.state, observed.state,
+                            time.monotonic() - start, note=observed.reason)
+        if ledger is not None:
+            ledger.record(result)
+        return result
+    why = "--audit changes nothing" if audit else None
+    if why is None and EffectiveUid().read(step.host) != 0:
+        why = "not root"
+    if why:
+        line = step.line(observed, why)
+        if ledger is not None:                                   # recorded as drift; nothing is changed
+            try:
+                ledger.record(StepResult(step.name, "drift", False, observed.state, observed.state, 0.0,
+                                         note=line, log=log_path))
+            except OSError:                                      # a read-only checkout: the line still says it
+                pass
+        raise MissingPrerequisites(line)
     return step.converge(None, audit=audit, ledger=ledger)
 
 
