@@ -236,10 +236,17 @@ class VllmSource(_Model):
     repo_url: str = "https://github.com/vllm-project/vllm.git"
     repo_dir: str = "/opt/vllm_repo"
     commit: str | None = Field(default=None, description="VLLM_COMMIT_HASH: empty = main (phase 1), set = pinned (phase 2)")
-    sdist: str | None = Field(default=None, description="release sdist instead of git (air-gapped hosts)")
+    sdist: str | None = Field(default=None, description="release sdist instead of git (air-gapped hosts), "
+                              "as a requirement: vllm==0.11.0 (from the wheelhouse, else the package index)")
     target_device: Literal["cuda", "cpu"] = "cuda"
     max_jobs: int | None = None
     gb_per_job: float = 4.0
+    mirrors: dict[str, str] = Field(default={}, description="git URL -> local mirror URL (git url.insteadOf) for "
+                                    "what vLLM's CMake clones at build time, on hosts without GitHub")
+    cache_root: str | None = Field(default="/var/cache/phoenix/vllm-wheels",
+                                   description="built wheels by (commit or version, torch, arch list, device); "
+                                   "null = no cache")
+    reason: str = Field(default="", description="why this source (commit, tag or release) is the known-good one")
 
 
 class VllmExpect(_Model):
@@ -298,7 +305,7 @@ class Substitute(_Model):
 
 
 class Profile(_Model):
-    name: Literal["gpu-blackwell", "gpu-hopper", "cpu"]
+    name: Literal["gpu-blackwell", "gpu-hopper", "cpu", "cpu-source"]
     description: str = ""
     gpu_arch: str | None = Field(default=None, description='compute capability, e.g. "12.0"; None = no GPU')
     torch_cuda_arch_list: str | None = None
