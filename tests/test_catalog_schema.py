@@ -32,7 +32,7 @@ LAYERS = [
     "config", "host", "container", "toolchain", "torch", "vllm", "flashinfer", "model",
     "tls", "service", "api", "benchmark", "docker", "idempotence", "scope",
 ]
-PROFILES = {"gpu-blackwell", "gpu-hopper", "cpu"}
+PROFILES = {"gpu-blackwell", "gpu-hopper", "cpu", "cpu-source"}
 TARGETS = {"pct", "lxc", "local", "docker"}
 KINDS = {"requirement", "scope", "conflict"}
 REQUIRED_KEYS = {"id", "source", "text", "kind", "layer", "profiles", "targets", "verify", "specs"}
