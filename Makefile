@@ -12,8 +12,9 @@ HOST    := $(PY) -m provisioners.steps.host
 
 .PHONY: venv specs specs-lxc audit lint test catalog report gate clean source-build-cpu device-bundle
 
+# an existing venv (or a link to one) is updated in place, not created again
 $(BIN)/python: requirements.txt
-	$(PY) -m venv $(VENV)
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	touch $(BIN)/python
