@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from provisioners.steps.flashinfer import fallback_trigger, tag_version
+from provisioners.facts.flashinfer import fallback_trigger, tag_version
 
 pytestmark = pytest.mark.layer("flashinfer")
 

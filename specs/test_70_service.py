@@ -13,7 +13,7 @@ import pytest
 from conftest import sha256_on
 
 from provisioners.config.engine import to_cli_args
-from provisioners.steps.service import exec_start_argv
+from provisioners.facts.systemd import exec_start_argv
 
 pytestmark = pytest.mark.layer("service")
 

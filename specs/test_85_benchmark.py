@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from provisioners.steps.benchmark import summary
+from provisioners.facts.benchmark import summary
 
 pytestmark = pytest.mark.layer("benchmark")
 

@@ -7,7 +7,8 @@ import subprocess
 import pytest
 
 from provisioners.config.engine import EngineConfig
-from provisioners.steps.service import UnitModel, env_line, exec_start_argv, systemd_quote
+from provisioners.facts.systemd import exec_start_argv
+from provisioners.steps.service import UnitModel, env_line, systemd_quote
 
 
 def unit(**env) -> UnitModel:

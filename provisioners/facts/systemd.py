@@ -1,6 +1,7 @@
 """systemd facts of one unit: `systemctl show` properties and the journal (one command, one parser, a default)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -61,3 +62,41 @@ class UnitJournal(Fact):
 
     def parse(self, stdout):
         return stdout
+
+
+def exec_start_argv(unit_text: str) -> Sequence[str] | None:
+    """Parse the ExecStart= line of a rendered unit back into argv (for specs and tests).
+    Lines end at \\n only, as systemd reads them (not at \\r or U+2028, as str.splitlines would)."""
+    unescape = {"n": "\n", "t": "\t", "r": "\r"}
+    for line in unit_text.split("\n"):
+        if line.startswith("ExecStart="):
+            out, cur, i, s = [], None, 0, line[len("ExecStart="):]
+            while i < len(s):
+                ch = s[i]
+                if cur is None:
+                    if ch == '"':
+                        cur = ""
+                    i += 1
+                    continue
+                if ch == "\\" and i + 1 < len(s):
+                    nxt = s[i + 1]
+                    if nxt == "x" and i + 3 < len(s):
+                        cur += chr(int(s[i + 2:i + 4], 16))
+                        i += 4
+                        continue
+                    cur += unescape.get(nxt, nxt)
+                    i += 2
+                    continue
+                if ch in "$%" and s[i + 1:i + 2] == ch:
+                    cur += ch
+                    i += 2
+                    continue
+                if ch == '"':
+                    out.append(cur)
+                    cur = None
+                    i += 1
+                    continue
+                cur += ch
+                i += 1
+            return out
+    return None

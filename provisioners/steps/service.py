@@ -17,7 +17,6 @@ import posixpath
 import re
 import ssl
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -357,41 +356,3 @@ def service_step(target, unit: UnitModel, endpoint: Endpoint, *, state_dir: str,
     """systemd where it is PID 1 on the target, else the supervisor (STYLE rule 11: pick once, from a fact)."""
     cls = SystemdUnit if HasSystemd().read(target) and not force_supervisor else SupervisedService
     return cls(unit, endpoint, state_dir=state_dir, startup_timeout=startup_timeout)
-
-
-def exec_start_argv(unit_text: str) -> Sequence[str] | None:
-    """Parse the ExecStart= line of a rendered unit back into argv (for specs and tests).
-    Lines end at \\n only, as systemd reads them (not at \\r or U+2028, as str.splitlines would)."""
-    unescape = {"n": "\n", "t": "\t", "r": "\r"}
-    for line in unit_text.split("\n"):
-        if line.startswith("ExecStart="):
-            out, cur, i, s = [], None, 0, line[len("ExecStart="):]
-            while i < len(s):
-                ch = s[i]
-                if cur is None:
-                    if ch == '"':
-                        cur = ""
-                    i += 1
-                    continue
-                if ch == "\\" and i + 1 < len(s):
-                    nxt = s[i + 1]
-                    if nxt == "x" and i + 3 < len(s):
-                        cur += chr(int(s[i + 2:i + 4], 16))
-                        i += 4
-                        continue
-                    cur += unescape.get(nxt, nxt)
-                    i += 2
-                    continue
-                if ch in "$%" and s[i + 1:i + 2] == ch:
-                    cur += ch
-                    i += 2
-                    continue
-                if ch == '"':
-                    out.append(cur)
-                    cur = None
-                    i += 1
-                    continue
-                cur += ch
-                i += 1
-            return out
-    return None
