@@ -119,7 +119,7 @@ def test_a_failed_assertion_reads_as_its_message_with_the_observed_value(tmp_pat
     assert "test_synthetic.py:" not in reason
 
 
-def test_expect_passes_deviates_and_fails_in_a_real_run(tmp_path):
+def test_expect_passes_deviates_and_fails_in_a_spec_run(tmp_path):
     profile_dir = tmp_path / "profiles"
     r = run(tmp_path, '''
         @pytest.mark.req("R003-6.4-v1-models")
