@@ -26,6 +26,9 @@ class Requirement:
     quote: str = ""
     superseded_by: str | None = None
     specs: tuple[str, ...] = field(default_factory=tuple)
+    resolution: str = ""                     # kind: conflict -- which side wins, why, and what the suite does
+    between: tuple[str, ...] = field(default_factory=tuple)   # kind: conflict -- the two sources that disagree
+    see: tuple[str, ...] = field(default_factory=tuple)       # kind: conflict -- entries whose specs verify the choice
 
     def applies(self, profile: str, target_scheme: str) -> tuple[bool, str]:
         if profile not in self.profiles:
@@ -69,5 +72,6 @@ def _load(path: str) -> Catalog:
             id=r["id"], doc=str(src.get("doc", "")), section=str(src.get("section", "")), text=r.get("text", ""),
             kind=r.get("kind", "requirement"), layer=r.get("layer", ""), profiles=tuple(r.get("profiles", [])),
             targets=tuple(r.get("targets", [])), verify=r.get("verify", ""), honoured_by=r.get("honoured_by", ""),
-            quote=src.get("quote", ""), superseded_by=r.get("superseded_by"), specs=tuple(r.get("specs") or ()))
+            quote=src.get("quote", ""), superseded_by=r.get("superseded_by"), specs=tuple(r.get("specs") or ()),
+            resolution=r.get("resolution", ""), between=tuple(r.get("between") or ()), see=tuple(r.get("see") or ()))
     return Catalog(documents=data.get("documents", {}), layers=data.get("layers", []), requirements=reqs, raw=data)

@@ -31,9 +31,9 @@ LAYERS = [
 ]
 PROFILES = {"gpu-blackwell", "gpu-hopper", "cpu"}
 TARGETS = {"pct", "lxc", "local", "docker"}
-KINDS = {"requirement", "scope"}
+KINDS = {"requirement", "scope", "conflict"}
 REQUIRED_KEYS = {"id", "source", "text", "kind", "layer", "profiles", "targets", "verify", "specs"}
-OPTIONAL_KEYS = {"honoured_by", "superseded_by"}
+OPTIONAL_KEYS = {"honoured_by", "superseded_by", "between", "resolution", "see"}
 SOURCE_KEYS = {"doc", "section", "quote"}
 MAX_QUOTE = 120
 MIN_ENTRIES = 60
@@ -167,6 +167,29 @@ def test_enumerations(catalog, reqs):
         src = e.get("source") if isinstance(e.get("source"), dict) else {}
         if str(src.get("doc")) not in docs:
             errors.append(f"{n}: source.doc {src.get('doc')!r} not in documents")
+    _fail_if(errors)
+
+
+def test_conflict_entries_say_which_side_wins(reqs):
+    """kind: conflict names the two sides, says which wins and why, and points at the entries whose
+    specs verify that the suite does it; it has no spec of its own (it is a decision, not a fact)."""
+    errors = []
+    ids = {e.get("id") for e in reqs}
+    for i, e in enumerate(reqs):
+        n = _name(i, e)
+        if e.get("kind") != "conflict":
+            if any(k in e for k in ("between", "resolution", "see")):
+                errors.append(f"{n}: between/resolution/see belong to kind conflict")
+            continue
+        if not (isinstance(e.get("between"), list) and len(e["between"]) == 2 and all(map(_is_str, e["between"]))):
+            errors.append(f"{n}: between must name the two sides that disagree")
+        if not _is_str(e.get("resolution")) or " wins" not in e["resolution"]:
+            errors.append(f"{n}: resolution must say which side wins (and why)")
+        see = e.get("see")
+        if not isinstance(see, list) or not see or not set(see) <= ids:
+            errors.append(f"{n}: see must list existing catalog ids that verify the choice")
+        if e.get("specs"):
+            errors.append(f"{n}: a conflict has no spec of its own; list the verifying entries in `see`")
     _fail_if(errors)
 
 

@@ -257,7 +257,8 @@ def test_summary_has_per_document_counts_failures_gate_bench_and_diff(tmp_path):
     text = out.read_text()
     assert text.startswith("earlier step\n")                        # appended, never overwritten
     assert "❌ **gate failed**: 1 of 2 required requirements passed; not met: R003-B-y" in text
-    assert "| 003 Doc | 1 | **1** | 0 |" in text and "| 001 Doc | 0 | 0 | 1 |" in text
+    # columns: passed, deviation, failed, not verified, scope, conflict
+    assert "| 003 Doc | 1 | 0 | **1** | 0 | 0 | 0 |" in text and "| 001 Doc | 0 | 0 | 0 | 1 | 0 | 0 |" in text
     assert "| `R003-B-y` | 003 1 | boom \\| bang |" in text
     assert "| default | 20 | 0 | 497.6 |" in text and "201.7" in text
     assert "<details><summary>Changes since the previous run</summary>" in text and "**failed**" in text

@@ -253,6 +253,17 @@ class Thresholds(_Model):
     sampler_gain_pct: float = 20.0
 
 
+class Substitute(_Model):
+    """What a profile observes instead of a document's value, and why (reports/verdict.py: a *deviation*)."""
+    value: list[str] = Field(description="the substitute value(s) a spec may observe instead of the document's")
+    reason: str = Field(min_length=1, description="why this profile cannot meet the document's value")
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _one_value(cls, v: Any):
+        return [v] if isinstance(v, str) else v
+
+
 class Profile(_Model):
     name: Literal["gpu-blackwell", "gpu-hopper", "cpu"]
     description: str = ""
@@ -270,6 +281,7 @@ class Profile(_Model):
     benchmark: BenchmarkExpect = BenchmarkExpect()
     thresholds: Thresholds = Thresholds()
     build_env: dict[str, str] = {}
+    substitutes: dict[str, Substitute] = Field(default={}, description="catalog id -> declared substitute")
 
 
 # ------------------------------------------------------------------------------- loading
