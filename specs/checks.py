@@ -430,3 +430,31 @@ def sans_and_window(info: Mapping, host: str, sans: Iterable[str], now, fraction
     if not info["not_before"] <= now < info["not_after"]:
         return f"not valid now: {info['not_before']} .. {info['not_after']}"
     return None if fraction > 1 / 3 else f"only {fraction:.0%} of the validity left: it should have been renewed"
+
+
+# ---- small generic and layer-specific checks ------------------------------------------------
+def equal(observed, wanted, what: str) -> str | None:
+    return None if observed == wanted else f"{what}: observed {observed!r}, want {wanted!r}"
+
+
+def on_path(found: bool, tool: str, where: str) -> str | None:
+    return None if found else f"{tool} not on PATH of {where}"
+
+
+def sharded(argv_tp: str | None, gpu_uuids: Iterable[str], tp: int) -> str | None:
+    if argv_tp != str(tp):
+        return f"--tensor-parallel-size is {argv_tp!r}, want {tp}"
+    n = len(set(gpu_uuids))
+    return None if n == tp else f"vLLM runs on {n} GPU(s), want {tp}"
+
+
+def flashinfer_version(version: str | None, want: str, fallback_version: str | None,
+                       deviations: Sequence[str]) -> str | None:
+    """The tag's version, or (only with a recorded fallback) the fallback tag's version or the sampler off."""
+    if release(version) == want:
+        return None
+    if not deviations:
+        return f"flashinfer {version!r}, want {want}, and no fallback is recorded"
+    if any("fallback 2" in d for d in deviations) or release(version) == fallback_version:
+        return None
+    return f"fallback state inconsistent: {list(deviations)} / {version!r}"

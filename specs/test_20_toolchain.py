@@ -32,7 +32,8 @@ def test_venv_python_is_the_profiles_python(target, toolchain, profile):
 @pytest.mark.req("R000-S1-git-cmake")
 @pytest.mark.parametrize("tool", ["git", "cmake"])
 def test_build_tools_are_installed(host, toolchain, tool):
-    assert host.exists(tool), f"{tool} not on PATH of {host.backend.hostname}"
+    why = checks.on_path(host.exists(tool), tool, host.backend.hostname)
+    assert not why, why
 
 
 @pytest.mark.req("R004-TR.Dep-gcc", "R004-TR.Dep-cmake", "R004-TR.Dep-ninja")
