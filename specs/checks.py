@@ -274,13 +274,18 @@ def argv_flags(argv: Sequence[str]) -> dict[str, str | bool]:
     return out
 
 
+# vLLM's own defaults: a field at its default may be left off the command line
+VLLM_DEFAULTS = {"kv_cache_dtype": "auto", "dtype": "auto", "tensor_parallel_size": 1, "pipeline_parallel_size": 1}
+
+
 def argv_has_values(argv: Sequence[str], want: Mapping[str, object]) -> str | None:
     """Each engine-config field the document sets, read back from the running process's argv
     (vLLM's own convention: field `max_model_len` is `--max-model-len`; a true bool is a bare flag)."""
     flags = argv_flags(argv)
     bad = {}
     for field, value in want.items():
-        if value is None:
+        key = "model" if field == "model" else "--" + field.replace("_", "-")
+        if value is None or (key not in flags and VLLM_DEFAULTS.get(field, object()) == value):
             continue
         key = "model" if field == "model" else "--" + field.replace("_", "-")
         got = flags.get(key)

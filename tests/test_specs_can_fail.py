@@ -266,3 +266,9 @@ CASES += [
          ({"VLLM_USE_FLASHINFER_SAMPLER": "0"}, {"VLLM_USE_FLASHINFER_SAMPLER": "0"}),
          ({"VLLM_USE_FLASHINFER_SAMPLER": "1"}, {"VLLM_USE_FLASHINFER_SAMPLER": "0"}), "SAMPLER"),
 ]
+
+
+def test_argv_values_at_vllms_default_may_be_left_off():
+    assert checks.argv_has_values(["vllm", "serve", "m"], {"model": "m", "kv_cache_dtype": "auto",
+                                                           "tensor_parallel_size": 1}) is None
+    assert "kv_cache_dtype" in checks.argv_has_values(["vllm", "serve", "m"], {"kv_cache_dtype": "fp8"})
