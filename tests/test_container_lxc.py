@@ -317,7 +317,7 @@ def test_pct_memory_drift_by_hand_is_corrected(pct_922):
 def test_pct_unmanaged_is_refused_before_any_command(pct_world):
     with pytest.raises(RefusedTarget):
         Container("9952", PCT_CFG.container("9952"), PCT_CFG, PctDriver(host=NoCommands(), pct=STANDIN))
-    assert subprocess.run([STANDIN, "status", "9952"], capture_output=True).returncode == 2
+    assert subprocess.run([STANDIN, "status", "9952"], capture_output=True).returncode != 0
 
 
 def test_put_is_literal_and_runs_nothing_pct(pct_922):

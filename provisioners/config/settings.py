@@ -15,6 +15,8 @@ from provisioners.core.secrets import register_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROFILE_NAMES = ("gpu-blackwell", "gpu-hopper", "cpu")
+# profiles a spec run may name besides those (no docker release of their own): cpu-source builds vLLM from source
+RUN_ONLY_PROFILES = ("cpu-source",)
 DEFAULT_CONFIG = "config/phoenix_lxc_configs.json"
 
 
@@ -82,8 +84,8 @@ def build_settings(*, ctid: str | None, target: str | None, config: str | None, 
     if not config_path.exists():
         raise ConfigError(f"--config {config_path}: file not found")
     if profile:
-        if profile not in PROFILE_NAMES:
-            raise ConfigError(f"--profile {profile!r}: choose one of {', '.join(PROFILE_NAMES)}")
+        if profile not in PROFILE_NAMES + RUN_ONLY_PROFILES:
+            raise ConfigError(f"--profile {profile!r}: choose one of {', '.join(PROFILE_NAMES + RUN_ONLY_PROFILES)}")
         prof, reason = profile, "--profile"
     else:
         prof, reason = detect_profile()
