@@ -311,14 +311,13 @@ def cleared_before_set(unit_text: str, keys: Iterable[str]) -> str | None:
     return None
 
 
-ERROR_LINE = re.compile(r"^(?!.*\bWARNING\b).*(\bERROR\b|Traceback \(most recent call last\))", re.M)
-
-
 def log_clean(log: str) -> str | None:
+    from provisioners.facts.logscan import server_error_lines
+
     if "Application startup complete" not in log and "Started server process" not in log:
         return "the log does not show the server starting"
-    errors = [m.group(0) for m in ERROR_LINE.finditer(log)]
-    return f"{len(errors)} error line(s), first: {errors[0][:300]}" if errors else None
+    errors = server_error_lines(log)      # whole lines; vLLM's per-request 404/400 records are not server errors
+    return (f"{len(errors)} server error line(s) since the last start:\n" + "\n".join(errors[:10])) if errors else None
 
 
 def fa2_only(env: Mapping[str, str], log: str) -> str | None:

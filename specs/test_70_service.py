@@ -133,7 +133,7 @@ def test_flashinfer_sampler_is_on_in_the_unit(target, status, profile):
 def test_log_since_last_start_has_no_errors(target, svc, evidence):
     log = svc.current_log(target)
     evidence("service log (since last start)", text=log[-20000:])
-    why = checks.log_clean(log)
+    why = checks.log_clean(log)      # whole lines; vLLM's per-request 404/400 records are not server errors
     assert not why, why
 
 

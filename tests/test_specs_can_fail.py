@@ -164,7 +164,7 @@ CASES = [
          ({"VLLM_USE_FLASHINFER_SAMPLER": "1"}, {"VLLM_USE_FLASHINFER_SAMPLER": checks.SAMPLER_ON}),
          ({}, {"VLLM_USE_FLASHINFER_SAMPLER": checks.SAMPLER_ON}), "VLLM_USE_FLASHINFER_SAMPLER"),
     Case("specs/test_70_service.py::test_log_since_last_start_has_no_errors", "log_clean",
-         (STARTED,), (STARTED + "ERROR 11-28 engine core failed\n",), "1 error line"),
+         (STARTED,), (STARTED + "ERROR 11-28 engine core failed\n",), "1 server error line"),
     Case("specs/test_70_service.py::test_flash_attention_2_is_pinned_and_fa3_never_selected", "fa2_only",
          ({"VLLM_FLASH_ATTN_VERSION": "2"}, STARTED), ({"VLLM_FLASH_ATTN_VERSION": "2"}, "Using FlashAttention version 3"),
          "FlashAttention 3"),
