@@ -13,11 +13,11 @@ import pytest
 from conftest import expect_ok, sha256_on
 
 from provisioners.config.engine import to_cli_args
+from provisioners.facts.logscan import server_error_lines
 from provisioners.steps.service import SystemdUnit, exec_start_argv
 
 pytestmark = pytest.mark.layer("service")
 
-ERROR_LINE = re.compile(r"^(?!.*\bWARNING\b).*(\bERROR\b|Traceback \(most recent call last\))", re.M)
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +122,8 @@ def test_log_since_last_start_has_no_errors(target, svc, evidence):
     evidence("service log (since last start)", text=log[-20000:])
     assert "Application startup complete" in log or "Started server process" in log, \
         "the log does not show the server starting"
-    errors = [m.group(0) for m in ERROR_LINE.finditer(log)]
-    assert not errors, f"{len(errors)} error line(s), first: {errors[0][:300]}"
+    errors = server_error_lines(log)       # whole lines; vLLM's per-request 404/400 records are not server errors
+    assert not errors, f"{len(errors)} server error line(s) since the last start:\n" + "\n".join(errors[:10])
 
 
 @pytest.mark.req("R003-3.3-no-etc-environment")
