@@ -70,7 +70,7 @@ def test_no_fallback_without_a_trigger(target, flashinfer_step, service, setting
 @pytest.mark.req("R003-7.2-sampler-off")
 def test_sampler_off_reaches_the_unit_when_fallback_2_is_active(flashinfer_step, unit_model):
     if not any("fallback 2" in d for d in flashinfer_step.deviations):
-        pytest.skip("not verified: FlashInfer fallback 2 (sampler off) is not active in this session")
+        pytest.skip("not verified: FlashInfer fallback 2 (sampler off) is not active in this run")
     from specs.checks import env_has
     why = env_has(dict(unit_model.env), {"VLLM_USE_FLASHINFER_SAMPLER": "0"})
     assert not why, why
