@@ -78,7 +78,9 @@ def test_bounded_concurrent_load_has_no_errors(service, settings, evidence):
         f"p50 {summary['p50_ms']} ms, p90 {summary['p90_ms']} ms, p99 {summary['p99_ms']} ms, "
         f"max {summary['max_ms']} ms, {summary['requests_per_s']} req/s over {summary['wall_s']} s"))
     evidence("load test results", path=path)
-    assert not errors, f"{len(errors)} of {REQUESTS} requests failed; first: {errors[:3]}"
+    from specs.checks import load_errors
+    why = load_errors(results)
+    assert not why, why
 
 
 def _healthy(service) -> bool:
