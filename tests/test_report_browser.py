@@ -437,3 +437,41 @@ def test_deviation_scope_and_conflict_rows_show_what_they_mean(page_dir, chrome)
 
 def test_slug():
     assert slug("not verified") == "not-verified"
+
+
+# ------------------------------------------------------------------ the Allure report, from disk
+
+@needs_chromium
+def test_allure_report_is_one_file_that_opens_from_disk(tmp_path):
+    """A real pytest run's Allure results -> `python -m reports.allure generate` -> index.html, copied
+    alone to another folder and opened from file:// in headless chromium: the tests and the failure show."""
+    import re
+    import sys
+
+    from reports import allure as allure_mod
+    try:
+        if allure_mod.pick_engine("auto") != "allure3":
+            pytest.skip("Allure 3 (npx allure) is not available here; Allure 2 needs a server")
+    except allure_mod.AllureError as e:
+        pytest.skip(str(e))
+    (tmp_path / "test_x.py").write_text(
+        "import pytest\n"
+        "def test_observed_ok():\n    assert True\n"
+        "def test_observed_wrong():\n    assert 12.1 == 12.8, 'torch.version.cuda is 12.1'\n"
+        "def test_blocked():\n    pytest.skip('not verified: layer toolchain failed')\n")
+    results, report = tmp_path / "results", tmp_path / "report"
+    subprocess.run([sys.executable, "-m", "pytest", str(tmp_path / "test_x.py"), "-q", "-p", "no:randomly",
+                    "-c", os.devnull, "--rootdir", str(tmp_path), f"--alluredir={results}"],
+                   capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-m", "reports.allure", "generate", "--results", str(results),
+                        "--report", str(report)], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"allure: open {(report / 'index.html').as_uri()} (one self-contained file" in r.stdout
+    alone = tmp_path / "elsewhere" / "allure.html"
+    alone.parent.mkdir()
+    shutil.copy(report / "index.html", alone)                 # nothing else travels with it
+    dom = dump_dom(alone.as_uri(), tmp_path)
+    text = " ".join(re.sub(r"<[^>]+>", " ", re.sub(r"(?s)<script.*?</script>|<style.*?</style>", "", dom)).split())
+    for name in ("test_observed_ok", "test_observed_wrong", "test_blocked"):
+        assert name in text, text[:2000]
+    assert re.search(r"Failed 1 Passed 1 Skipped 1", text), text[:2000]
