@@ -107,7 +107,7 @@ def test_gpu_copy_bandwidth_is_measured(copy_bandwidth, evidence):
 @pytest.mark.layer("vllm")
 def test_both_strategies_are_offered(vllm_step, gpu):
     assert getattr(vllm_step, "source_step", None) is not None and getattr(vllm_step, "kernel_check", None), \
-        ("the vllm step has no source fallback or no kernel check wired (docs/evidence/NEEDS.md item 1): "
+        ("the vllm step has no source fallback or no kernel check wired (fixtures/provisioning.py vllm_step): "
          f"source_step={getattr(vllm_step, 'source_step', None)!r}")
 
 

@@ -31,7 +31,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from provisioners.core.step import Observed, Step
-from provisioners.steps.benchmark import KEYS, Workload, bench_argv
+from provisioners.facts.benchmark import KEYS
+from provisioners.steps.benchmark import Workload, bench_argv
 from provisioners.config.engine import EngineConfig, to_cli_args
 from provisioners.core.errors import ProvisionError
 from provisioners.core.progress import emit
