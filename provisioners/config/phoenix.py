@@ -24,8 +24,15 @@ LEGACY_KEYS = {
     "vllm_args": "replaced by `vllm_engine_config` (use its sections, or `extra_args` for a raw flag)",
     "vllm_model": "moved to `vllm_engine_config.ModelConfig.model` (seed 003 section 4)",
 }
-_MAC = re.compile(r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
+# At least as strict as Proxmox (pve-common JSONSchema.pm: mac-addr :454, dns-name :673, parse_id :292;
+# pve-container LXC/Config.pm net name/bridge :852; tests/data/pve/schema.json has the list):
+# a unicast MAC (I/G bit clear: the second hex digit is even), a hostname label that neither
+# starts nor ends with '-', a storage ID of 2+ characters that starts with a letter.
+_MAC = re.compile(r"^[0-9A-Fa-f][02468aceACE](:[0-9A-Fa-f]{2}){5}$")
+_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+_STORAGE_ID = re.compile(r"^[a-z][a-z0-9\-_.]*[a-z0-9]$", re.I)
+_IFNAME = re.compile(r"^[-_.\w]+$", re.ASCII)
+_SNAPNAME = re.compile(r"^[a-z][a-z0-9_-]+$", re.I)
 
 
 class _Model(BaseModel):
@@ -37,6 +44,13 @@ class NetworkConfig(_Model):
     bridge: str = "vmbr0"
     ip: ipaddress.IPv4Interface
     gw: ipaddress.IPv4Address
+
+    @field_validator("name", "bridge")
+    @classmethod
+    def _ifname(cls, v: str) -> str:
+        if not _IFNAME.match(v) or len(v) > 15:
+            raise ValueError(f"{v!r} is not an interface name (letters, digits, '-', '_', '.', at most 15)")
+        return v
 
     @field_validator("ip", "gw", mode="before")
     @classmethod
@@ -58,6 +72,8 @@ class ContainerConfig(_Model):
     managed: bool = Field(default=False, description="the suite may change this container; everything else is read-only")
     role: Literal["template", "service", "workload"] = "service"
     clone_from_ctid: str | None = None
+    clone_snapshot: str | None = Field(default=None, description="snapshot of clone_from_ctid to clone from while it "
+                                       "runs (Proxmox makes a full clone of a running CT only from a snapshot)")
     template: str | None = Field(default=None, description="OS template for `pct create` when not cloned")
     cores: int = Field(ge=1, le=512)
     memory_mb: int = Field(ge=256)
@@ -94,8 +110,25 @@ class ContainerConfig(_Model):
     @classmethod
     def _mac(cls, v: str) -> str:
         if not _MAC.match(v):
-            raise ValueError(f"{v!r} is not a MAC address like 52:54:00:12:34:56")
+            raise ValueError(f"{v!r} is not a unicast MAC address like 52:54:00:12:34:56 "
+                             f"(six hex pairs; the second digit even: Proxmox refuses group addresses)")
         return v.upper()
+
+    @field_validator("storage_pool")
+    @classmethod
+    def _storage_id(cls, v: str) -> str:
+        if not _STORAGE_ID.match(v):
+            raise ValueError(f"{v!r} is not a Proxmox storage ID (2+ characters: a letter first, then letters, "
+                             f"digits, '-', '_', '.', ending in a letter or digit)")
+        return v
+
+    @field_validator("clone_snapshot")
+    @classmethod
+    def _snapname(cls, v: str | None) -> str | None:
+        if v is not None and (not _SNAPNAME.match(v) or len(v) > 40):
+            raise ValueError(f"{v!r} is not a Proxmox snapshot name (a letter, then letters, digits, '-', '_'; "
+                             f"2-40 characters)")
+        return v
 
     @field_validator("gpu_assignment")
     @classmethod
