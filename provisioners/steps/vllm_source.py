@@ -117,6 +117,7 @@ T0=$(date +%s)
 say "pip install --no-build-isolation -e . (started $(date -u +%FT%TZ))"
 "$PY" -m pip install --progress-bar off --no-build-isolation $PHX_PIP_OPTS $PHX_EDITABLE_OPTS -v -e .
 say "build_seconds=$(( $(date +%s) - T0 ))"
+if [ -n "$PHX_RUNTIME_PINS" ]; then say "runtime pins: $PHX_RUNTIME_PINS"; "$PY" -m pip install --progress-bar off $PHX_PIP_OPTS $PHX_RUNTIME_PINS; fi
 if command -v ccache >/dev/null; then say "ccache after the editable build: $(ccache -s | tr -s ' \n' ' ')"; fi
 # 6. cache the built wheel under its key (written to a temporary name first: a half-written wheel is no cache)
 if [ -n "$PHX_CACHE_DIR" ]; then
@@ -141,7 +142,7 @@ say "installing the cached wheel $PHX_WHEEL (key $(basename "$(dirname "$PHX_WHE
 "$PHX_PY" -m pip install --progress-bar off $PHX_PIP_OPTS --force-reinstall --no-deps "$PHX_WHEEL"
 say "wheel_install_seconds=$(( $(date +%s) - T0 ))"
 # its runtime requirements, as `pip install -e .` installs them after a build
-if [ -z "$PHX_EDITABLE_OPTS" ]; then "$PHX_PY" -m pip install --progress-bar off $PHX_PIP_OPTS "$PHX_WHEEL"; fi
+if [ -z "$PHX_EDITABLE_OPTS" ]; then "$PHX_PY" -m pip install --progress-bar off $PHX_PIP_OPTS "$PHX_WHEEL" $PHX_RUNTIME_PINS; fi
 say "cache_install_seconds=$(( $(date +%s) - T0 ))"
 """
 
@@ -178,8 +179,8 @@ print(dest)
 # check(): what is installed, from where, and whether the compiled extension exists.
 _FACTS = r"""
 import glob, json, os, subprocess, sys
-repo, commit = sys.argv[1], sys.argv[2]
-out = {"repo": os.path.isdir(repo), "head": None, "editable_location": None, "version": None, "extensions": [],
+repo, commit, pins = sys.argv[1], sys.argv[2], [p for p in sys.argv[3:] if p]
+out = {"pins_broken": [], "repo": os.path.isdir(repo), "head": None, "editable_location": None, "version": None, "extensions": [],
        "wheel_url": None, "installed_extensions": []}
 if os.path.isdir(os.path.join(repo, ".git")):
     r = subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True)
@@ -200,6 +201,16 @@ try:
                                          if f.name.startswith("_C") and f.name.endswith(".so"))
 except Exception:
     pass
+for pin in pins:
+    try:
+        from packaging.requirements import Requirement
+        import importlib.metadata as m
+        req = Requirement(pin)
+        have = m.version(req.name)
+        if not req.specifier.contains(have, prereleases=True):
+            out["pins_broken"].append(f"{pin} (installed {have})")
+    except Exception as exc:
+        out["pins_broken"].append(f"{pin} ({type(exc).__name__}: {exc})")
 print(json.dumps(out))
 """
 
@@ -256,6 +267,7 @@ class SourcePlan:
     sdist_dir: str = "/var/cache/phoenix/vllm-sdist"
     index_url: str = "https://pypi.org/simple"
     mirrors: dict[str, str] = field(default_factory=dict)   # git URL -> local mirror URL (url.insteadOf)
+    runtime_pins: list[str] = field(default_factory=list)   # installed after vLLM, checked by check()
     device: str = "cuda"              # VLLM_TARGET_DEVICE
     arch_list: str | None = None      # TORCH_CUDA_ARCH_LIST
     flash_attn_version: str = "2"
@@ -303,6 +315,7 @@ class SourcePlan:
             "PHX_FA_VERSION": self.flash_attn_version, "PHX_MAX_JOBS": str(max_jobs),
             "PHX_CACHE_DIR": cache_dir or "", "PHX_PIP_OPTS": self.pip_opts(),
             "PHX_EDITABLE_OPTS": "" if self.install_deps else "--no-deps", "PHX_BUILD_FLAGS": self.build_flags,
+            "PHX_RUNTIME_PINS": " ".join(self.runtime_pins),
         }
 
 
@@ -332,7 +345,8 @@ class SourceBuild(Step):
 
     # -- facts ------------------------------------------------------------------------------
     def _facts(self, target) -> dict:
-        r = target.run([self.plan.python, "-c", _FACTS, self.plan.repo_dir, self.plan.commit or ""], timeout=120)
+        r = target.run([self.plan.python, "-c", _FACTS, self.plan.repo_dir, self.plan.commit or "",
+                        *self.plan.runtime_pins], timeout=120)
         if r.failed:
             return {"repo": False, "head": None, "editable_location": None, "version": None, "extensions": [],
                     "error": r.stderr[-300:]}
@@ -368,6 +382,9 @@ class SourceBuild(Step):
                  "editable_location": f.get("editable_location"), "extensions": f.get("extensions", []),
                  "arch_list": self.plan.arch_list, "device": self.plan.device}
         wheel_url = unquote(f.get("wheel_url") or "")     # pip's direct_url.json writes "+" as %2B
+        if f.get("pins_broken") and (f.get("editable_location") or wheel_url):
+            state["pins_broken"] = f["pins_broken"]
+            return Observed(False, state, f"runtime pins not met: {', '.join(f['pins_broken'])}")
         if wheel_url and self.plan.cache_root and wheel_url.startswith(f"file://{self.plan.cache_root.rstrip('/')}/"):
             # installed from the wheel cache: right only if the wheel's key is this build's key today
             torch_version = self._torch_version(target)
@@ -393,6 +410,12 @@ class SourceBuild(Step):
 
     # -- the build --------------------------------------------------------------------------
     def apply(self, target, observed: Observed) -> None:
+        if observed.state.get("pins_broken"):      # vLLM is there; only what it runs with drifted
+            target.must([self.plan.python, "-m", "pip", "install", "--progress-bar", "off",
+                         *self.plan.pip_opts().split(), *self.plan.runtime_pins], step=self.name,
+                        what="could not install the runtime pins", log_path=self.log_path)
+            self.notes.append(f"runtime pins installed: {', '.join(self.plan.runtime_pins)}")
+            return
         mem_gb, cores = self._host(target)
         self.max_jobs = max_jobs_for(mem_gb, cores, gb_per_job=self.plan.gb_per_job, configured=self.plan.max_jobs)
         self.torch_version = torch_version = self._torch_version(target)
@@ -429,6 +452,7 @@ class SourceBuild(Step):
 
     def _install_cached(self, target, wheel: str) -> None:
         env = {"PHX_PY": self.plan.python, "PHX_WHEEL": wheel, "PHX_PIP_OPTS": self.plan.pip_opts(),
+               "PHX_RUNTIME_PINS": " ".join(self.plan.runtime_pins),
                "PHX_EDITABLE_OPTS": "" if self.plan.install_deps else "--no-deps"}
         start = time.monotonic()
         r = target.run(["/bin/bash", "-c", CACHE_SCRIPT, "phoenix-vllm-cache"], env=env, log_path=self.log_path,
@@ -469,6 +493,7 @@ def plan_from_profile(profile, python: str, *, wheelhouse: str | None = None, sd
     fa = build_env.pop("VLLM_FLASH_ATTN_VERSION", "2")
     return SourcePlan(python=python, repo_dir=s.repo_dir, repo_url=s.repo_url, commit=s.commit,
                       sdist_file=sdist_file, sdist=s.sdist, mirrors=dict(s.mirrors), cache_root=s.cache_root,
+                      runtime_pins=list(s.runtime_pins),
                       device=s.target_device,
                       arch_list=arch if s.target_device == "cuda" else None, flash_attn_version=fa,
                       max_jobs=s.max_jobs, gb_per_job=s.gb_per_job, wheelhouse=wheelhouse,
