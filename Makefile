@@ -10,10 +10,11 @@ SPECS_ARGS ?=
 ## System python3, before the venv exists (the venv itself needs python3-venv).
 HOST    := $(PY) -m provisioners.steps.host
 
-.PHONY: venv specs specs-lxc audit test catalog report gate clean source-build-cpu device-bundle
+.PHONY: venv specs specs-lxc audit lint test catalog report gate clean source-build-cpu device-bundle
 
+# an existing venv (or a link to one) is updated in place, not created again
 $(BIN)/python: requirements.txt
-	$(PY) -m venv $(VENV)
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	touch $(BIN)/python
@@ -58,11 +59,17 @@ audit:
 	@$(MAKE) --no-print-directory venv
 	$(PYTEST) specs/ --audit --alluredir=$(ALLURE) $(SPECS_ARGS)
 
+## Lint once, with the settings in pyproject.toml (ruff).
+lint: venv
+	$(BIN)/ruff check .
+
 ## The suite's own tests (unit + real parts: LXC, the pct stand-in, podman, step-ca, chromium); the host
 ## packages they need are installed first (as root), and the summary says how many real-part tests ran.
+## The lint runs first.
 test:
 	$(HOST) --for tests --ledger $(OUT)/ledger-host-tests.json --log $(OUT)/logs/host-tests.log
 	@$(MAKE) --no-print-directory venv
+	@$(MAKE) --no-print-directory lint
 	$(PYTEST) tests/ --junitxml=$(OUT)/junit-tests.xml
 
 ## Quality gate on the last run (config/gate.yaml): exit 1 listing the unmet ids.

@@ -250,7 +250,7 @@ def same_text(observed: str | None, wanted: str, what: str) -> str | None:
         return None
     if observed is None:
         return f"{what} is missing"
-    diff = next((i for i, (a, b) in enumerate(zip(observed.splitlines(), wanted.splitlines())) if a != b), None)
+    diff = next((i for i, (a, b) in enumerate(zip(observed.splitlines(), wanted.splitlines(), strict=False)) if a != b), None)
     return f"{what} differs from the render of the config (first differing line {diff})"
 
 

@@ -3,21 +3,18 @@ from __future__ import annotations
 
 import pytest
 
-from provisioners.steps.flashinfer import FlashInfer, fallback_trigger, tag_version
+from provisioners.facts.flashinfer import fallback_trigger, tag_version
 
 pytestmark = pytest.mark.layer("flashinfer")
 
 
 @pytest.fixture(scope="module")
-def flashinfer_step(converge, settings, toolchain, vllm_layer, profile):
-    if not profile.flashinfer.enabled:
+def flashinfer_step(flashinfer_layer, profile):
+    if flashinfer_layer is None:
         pytest.skip(f"not verified: FlashInfer is not used by profile {profile.name}")
-    step = FlashInfer(toolchain.python, profile.flashinfer, wheelhouse=str(settings.wheelhouse or "") or None,
-                      log_path=str(settings.log_dir / "flashinfer.log"))
-    result = converge(step)
-    if result.status == "drift":
-        pytest.skip(f"not verified: audit found FlashInfer not in the desired state ({result.note})")
-    return step
+    if flashinfer_layer.result.status == "drift":
+        pytest.skip(f"not verified: audit found FlashInfer not in the desired state ({flashinfer_layer.result.note})")
+    return flashinfer_layer.step
 
 
 @pytest.mark.req("R003-6.2-flashinfer-version", "R003-P2.2-flashinfer-verify")
@@ -59,9 +56,8 @@ def test_sampler_env_follows_the_fallback_state(flashinfer_step, profile):
 
 
 @pytest.mark.req("R003-7-fallback-trigger")
-def test_no_fallback_without_a_trigger(target, flashinfer_step, service):
-    step = service.extra.get("step")
-    log = step.current_log(target) if step is not None and hasattr(step, "current_log") else ""
+def test_no_fallback_without_a_trigger(target, flashinfer_step, service, settings, request):
+    log = "" if settings.variant.docker else request.getfixturevalue("service_unit").current_log()
     trigger = fallback_trigger(log)
     if trigger is None:
         pytest.skip("not verified: the journal shows no FlashInfer failure, so the fallback trigger was not exercised")
@@ -73,7 +69,7 @@ def test_no_fallback_without_a_trigger(target, flashinfer_step, service):
 @pytest.mark.req("R003-7.2-sampler-off")
 def test_sampler_off_reaches_the_unit_when_fallback_2_is_active(flashinfer_step, unit_model):
     if not any("fallback 2" in d for d in flashinfer_step.deviations):
-        pytest.skip("not verified: FlashInfer fallback 2 (sampler off) is not active in this session")
+        pytest.skip("not verified: FlashInfer fallback 2 (sampler off) is not active in this run")
     from specs.checks import env_has
     why = env_has(dict(unit_model.env), {"VLLM_USE_FLASHINFER_SAMPLER": "0"})
     assert not why, why

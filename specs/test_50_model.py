@@ -18,8 +18,8 @@ def overridden(profile, section: str, keys: tuple[str, ...]) -> list[str]:
     return [k for k in keys if k in sec]
 
 
-def running_argv(target, service) -> list[str]:
-    status = service.extra["step"].status(target)
+def running_argv(target, service_unit) -> list[str]:
+    status = service_unit.status()
     raw = target.get(f"/proc/{status['main_pid']}/cmdline") or b""
     return [a.decode() for a in raw.split(b"\0") if a]
 
@@ -29,12 +29,12 @@ def flag_value(argv: list[str], flag: str) -> str | None:
 
 
 @pytest.mark.req("R003-4-model-config")
-def test_server_runs_ct921_model_config(target, service, container_config, profile, evidence):
+def test_server_runs_ct921_model_config(target, service, service_unit, container_config, profile, evidence):
     over = overridden(profile, "ModelConfig", ("model", "trust_remote_code", "dtype", "max_model_len"))
     if over:
         pytest.skip(f"not verified: profile {profile.name} overrides ModelConfig {over} (no model hub here)")
     mc = container_config.vllm_engine_config.ModelConfig
-    argv = running_argv(target, service)
+    argv = running_argv(target, service_unit)
     evidence("process argv", text=" ".join(argv))
     from specs.checks import argv_has_values
     why = argv_has_values(argv, {"model": mc.model, "trust_remote_code": mc.trust_remote_code,
@@ -46,17 +46,17 @@ def test_server_runs_ct921_model_config(target, service, container_config, profi
 
 
 @pytest.mark.req("R003-4-fp8-cache-config")
-def test_fp8_quantization_and_kv_cache_are_applied(target, service, container_config, profile, evidence):
+def test_fp8_quantization_and_kv_cache_are_applied(target, service_unit, container_config, profile, evidence):
     over = overridden(profile, "CacheConfig", ("quantization", "kv_cache_dtype", "gpu_memory_utilization"))
     if over:
         pytest.skip(f"not verified: profile {profile.name} overrides CacheConfig {over}")
     cc = container_config.vllm_engine_config.CacheConfig
-    argv = running_argv(target, service)
+    argv = running_argv(target, service_unit)
     from specs.checks import argv_has_values
     why = argv_has_values(argv, {"quantization": cc.quantization, "kv_cache_dtype": cc.kv_cache_dtype,
                                  "gpu_memory_utilization": cc.gpu_memory_utilization})
     assert not why, why
-    log = service.extra["step"].current_log(target)
+    log = service_unit.current_log()
     lines = [ln for ln in log.splitlines() if re.search(r"quantization=fp8|kv_cache_dtype=fp8", ln)]
     evidence("engine config log lines", text="\n".join(lines[:5]))
     assert any("quantization=fp8" in ln for ln in lines), "the startup log does not report fp8 quantization"
@@ -64,9 +64,9 @@ def test_fp8_quantization_and_kv_cache_are_applied(target, service, container_co
 
 
 @pytest.mark.req("R003-4-tensor-parallel-2")
-def test_model_is_sharded_over_two_gpus(target, service, container_config):
+def test_model_is_sharded_over_two_gpus(target, service_unit, container_config):
     tp = container_config.vllm_engine_config.ParallelConfig.tensor_parallel_size
-    argv = running_argv(target, service)
+    argv = running_argv(target, service_unit)
     r = target.run(["nvidia-smi", "--query-compute-apps=gpu_uuid", "--format=csv,noheader"])
     assert r.succeeded, r
     from specs.checks import sharded
@@ -75,12 +75,12 @@ def test_model_is_sharded_over_two_gpus(target, service, container_config):
 
 
 @pytest.mark.req("R001-2.1-install-transparent")
-def test_install_strategy_is_invisible_to_users(target, service, vllm_step, unit_model):
+def test_install_strategy_is_invisible_to_users(target, service, service_unit, vllm_step, unit_model):
     """Whatever strategy installed vLLM, the running process is the venv's `vllm` under the documents'
     unit name, and the endpoint answers (read from the process and the service manager, not the model)."""
     from specs.checks import UNIT_NAME, equal
-    status = service.extra["step"].status(target)
-    argv = running_argv(target, service)
+    status = service_unit.status()
+    argv = running_argv(target, service_unit)
     unit_pid = status["main_pid"]
     if status.get("manager") == "systemd":          # the process systemd runs under the documents' unit name
         r = target.run(["systemctl", "show", "-p", "MainPID", "--value", UNIT_NAME])

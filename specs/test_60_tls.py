@@ -12,7 +12,7 @@ import ssl
 import httpx
 import pytest
 
-from provisioners.steps.tls import inspect_cert, remaining_fraction, split_pem, verify_chain
+from provisioners.facts.cert import inspect_cert, remaining_fraction, split_pem, verify_chain
 from specs import checks
 
 pytestmark = pytest.mark.layer("tls")

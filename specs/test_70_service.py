@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from conftest import expect_ok, sha256_on
+from conftest import sha256_on
 
-from provisioners.steps.service import SystemdUnit, exec_start_argv
+from provisioners.facts.systemd import exec_start_argv
 from specs import checks
 
 pytestmark = pytest.mark.layer("service")
@@ -22,17 +22,17 @@ FIELDS_ON_ARGV = {"model", "max_model_len", "trust_remote_code", "quantization",
 
 
 @pytest.fixture(scope="module")
-def svc(service):
-    return service.extra["step"]
+def svc(service_unit):
+    return service_unit
 
 
 @pytest.fixture(scope="module")
-def status(target, svc):
-    return svc.status(target)
+def status(svc):
+    return svc.status()
 
 
 def needs_systemd(svc):
-    if not isinstance(svc, SystemdUnit):
+    if not svc.systemd:
         pytest.skip("not verified: the target has no systemd (PID 1 is not systemd); the same unit model runs "
                     "under phoenix-supervise instead")
 
@@ -61,7 +61,7 @@ def test_unit_is_enabled_and_loaded(target, svc):
 @pytest.mark.req("R003-P3.2-unit-generator", "R002-S-declarative-unit", "R001-2.1-declarative-config")
 def test_unit_file_is_the_render_of_the_config(target, svc, unit_model):
     needs_systemd(svc)
-    why = checks.same_text(target.read_text(svc.path), unit_model.render_unit(), svc.path)
+    why = checks.same_text(target.read_text(svc.definition), unit_model.render_unit(), svc.definition)
     assert not why, why
     assert exec_start_argv(unit_model.render_unit()) == list(unit_model.exec_argv)
 
@@ -69,7 +69,7 @@ def test_unit_file_is_the_render_of_the_config(target, svc, unit_model):
 @pytest.mark.req("R003-P3.3-push-unit")
 def test_unit_file_owner_and_mode(host, svc):
     needs_systemd(svc)
-    f = host.file(svc.path)
+    f = host.file(svc.definition)
     why = checks.owner_mode(f.user, f.mode)
     assert not why, why
 
@@ -77,8 +77,8 @@ def test_unit_file_owner_and_mode(host, svc):
 @pytest.mark.req("R003-P3.3-temp-file")
 def test_unit_arrived_whole_with_no_temp_leftovers(target, svc, unit_model):
     needs_systemd(svc)
-    why = checks.unchanged(hashlib.sha256(unit_model.render_unit().encode()).hexdigest(), sha256_on(target, svc.path),
-                           f"{svc.path} (sha256 of the render vs the file)")
+    why = checks.unchanged(hashlib.sha256(unit_model.render_unit().encode()).hexdigest(), sha256_on(target, svc.definition),
+                           f"{svc.definition} (sha256 of the render vs the file)")
     leftovers = target.run(["find", "/etc/systemd/system", "-maxdepth", "1", "-name", "*.phoenix-tmp.*"]).stdout.split()
     why = why or checks.no_temp_leftovers(leftovers)
     assert not why, why
@@ -103,7 +103,7 @@ def test_process_environment_is_exactly_the_units(target, status, svc, unit_mode
     env = dict(item.decode().split("=", 1) for item in raw.split(b"\0") if b"=" in item)
     why = checks.env_has(env, dict(unit_model.env))      # every Environment= line, the later one winning
     assert not why, why
-    unit_text = target.read_text(svc.path) if isinstance(svc, SystemdUnit) else unit_model.render_unit()
+    unit_text = target.read_text(svc.definition) if svc.systemd else unit_model.render_unit()
     why = checks.cleared_before_set(unit_text or "", ("CUDA_HOME", "LD_LIBRARY_PATH"))
     assert not why, why
 
@@ -131,7 +131,7 @@ def test_flashinfer_sampler_is_on_in_the_unit(target, status, profile):
 
 @pytest.mark.req("R003-6.3-logs-no-errors")
 def test_log_since_last_start_has_no_errors(target, svc, evidence):
-    log = svc.current_log(target)
+    log = svc.current_log()
     evidence("service log (since last start)", text=log[-20000:])
     why = checks.log_clean(log)      # whole lines; vLLM's per-request 404/400 records are not server errors
     assert not why, why
@@ -162,5 +162,5 @@ def test_runner_script_unchanged(target, baseline, service):
 def test_flash_attention_2_is_pinned_and_fa3_never_selected(target, status, svc):
     raw = proc(target, status["main_pid"], "environ")
     env = dict(item.decode().split("=", 1) for item in raw.split(b"\0") if b"=" in item)
-    why = checks.fa2_only(env, svc.current_log(target))
+    why = checks.fa2_only(env, svc.current_log())
     assert not why, why

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from provisioners.steps.benchmark import summary
+from provisioners.facts.benchmark import summary
 from specs import checks
 
 pytestmark = pytest.mark.layer("benchmark")

@@ -13,10 +13,8 @@ pytestmark = [pytest.mark.layer("idempotence"), pytest.mark.order(-1)]
 def test_second_converge_changes_nothing(target, converge, ledger, settings, evidence, service):
     if settings.audit:
         pytest.skip("not verified: --audit never converges, so there is no second converge to compare")
-    steps = list(dict.fromkeys(converge.steps))
-    assert steps, "no layer converged in this run"
-    ledger.pass_no = 2
-    results = [s.converge(where, ledger=ledger) for s, where in steps]
+    assert converge.converged, "no layer converged in this run"
+    results = converge.second_pass()
     evidence("second converge", text="\n".join(f"{r.name}: {r.status} ({r.note})" for r in results))
     why = checks.nothing_changed(results)
     assert not why, why
@@ -24,8 +22,7 @@ def test_second_converge_changes_nothing(target, converge, ledger, settings, evi
 
 @pytest.mark.req("R003-2-declarative-state")
 def test_audit_after_converge_finds_no_drift(target, converge):
-    steps = list(dict.fromkeys(converge.steps))
-    drift = [f"{s.name}: {o.reason}" for s, where in steps if not (o := s.check(where)).satisfied]
+    drift = converge.drift()
     why = checks.no_drift(drift)
     assert not why, why
 
