@@ -468,3 +468,44 @@ def flashinfer_version(version: str | None, want: str, fallback_version: str | N
     if any("fallback 2" in d for d in deviations) or release(version) == fallback_version:
         return None
     return f"fallback state inconsistent: {list(deviations)} / {version!r}"
+
+
+# ---- docker target --------------------------------------------------------------------------
+def release_at_least(text: str, pattern: str, floor: tuple[int, ...], what: str) -> str | None:
+    """The first `pattern` match's (major, minor) in a tool's output, against a floor."""
+    m = re.search(pattern, text)
+    if not m:
+        return f"{what}: no version in {text[:200]!r}"
+    got = tuple(int(x) for x in m.groups())
+    return None if got >= floor else f"{what} {'.'.join(map(str, got))} < {'.'.join(map(str, floor))}"
+
+
+def gpus_of_arch(rows: Sequence[Sequence[str]], arch: str, min_mib: int = 22888) -> str | None:
+    """nvidia-smi rows (name, compute_cap, memory MiB): every GPU of `arch` with >= 24 GB (22888 MiB)."""
+    if not rows:
+        return "nvidia-smi lists no GPU"
+    bad = [(name, cap, mem) for name, cap, mem in rows if cap != arch or int(mem) < min_mib]
+    return f"GPUs not {arch} with >= {min_mib} MiB: {bad}" if bad else None
+
+
+def nothing_left(items: Sequence, what: str) -> str | None:
+    return f"{what}: {list(items)}" if items else None
+
+
+def same_lines(observed: str, wanted: str, what: str) -> str | None:
+    o, w = observed.strip().splitlines(), wanted.strip().splitlines()
+    return None if o == w else f"{what}: {o} != {w}"
+
+
+def guides(readme: str, names: Sequence[str], min_chars: int = 200) -> str | None:
+    missing = []
+    for guide in names:
+        m = re.search(rf"^## {re.escape(guide)}\n(.+?)(?=^## |\Z)", readme, re.M | re.S)
+        if not (m and len(m.group(1).strip()) > min_chars):
+            missing.append(guide)
+    return f"guides missing or empty: {missing}" if missing else None
+
+
+def local_wheel_url(url: str) -> str | None:
+    ok = re.fullmatch(r"file:///opt/phoenix/dist/[0-9a-f]{16}/vllm-[^/]+\.whl", url or "")
+    return None if ok else f"vllm was not installed from the locally built wheel: direct_url {url!r}"
