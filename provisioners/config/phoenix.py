@@ -215,6 +215,9 @@ class VllmExpect(_Model):
     version: str
     fallback: Literal["source", "none"] = "source"
     source: VllmSource = VllmSource()
+    lock: str | None = Field(default=None, description="pip pins (a file beside the profile) installed with --no-deps "
+                             "together with vllm: the exact set verified to serve, where vLLM's declared dependencies "
+                             "cannot all be met offline")
 
 
 class FlashInferExpect(_Model):
@@ -254,7 +257,7 @@ class Thresholds(_Model):
 
 
 class Profile(_Model):
-    name: Literal["gpu-blackwell", "gpu-hopper", "cpu"]
+    name: Literal["gpu-blackwell", "gpu-hopper", "gpu-hopper-x2", "cpu"]
     description: str = ""
     gpu_arch: str | None = Field(default=None, description='compute capability, e.g. "12.0"; None = no GPU')
     torch_cuda_arch_list: str | None = None
@@ -350,6 +353,14 @@ def load_profile(name: str, directory: Path = PROFILES_DIR) -> Profile:
         EngineConfig.model_validate({"ModelConfig": {"model": "placeholder"}}).merged(profile.engine_overrides)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, str(path), prefix=("engine_overrides",))) from None
+    if profile.vllm.lock and not (directory / profile.vllm.lock).is_file():
+        raise ConfigError(f"{path}: vllm.lock: {profile.vllm.lock} is not a file in {directory}")
     register_env(profile.service.env)
     register_env(profile.build_env)
     return profile
+
+
+def lock_pins(lock: str, directory: Path = PROFILES_DIR) -> list[str]:
+    """The `name==version` lines of a profile's lock file (comments and blanks dropped)."""
+    lines = (line.split("#", 1)[0].strip() for line in (directory / lock).read_text().splitlines())
+    return [line for line in lines if line]
