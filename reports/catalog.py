@@ -30,7 +30,8 @@ class Requirement:
     def applies(self, profile: str, target_scheme: str) -> tuple[bool, str]:
         if profile not in self.profiles:
             return False, f"{self.id} applies to profile {', '.join(self.profiles)}; active profile is {profile}"
-        if target_scheme not in self.targets:
+        # an ssh:// host is a host install like local://, only reached through ssh
+        if ("local" if target_scheme == "ssh" else target_scheme) not in self.targets:
             return False, f"{self.id} applies to target {', '.join(self.targets)}; active target is {target_scheme}://"
         return True, ""
 

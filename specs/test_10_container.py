@@ -4,7 +4,7 @@ config entry gives it; the protected containers are untouched (seed 003 3.1 and 
 Facts come from the host (`pct status`/`pct config`, `lxc-info`/the LXC config, live cgroups,
 read fresh through the driver's read-only observe()) and from inside the container (the run's
 target). On classic LXC the config's IP is mapped into the private bridge's subnet
-(provisioners/steps/container.py explains why); `container.ip` is the address compared.
+(provisioners/steps/container/ explains why); `container.ip` is the address compared.
 """
 from __future__ import annotations
 

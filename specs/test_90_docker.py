@@ -19,18 +19,8 @@ import httpx
 import pytest
 from conftest import expect_ok
 
-from provisioners.steps.docker_deploy import (
-    BUILD_INFO,
-    LABEL_NS,
-    compose_services,
-    RENDERED_DIR,
-    VENV,
-    container_argv,
-    container_memory_bytes,
-    kernel_dumps_from_image,
-    load_run,
-    parse_size,
-)
+from provisioners.config.docker import BUILD_INFO, LABEL_NS, RENDERED_DIR, VENV
+from provisioners.facts.docker import ContainerArgv, ContainerMemory, parse_size
 from provisioners.config.engine import to_cli_args
 from provisioners.facts import version_tuple
 from provisioners.facts.kernels import report_from_dumps
@@ -220,7 +210,7 @@ def test_image_python_is_3_10_or_newer(docker_stack, target):
 def test_kernels_carry_the_gpu_arch(docker_stack, tmp_path, evidence):
     needs_gpu(docker_stack)
     rel = docker_stack.rel
-    dumps = kernel_dumps_from_image(docker_stack.host, rel.vllm_image, rel.build_image, str(tmp_path))
+    dumps = docker_stack.host.kernel_dumps(rel.vllm_image, rel.build_image, str(tmp_path))
     report = report_from_dumps(rel.profile.gpu_arch, dumps)
     evidence("cuobjdump -lelf", text=json.dumps(report.to_json(), indent=2))
     assert report.ok, report.reason
@@ -392,7 +382,7 @@ def test_performance_settings_in_effect(docker_stack):
 @pytest.mark.req("R004-Ph3.3-compose")
 def test_compose_defines_vllm_and_no_triton(docker_stack, evidence):
     rel, host = docker_stack.rel, docker_stack.host
-    how, services = compose_services(host, rel.deployment.project, rel.compose_file)
+    how, services = host.compose_services(rel.deployment.project, rel.compose_file)
     evidence("compose services", text=f"{how}\n{json.dumps(services, indent=2)}")
     assert "vllm" in services, (how, services)
     assert services["vllm"] == rel.vllm_image or services["vllm"].endswith(rel.vllm_image.split("/", 1)[1]), services
@@ -439,7 +429,7 @@ def test_models_come_from_a_mounted_volume_offline(docker_stack, target):
 @pytest.mark.req("R004-Ph3.1-model-configs", "R004-Ph4.1-batch-processing")
 def test_running_command_line_is_the_models_engine_config(docker_stack, evidence):
     rel = docker_stack.rel
-    argv = container_argv(docker_stack.host, rel.container_name)
+    argv = docker_stack.host.read(ContainerArgv(name=rel.container_name))
     evidence("PID 1 argv", text=json.dumps(argv))
     assert argv is not None
     want = to_cli_args(rel.engine)
@@ -538,10 +528,8 @@ def test_nginx_serves_https_with_the_step_ca_chain(docker_stack):
 def test_bounded_concurrent_load_all_succeed(docker_stack, docker_deployment, evidence):
     c = docker_deployment.checks
     rel = docker_stack.rel
-    single = load_run(docker_stack.https_url, rel.served_model, verify=docker_stack.verify, requests=2, concurrency=1,
-                      max_tokens=32)
-    res = load_run(docker_stack.https_url, rel.served_model, verify=docker_stack.verify, requests=c.requests,
-                   concurrency=c.concurrency, max_tokens=32)
+    single = docker_stack.load(requests=2, concurrency=1, max_tokens=32)
+    res = docker_stack.load(requests=c.requests, concurrency=c.concurrency, max_tokens=32)
     evidence("concurrent load", text=json.dumps({"single": single.to_json(), "concurrent": res.to_json(),
                                                  "concurrency": c.concurrency}, indent=2))
     assert res.failed == 0, res.errors[:5]
@@ -554,8 +542,7 @@ def test_bounded_concurrent_load_all_succeed(docker_stack, docker_deployment, ev
 def test_sustained_rate_through_nginx_without_errors(docker_stack, docker_deployment, evidence):
     c = docker_deployment.checks
     n = max(1, int(c.load_rate * c.load_duration_s))
-    res = load_run(docker_stack.https_url, docker_stack.rel.served_model, verify=docker_stack.verify, requests=n,
-                   concurrency=c.concurrency, rate=c.load_rate, max_tokens=16)
+    res = docker_stack.load(requests=n, concurrency=c.concurrency, rate=c.load_rate, max_tokens=16)
     evidence("sustained load", text=json.dumps({**res.to_json(), "configured_rate": c.load_rate}, indent=2))
     assert res.failed == 0, res.errors[:5]
     assert res.rate >= c.load_rate * 0.9, f"achieved {res.rate:.2f}/s < configured {c.load_rate}/s"
@@ -587,9 +574,8 @@ def test_memory_plateaus_under_sustained_load(docker_stack, docker_deployment, e
     rel, host = docker_stack.rel, docker_stack.host
     peaks = []
     for _ in range(c.memory_rounds):
-        load_run(docker_stack.https_url, rel.served_model, verify=docker_stack.verify, requests=c.requests,
-                 concurrency=c.concurrency, max_tokens=32)
-        peaks.append(container_memory_bytes(host, rel.container_name))
+        docker_stack.load(requests=c.requests, concurrency=c.concurrency, max_tokens=32)
+        peaks.append(host.read(ContainerMemory(name=rel.container_name), timeout=120))
     evidence("container memory after each round (bytes)", text=json.dumps(peaks))
     assert all(p for p in peaks), peaks
     assert peaks[-1] <= peaks[0] * (1 + c.memory_margin_pct / 100), f"memory grew: {peaks}"

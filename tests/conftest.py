@@ -25,3 +25,10 @@ def write_config(tmp_path):
         p.write_text(json.dumps(data))
         return p
     return _write
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    """Start real OpenSSH servers on 127.0.0.1 (tests/support/sshd.py): `sshd(path=[bin_dir])`."""
+    from tests.support.sshd import sshd_factory
+    yield from sshd_factory(tmp_path_factory)

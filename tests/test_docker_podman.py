@@ -22,16 +22,11 @@ import pytest
 from provisioners.backends.local import LocalBackend
 from provisioners.core.step import Ledger
 from provisioners.config.phoenix import load_config, load_profile
-from provisioners.steps.docker_deploy import (
-    ComposeRollout,
-    DockerHost,
-    ReleaseFiles,
-    TritonRemoval,
-    deploy,
-    load_deployment,
-    plan_release,
-    smoke,
-)
+from provisioners.config.docker import load_deployment
+from provisioners.steps.docker.engine import DockerHost
+from provisioners.steps.docker.release import plan_release
+from provisioners.steps.docker.stack import deploy
+from provisioners.steps.docker.steps import ComposeRollout, ReleaseFiles, TritonRemoval, smoke
 from provisioners.core.errors import ProvisionError
 from provisioners.config.settings import REPO_ROOT
 from provisioners.backends.target import Target

@@ -18,16 +18,10 @@ import yaml
 from dockerfile_parse import DockerfileParser
 
 from provisioners.config.phoenix import load_config, load_profile
-from provisioners.steps.docker_deploy import (
-    LABEL_NS,
-    RENDERED_DIR,
-    example_release,
-    load_deployment,
-    parse_size,
-    plan_release,
-    rendered_examples,
-    served_engine,
-)
+from provisioners.config.docker import LABEL_NS, RENDERED_DIR, load_deployment
+from provisioners.facts.docker import parse_size
+from provisioners.steps.docker.cli import example_release, rendered_examples
+from provisioners.steps.docker.release import plan_release, served_engine
 from provisioners.config.engine import to_cli_args
 from provisioners.core.errors import ConfigError
 
@@ -47,7 +41,7 @@ def test_rendered_examples_are_up_to_date():
     stale = sorted(k for k in want if have.get(k) != want[k])
     extra = sorted(set(have) - set(want))
     assert not stale and not extra, (f"deploy/docker/rendered/ is stale: {stale} (extra: {extra}); "
-                                     "run `python -m provisioners.steps.docker_deploy render`")
+                                     "run `python -m provisioners.steps.docker render`")
 
 
 @pytest.mark.parametrize("name", ["compose.yaml", "compose.candidate.yaml"])

@@ -3,7 +3,7 @@
 `LxcBackend` runs inside a container; `put()` is Backend.put (content through lxc-attach's
 stdin: 23 ms, ownership right in privileged and unprivileged containers alike).
 `LxcHost` reads what the host knows about a container (lxc-info, the config file, live
-cgroup values) without changing anything; provisioners/steps/container.py uses it.
+cgroup values) without changing anything; provisioners/steps/container/ uses it.
 
 >>> parse_lxc_config("lxc.uts.name = ct1\\n# c\\nlxc.net.0.link = lxcbr0\\n")
 [('lxc.uts.name', 'ct1'), ('lxc.net.0.link', 'lxcbr0')]

@@ -6,7 +6,7 @@ bytes are written to a temp file on the Proxmox host, `pct push CTID <hostfile> 
 reader never sees half a file), and the host temp file is removed afterwards.
 
 `PctHost` asks the Proxmox host read-only questions (`pct status`, `pct config`) and parses
-the answers; provisioners/steps/container.py uses it.
+the answers; provisioners/steps/container/ uses it.
 
 >>> parse_pve_options("name=eth0,bridge=vmbr0,ip=10.0.0.121/24")
 {'name': 'eth0', 'bridge': 'vmbr0', 'ip': '10.0.0.121/24'}
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import posixpath
 import secrets
-import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -42,11 +41,10 @@ class PctBackend(Backend):
         self.hypervisor: Backend = SshBackend(via_ssh) if via_ssh else LocalBackend()
 
     def host_argv(self, argv: Sequence[str]) -> list[str]:
-        """An argv run on the Proxmox host itself (pct clone/set/status...)."""
+        """An argv run on the Proxmox host itself (pct clone/set/status...): through the same
+        SshBackend as host_run (port, PHOENIX_SSH_OPTIONS), or as is on a local host."""
         argv = [self.pct if a == "pct" and i == 0 else a for i, a in enumerate(argv)]
-        if self.via_ssh:
-            return ["ssh", "-o", "BatchMode=yes", self.via_ssh, "--", shlex.join(argv)]
-        return list(argv)
+        return self.hypervisor.wrap(argv)
 
     def host_run(self, argv: Sequence[str], **kw) -> CommandResult:
         """Run argv on the Proxmox host; a leading "pct" becomes the configured pct binary."""

@@ -1,20 +1,31 @@
 """ssh and docker/podman exec: the argv crosses one shell (ssh) or none (exec)."""
 from __future__ import annotations
 
+import os
 import shlex
 from collections.abc import Sequence
 
 from provisioners.backends.base import Backend
 
 
+def ssh_options(env=None) -> list[str]:
+    """`-o BatchMode=yes` and whatever PHOENIX_SSH_OPTIONS adds (shell words, e.g. `-F ~/.ssh/pve_config`)."""
+    env = os.environ if env is None else env
+    return ["-o", "BatchMode=yes", *shlex.split(env.get("PHOENIX_SSH_OPTIONS", ""))]
+
+
 class SshBackend(Backend):
-    """ssh://user@host[:port]. The remote login shell sees exactly one shlex.join()ed string."""
+    """ssh://user@host[:port]. The remote login shell sees exactly one shlex.join()ed string.
+
+    ssh options: `-o BatchMode=yes` plus PHOENIX_SSH_OPTIONS (e.g. `-F FILE -i KEY`), read when
+    the backend is made.
+    """
 
     scheme = "ssh"
 
-    def __init__(self, name: str, options: Sequence[str] = ("-o", "BatchMode=yes")):
+    def __init__(self, name: str, options: Sequence[str] | None = None):
         super().__init__(name)
-        self.options = list(options)
+        self.options = list(options) if options is not None else ssh_options()
 
     def wrap(self, argv: Sequence[str]) -> list[str]:
         dest, port = self.name, None

@@ -26,6 +26,20 @@ def torch_matches(version: str | None, cuda: str | None, want: TorchExpect) -> t
     return True, f"torch {version} (cuda {cuda})"
 
 
+def install_args(want: TorchExpect) -> tuple[list[str], list[str]]:
+    """(requirements, extra pip options) that install exactly the wanted torch over whatever is there.
+
+    A pin (`torch==2.11.0`) makes pip replace any other version. A bare name (`torch`, the nightly)
+    is satisfied by *any* installed torch, so pip would answer "already satisfied" and keep a
+    release or a CPU build: --upgrade makes it take the newest from the index (with --pre, a nightly)."""
+    from packaging.requirements import Requirement
+
+    req = Requirement(want.spec)
+    if req.specifier and all(s.operator in ("==", "===") for s in req.specifier):
+        return [want.spec], []
+    return [want.spec], ["--upgrade", "--upgrade-strategy", "only-if-needed"]
+
+
 class TorchInstall(Step):
     name = "torch"
 
@@ -47,5 +61,7 @@ class TorchInstall(Step):
         return Observed(ok, {"torch": version, "cuda": cuda}, why)
 
     def apply(self, target, observed: Observed) -> None:
-        pip_install(target, self.layout, [self.want.spec], step=self.name, log_path=self.log_path,
-                    index_url=self.want.index_url, pre=self.want.pre, wheelhouse=self.wheelhouse)
+        # converge() checks again after this: a torch pip kept or chose wrongly fails the step there
+        requirements, extra = install_args(self.want)
+        pip_install(target, self.layout, requirements, step=self.name, log_path=self.log_path,
+                    index_url=self.want.index_url, pre=self.want.pre, wheelhouse=self.wheelhouse, extra=extra)
