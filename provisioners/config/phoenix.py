@@ -257,7 +257,7 @@ class Thresholds(_Model):
 
 
 class Profile(_Model):
-    name: Literal["gpu-blackwell", "gpu-hopper", "gpu-hopper-x2", "cpu"]
+    name: Literal["gpu-blackwell", "gpu-hopper", "cpu"]
     description: str = ""
     gpu_arch: str | None = Field(default=None, description='compute capability, e.g. "12.0"; None = no GPU')
     torch_cuda_arch_list: str | None = None

@@ -65,8 +65,8 @@ class Variant:
 
 
 def make_variants(engine: EngineConfig, env: dict[str, str], gpus: int = 1) -> list[Variant]:
-    """bf16+sampler (the profile's served config, so the running service needs no restart), fp8+sampler
-    (the documents' config), fp8 without the sampler, and with two GPUs or more bf16 at TP 2.
+    """fp8+sampler (the documents' config), bf16+sampler, fp8 without the sampler, and with two GPUs or
+    more bf16 at TP 2.
 
     Pairs: FP8 vs BF16 = fp8_sampler1 vs bf16_sampler1 (only --quantization differs);
     sampler on vs off = fp8_sampler1 vs fp8_sampler0 (only VLLM_USE_FLASHINFER_SAMPLER differs), as
@@ -80,8 +80,8 @@ def make_variants(engine: EngineConfig, env: dict[str, str], gpus: int = 1) -> l
         envs[SAMPLER_ENV] = "1" if sampler else "0"
         return Variant(name, e, tuple(sorted(envs.items())), quant, sampler, changes)
 
-    out = [v("bf16_sampler1", None, True, "no --quantization (bf16 weights)"),
-           v("fp8_sampler1", "fp8", True, "baseline: --quantization fp8, FlashInfer sampler on"),
+    out = [v("fp8_sampler1", "fp8", True, "baseline: --quantization fp8, FlashInfer sampler on"),
+           v("bf16_sampler1", None, True, "no --quantization (bf16 weights)"),
            v("fp8_sampler0", "fp8", False, f"{SAMPLER_ENV}=0")]
     if gpus >= 2:
         out.append(v("bf16_sampler1_tp2", None, True, "--tensor-parallel-size 2 (bf16, sampler on)", tp=2))
