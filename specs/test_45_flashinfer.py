@@ -13,7 +13,7 @@ def flashinfer_step(converge, settings, toolchain, vllm_layer, profile):
     if not profile.flashinfer.enabled:
         pytest.skip(f"not verified: FlashInfer is not used by profile {profile.name}")
     step = FlashInfer(toolchain.python, profile.flashinfer, wheelhouse=str(settings.wheelhouse or "") or None,
-                      log_path=str(settings.log_dir / "flashinfer.log"))
+                      log_path=str(settings.log_dir / "flashinfer.log"), no_deps=bool(profile.vllm.lock))
     result = converge(step)
     if result.status == "drift":
         pytest.skip(f"not verified: audit found FlashInfer not in the desired state ({result.note})")
