@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from provisioners.core.errors import ProvisionError
 from provisioners.steps.benchmark import Workload
 from provisioners.steps.perf import (
     PerfMatrix,
@@ -58,8 +59,11 @@ def perf_report(target, settings, converge, toolchain, service, unit_model, serv
                       bench_env={"SSL_CERT_FILE": tls_layer.ca_path} if tls_layer else {},
                       deadline_s=float(deadline) - time.time() if deadline else None,
                       log_path=str(settings.log_dir / "perf.log"), decode=decode)
+    stopped = None
     try:
         converge(step)
+    except ProvisionError as exc:      # a matrix the time budget cut short: each spec says what is missing
+        stopped = exc.message
     finally:
         results = step.results(target)
         cfg = target.read_text(f"{served_engine.ModelConfig.model}/config.json")
@@ -73,6 +77,7 @@ def perf_report(target, settings, converge, toolchain, service, unit_model, serv
                                      "verdicts: passed if the worst case (min of a / max of b) meets the threshold, "
                                      "failed if the best case misses it, else within noise"])
         report["budget_stopped"] = bool(step.deadline and step._time_left() < 240)
+        report["matrix_incomplete"] = stopped
         out = settings.out_dir / "perf"
         out.mkdir(parents=True, exist_ok=True)
         (out / "performance.json").write_text(json.dumps(report, indent=1))
