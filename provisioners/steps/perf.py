@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from provisioners.core.step import Observed, Step
+from provisioners.core.step import Observed, Step, StepResult
 from provisioners.steps.benchmark import KEYS, Workload, bench_argv
 from provisioners.config.engine import EngineConfig, to_cli_args
 from provisioners.core.errors import ProvisionError
@@ -242,6 +242,7 @@ class PerfMatrix(Step):
         self.temperature, self.bench_env = temperature, bench_env or {}
         self.deadline = time.monotonic() + deadline_s if deadline_s else None
         self.log_path = log_path
+        self.stopped: str | None = None
         wl = json.dumps(asdict(workload), sort_keys=True)
         self.wkey = hashlib.sha256(f"{wl}|{self.warmups}|{temperature}".encode()).hexdigest()[:8]
         dl = json.dumps(asdict(decode), sort_keys=True) if decode else ""
@@ -294,6 +295,31 @@ class PerfMatrix(Step):
             return Observed(False, state, f"variants without {self.repeats} complete runs: {', '.join(missing)}")
         return Observed(True, state, f"{len(done)} variants x {self.repeats} runs present")
 
+    def converge(self, target, *, audit: bool = False, ledger=None) -> StepResult:
+        """As every step, except that a matrix the time budget stopped is recorded as measured so far
+        ("changed", the note says what is left), not failed: the next run resumes it."""
+        self.stopped = None
+        if audit or self.check(target).satisfied:
+            return super().converge(target, audit=audit, ledger=ledger)
+        start = time.monotonic()
+        before = self.check(target)
+        emit(f"{self.name}: converging ({before.reason})")
+        self.apply(target, before)
+        after = self.check(target)
+        if not after.satisfied and not self.stopped:
+            err = ProvisionError(f"still not converged after apply: {after.reason}", step=self.name, log_path=self.log_path)
+            if ledger is not None:
+                ledger.record(StepResult(self.name, "failed", False, before.state, after.state,
+                                         time.monotonic() - start, note=after.reason, log=self.log_path, error=str(err)))
+            raise err
+        note = before.reason if after.satisfied else f"partial: {after.reason}; {self.stopped}"
+        result = StepResult(self.name, "changed", after.state != before.state, before.state, after.state,
+                            time.monotonic() - start, note=note, log=self.log_path)
+        if ledger is not None:
+            ledger.record(result)
+        emit(f"{self.name}: changed ({note})")
+        return result
+
     def _time_left(self) -> float:
         return self.deadline - time.monotonic() if self.deadline else float("inf")
 
@@ -307,7 +333,8 @@ class PerfMatrix(Step):
             if (self._read(target, self.meta_path(v)) or {}).get("error"):
                 continue                     # it did not start in this session already: not again and again
             if self._time_left() < 240:
-                emit(f"{self.name}: stopping before {v.name}: {self._time_left():.0f}s left of this session's budget")
+                self.stopped = f"stopped by the time budget before {v.name} ({self._time_left():.0f}s left)"
+                emit(f"{self.name}: {self.stopped}")
                 break
             self._measure(target, v, reps)
 
@@ -333,7 +360,8 @@ class PerfMatrix(Step):
         target.put(self.meta_path(v), json.dumps(meta, indent=1))
         for rep in reps:
             if self._time_left() < 60:
-                emit(f"{self.name}: {v.name} repeat {rep} not started (session budget)")
+                self.stopped = f"stopped by the time budget before {v.name} run {rep + 1}"
+                emit(f"{self.name}: {self.stopped}")
                 break
             tmp = posixpath.basename(self.run_path(v, rep)) + ".partial"
             argv = bench_argv(self.vllm_bin, base_url=self.base_url, served=self.served, tokenizer=self.tokenizer,
@@ -362,7 +390,8 @@ class PerfMatrix(Step):
             if self._complete(self._read(target, self.decode_path(v, rep)), self.decode):
                 continue
             if self._time_left() < 30:
-                emit(f"{self.name}: {v.name} concurrency-1 run {rep + 1} not started (session budget)")
+                self.stopped = f"stopped by the time budget before {v.name} concurrency-1 run {rep + 1}"
+                emit(f"{self.name}: {self.stopped}")
                 break
             tmp = posixpath.basename(self.decode_path(v, rep)) + ".partial"
             argv = bench_argv(self.vllm_bin, base_url=self.base_url, served=self.served, tokenizer=self.tokenizer,
