@@ -94,7 +94,7 @@ torch.cuda.set_device(r)
 t = torch.ones(1, device="cuda"); d.all_reduce(t); ok = int(t.item()) == n
 rows = []
 for mib in (1, 64, 512):
-    x = torch.full((mib << 20) // 2, float(r + 1), dtype=torch.bfloat16, device="cuda")
+    x = torch.full(((mib << 20) // 2,), float(r + 1), dtype=torch.bfloat16, device="cuda")
     d.all_reduce(x); torch.cuda.synchronize()
     ok = ok and float(x[0]) == n * (n + 1) / 2
     for _ in range(5): d.all_reduce(x)
