@@ -8,7 +8,6 @@ from pathlib import Path
 import yaml
 
 CATALOG_PATH = Path(__file__).resolve().parent.parent / "specs" / "requirements.yaml"
-SEED_DIR_HINT = "../shared/seeds"
 
 
 @dataclass(frozen=True)
@@ -26,6 +25,9 @@ class Requirement:
     quote: str = ""
     superseded_by: str | None = None
     specs: tuple[str, ...] = field(default_factory=tuple)
+    resolution: str = ""                     # kind: conflict -- which side wins, why, and what the suite does
+    between: tuple[str, ...] = field(default_factory=tuple)   # kind: conflict -- the two sources that disagree
+    see: tuple[str, ...] = field(default_factory=tuple)       # kind: conflict -- entries whose specs verify the choice
 
     def applies(self, profile: str, target_scheme: str) -> tuple[bool, str]:
         if profile not in self.profiles:
@@ -50,9 +52,12 @@ class Catalog:
         d = self.documents.get(doc, {})
         return f"{doc} {d.get('title', '')}".strip()
 
-    def source_link(self, req: Requirement) -> str:
+    def source_link(self, req: Requirement, seeds_dir: str | None) -> str | None:
+        """`<seeds_dir>/<document file>#<section>`, or None when the user did not say where the documents are."""
+        if not seeds_dir:
+            return None
         d = self.documents.get(req.doc, {})
-        return f"{SEED_DIR_HINT}/{d.get('file', req.doc)}#{req.section}"
+        return f"{seeds_dir.rstrip('/')}/{d.get('file', req.doc)}#{req.section}"
 
 
 def load_catalog(path: Path = CATALOG_PATH) -> Catalog:
@@ -69,5 +74,6 @@ def _load(path: str) -> Catalog:
             id=r["id"], doc=str(src.get("doc", "")), section=str(src.get("section", "")), text=r.get("text", ""),
             kind=r.get("kind", "requirement"), layer=r.get("layer", ""), profiles=tuple(r.get("profiles", [])),
             targets=tuple(r.get("targets", [])), verify=r.get("verify", ""), honoured_by=r.get("honoured_by", ""),
-            quote=src.get("quote", ""), superseded_by=r.get("superseded_by"), specs=tuple(r.get("specs") or ()))
+            quote=src.get("quote", ""), superseded_by=r.get("superseded_by"), specs=tuple(r.get("specs") or ()),
+            resolution=r.get("resolution", ""), between=tuple(r.get("between") or ()), see=tuple(r.get("see") or ()))
     return Catalog(documents=data.get("documents", {}), layers=data.get("layers", []), requirements=reqs, raw=data)

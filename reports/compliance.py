@@ -1,12 +1,16 @@
 """The compliance matrix: requirement -> source -> specs -> status -> evidence, as JSON, Markdown and HTML.
 
-Status rules (DESIGN: profiles and honesty): a requirement is *passed* when at least one
-of its specs passed and none failed, *failed* when any failed, and *not verified* when
-every spec was skipped (the skip reason is kept) or none ran. A skip never counts as a pass.
+Status rules (reports/verdict.py has the vocabulary): *failed* when any spec of the id failed (the
+reason is the failure's message); otherwise a catalog `kind: conflict` entry is *conflict* (reason:
+which document wins and why) and a `kind: scope` entry is *scope* (reason: how it is honoured) --
+neither is ever counted as a runtime pass; otherwise *deviation* when a spec that passed observed the
+profile's declared substitute for the id, *passed* when a spec's call phase ran and passed, and
+*not verified* when every spec was skipped or never reached its call phase (the reason is kept).
 """
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -14,8 +18,44 @@ from pathlib import Path
 from provisioners.core.secrets import redact_obj
 from reports.catalog import Catalog, load_catalog
 from reports.html import render_html
+from reports.verdict import CONFLICT, DEVIATION, FAILED, NOT_VERIFIED, PASSED, SCOPE, STATUSES
 
-STATUSES = ("passed", "failed", "not verified")
+
+def _first_lines(text: str, n: int = 12) -> str:
+    lines = [ln for ln in (text or "").strip().splitlines() if ln.strip()]
+    return "\n".join(lines[:n]) if lines else "failed"
+
+
+LAYER_FAILED = re.compile(r"^not verified: layer .* failed \(see the error of ")
+
+
+def _status(req, specs: list[dict]) -> tuple[str, str, list[dict]]:
+    """(status, reason, deviations of this id) for one catalog entry and the outcomes of its specs.
+    A spec skipped because its layer failed leaves the id not verified, even when a sibling passed."""
+    outs = Counter(s["outcome"] for s in specs)
+    blocked = [s["message"] for s in specs if s["outcome"] == "skipped" and LAYER_FAILED.match(s["message"] or "")]
+    devs = [d for s in specs if s["outcome"] == PASSED for d in s.get("deviations", []) if d.get("id") == req.id]
+    if outs[FAILED]:
+        return FAILED, _first_lines(next(s["message"] for s in specs if s["outcome"] == FAILED)), devs
+    if req.kind == CONFLICT:
+        return CONFLICT, req.resolution or req.honoured_by, devs
+    if req.kind == SCOPE:
+        ran = ", ".join(f"{s['nodeid'].split('::')[-1]} {s['outcome']}" for s in specs)
+        return SCOPE, req.honoured_by + (f" (checked by {ran})" if ran else ""), devs
+    if blocked:
+        return NOT_VERIFIED, blocked[0], devs
+    if devs:
+        seen: dict[str, dict] = {}
+        for d in devs:
+            seen.setdefault(f"{d.get('what')}|{d.get('observed')}", d)
+        reason = "; ".join(
+            (f"{d['what']}: " if d.get("what") else "") + f"document {d['document']}, observed {d['observed']} "
+            f"(profile {d['profile']}: {d['reason']})" for d in seen.values())
+        return DEVIATION, reason, devs
+    if outs[PASSED]:
+        return PASSED, "", devs
+    reasons = sorted({s["message"] for s in specs if s["message"]})
+    return NOT_VERIFIED, "; ".join(reasons) if reasons else "no spec for it ran in this run", devs
 
 
 def requirement_rows(outcomes: list[dict], catalog: Catalog, *, profile: str | None = None,
@@ -32,19 +72,10 @@ def requirement_rows(outcomes: list[dict], catalog: Catalog, *, profile: str | N
         if profile and target_scheme:
             ok, why = req.applies(profile, target_scheme)
             if not ok:
-                specs = [{**s, "outcome": "skipped", "message": f"not verified: {why}"} for s in specs]
-        outs = Counter(s["outcome"] for s in specs)
-        if outs["failed"]:
-            status = "failed"
-            reason = next(s["message"] for s in specs if s["outcome"] == "failed").strip().splitlines()[-1:]
-            reason = reason[0] if reason else "failed"
-        elif outs["passed"]:
-            status, reason = "passed", ""
-        else:
-            status = "not verified"
-            reasons = sorted({s["message"] for s in specs if s["message"]})
-            reason = "; ".join(reasons) if reasons else "no spec for it ran in this run"
-        rows.append({
+                specs = [{**s, "outcome": "skipped", "message": f"not verified: {why}", "deviations": []}
+                         for s in specs]
+        status, reason, devs = _status(req, specs)
+        row = {
             "id": rid, "doc": req.doc, "document": catalog.document_title(req.doc), "section": req.section,
             "text": req.text, "kind": req.kind, "layer": req.layer, "profiles": list(req.profiles),
             "targets": list(req.targets), "honoured_by": req.honoured_by, "superseded_by": req.superseded_by,
@@ -52,7 +83,12 @@ def requirement_rows(outcomes: list[dict], catalog: Catalog, *, profile: str | N
             "specs": [{"nodeid": s["nodeid"], "outcome": s["outcome"], "duration": round(s["duration"], 3)}
                       for s in specs],
             "evidence": [e for s in specs for e in s.get("evidence", [])],
-        })
+        }
+        if devs:
+            row["deviations"] = devs
+        if req.kind == CONFLICT:
+            row["conflict"] = {"between": list(req.between), "resolution": req.resolution, "see": list(req.see)}
+        rows.append(row)
     return rows
 
 
@@ -68,16 +104,16 @@ def summarize(rows: list[dict]) -> dict:
 def _md(rows, summary, meta) -> str:
     t = summary["total"]
     lines = [f"# Compliance: {meta['profile']} on {meta['target']}", "",
-             f"Run {meta['run_id']} - {summary['requirements']} requirements: **{t['passed']} passed**, "
-             f"**{t['failed']} failed**, **{t['not verified']} not verified**.", "",
-             "| document | passed | failed | not verified |", "|---|---|---|---|"]
+             f"Run {meta['run_id']} - {summary['requirements']} requirements: "
+             + ", ".join(f"**{t[s]} {s}**" for s in STATUSES) + ".", "",
+             "| document | " + " | ".join(STATUSES) + " |", "|---" * (len(STATUSES) + 1) + "|"]
     for doc, c in summary["per_document"].items():
-        lines.append(f"| {doc} | {c['passed']} | {c['failed']} | {c['not verified']} |")
+        lines.append(f"| {doc} | " + " | ".join(str(c[s]) for s in STATUSES) + " |")
     lines += ["", "| id | source | requirement | status | specs | reason |", "|---|---|---|---|---|---|"]
     for r in rows:
         specs = "<br>".join(f"`{s['nodeid'].split('::')[-1]}` {s['outcome']}" for s in r["specs"]) or "-"
         text = r["text"].replace("|", "\\|")
-        reason = (r["reason"] or "").replace("|", "\\|").replace("\n", " ")[:200]
+        reason = (r["reason"] or "").replace("|", "\\|").replace("\n", " ")[:300]
         lines.append(f"| {r['id']} | {r['doc']} {r['section']} | {text} | {r['status']} | {specs} | {reason} |")
     return "\n".join(lines) + "\n"
 
@@ -101,5 +137,4 @@ def write_compliance(outcomes: list[dict], *, settings, environment: dict | None
     paths["md"].write_text(_md(doc["requirements"], summary, meta))
     paths["html"].write_text(render_html(doc, out_dir=out))
     t = summary["total"]
-    return {**{k: str(v) for k, v in paths.items()},
-            "summary": f"{t['passed']} passed, {t['failed']} failed, {t['not verified']} not verified"}
+    return {**{k: str(v) for k, v in paths.items()}, "summary": ", ".join(f"{t[s]} {s}" for s in STATUSES)}

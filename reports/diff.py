@@ -17,9 +17,10 @@ import sys
 from pathlib import Path
 
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "reports" / "out"
-STATUSES = ("passed", "failed", "not verified")
+from reports.verdict import STATUSES  # noqa: E402
+
 # Worse first: a requirement that stopped passing is the news a reader wants on top.
-_RANK = {"passed": 0, "not verified": 1, "failed": 2, None: 1}
+_RANK = {"passed": 0, "scope": 0, "conflict": 0, "deviation": 1, "not verified": 2, "failed": 3, None: 2}
 
 
 def keep_previous(out_dir: Path | str = DEFAULT_OUT) -> Path | None:
@@ -74,7 +75,7 @@ def to_markdown(d: dict) -> str:
     if (b["profile"], b["target"]) != (a["profile"], a["target"]):
         lines += ["> Note: the runs differ in profile or target, so many statuses change for that reason alone.", ""]
     tb, ta = d["totals"]["before"], d["totals"]["after"]
-    lines += ["| | " + " | ".join(STATUSES) + " |", "|---|---|---|---|",
+    lines += ["| | " + " | ".join(STATUSES) + " |", "|---" * (len(STATUSES) + 1) + "|",
               "| before | " + " | ".join(str(tb[s]) for s in STATUSES) + " |",
               "| now | " + " | ".join(f"{ta[s]} ({ta[s] - tb[s]:+d})" if ta[s] != tb[s] else str(ta[s])
                                       for s in STATUSES) + " |", ""]

@@ -1,11 +1,15 @@
-"""Quality gate: the run fails when a required requirement failed, or was not verified where it applies.
+"""Quality gate: the run fails when a required requirement failed, deviated without the gate's consent,
+or was not verified where it applies.
 
 config/gate.yaml lists the required requirement ids per profile. For the run's profile
-(from compliance.json, or --profile) each required id must be *passed*. A required id
-that is *not verified* fails the gate only when it applies to this run (its profiles
-include the run's profile and its targets the run's target scheme); elsewhere it is
-reported as n/a. An id that is not in the report at all fails the gate (a typo, or a
-catalog entry that went away).
+(from compliance.json, or --profile) each required id must be *passed*. A *deviation* (the
+profile's declared substitute was observed) meets the gate only when the profile's
+`accept_deviation:` list names that id -- it is then counted and listed as an accepted
+deviation, never as passed. *scope* and *conflict* entries are honoured by design: listed
+as such, never counted as passed, never failing the gate. A required id that is *not
+verified* fails the gate only when it applies to this run (its profiles include the run's
+profile and its targets the run's target scheme); elsewhere it is reported as n/a. An id
+that is not in the report at all fails the gate (a typo, or a catalog entry that went away).
 
     python -m reports.gate [--compliance reports/out/compliance.json] [--config config/gate.yaml]
                            [--profile NAME]
@@ -38,13 +42,23 @@ def _flatten(items) -> list[str]:
 
 
 def load_gate(path: Path | str = DEFAULT_CONFIG) -> dict[str, list[str]]:
+    """{profile: [required ids]} (see load_deviations for the accepted deviations)."""
+    return {name: spec["required"] for name, spec in load_gate_config(path).items()}
+
+
+def load_deviations(path: Path | str = DEFAULT_CONFIG) -> dict[str, list[str]]:
+    """{profile: [ids whose declared deviation the gate accepts]}."""
+    return {name: spec["accept_deviation"] for name, spec in load_gate_config(path).items()}
+
+
+def load_gate_config(path: Path | str = DEFAULT_CONFIG) -> dict[str, dict[str, list[str]]]:
     """{profile: [required ids]}; nested lists (YAML anchors of shared sets) are flattened, order kept.
 
     >>> import tempfile, os
     >>> p = os.path.join(tempfile.mkdtemp(), "g.yaml")
     >>> _ = open(p, "w").write("version: 1\\nshared: &s [A, B]\\nprofiles:\\n  cpu: {required: [*s, C, A]}\\n")
-    >>> load_gate(p)
-    {'cpu': ['A', 'B', 'C']}
+    >>> load_gate_config(p)
+    {'cpu': {'required': ['A', 'B', 'C'], 'accept_deviation': []}}
     """
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
@@ -57,7 +71,10 @@ def load_gate(path: Path | str = DEFAULT_CONFIG) -> dict[str, list[str]]:
     for name, spec in profiles.items():
         if not isinstance(spec, dict) or not isinstance(spec.get("required", []), list):
             raise GateConfigError(f"{path}: profiles.{name} needs `required: [requirement ids]`")
-        gate[str(name)] = list(dict.fromkeys(_flatten(spec.get("required"))))
+        if not isinstance(spec.get("accept_deviation", []), list):
+            raise GateConfigError(f"{path}: profiles.{name}.accept_deviation must be a list of requirement ids")
+        gate[str(name)] = {"required": list(dict.fromkeys(_flatten(spec.get("required")))),
+                           "accept_deviation": list(dict.fromkeys(_flatten(spec.get("accept_deviation"))))}
     return gate
 
 
@@ -70,6 +87,8 @@ class Verdict:
     failures: list[dict] = field(default_factory=list)      # {id, status, reason}
     not_applicable: list[dict] = field(default_factory=list)
     passed: list[str] = field(default_factory=list)
+    deviations: list[dict] = field(default_factory=list)     # accepted: {id, status, reason}
+    by_design: list[dict] = field(default_factory=list)      # scope / conflict: {id, status, reason}
     note: str = ""
 
     @property
@@ -80,12 +99,17 @@ class Verdict:
         verdict = "PASSED" if self.ok else "FAILED"
         head = (f"gate {verdict}: profile {self.profile} on {self.target}, run {self.run_id}: "
                 f"{len(self.passed)} of {self.required} required passed")
+        if self.deviations:
+            head += f", {len(self.deviations)} accepted deviation(s)"
+        if self.by_design:
+            head += f", {len(self.by_design)} scope/conflict (by design)"
         if self.not_applicable:
             head += f", {len(self.not_applicable)} n/a here"
         if self.failures:
             head += f", {len(self.failures)} not met"
         out = [head] + ([f"  note: {self.note}"] if self.note else [])
         out += [f"  {f['id']}: {f['status']}" + (f" - {f['reason']}" if f["reason"] else "") for f in self.failures]
+        out += [f"  {d['id']}: accepted deviation - {d['reason']}" for d in self.deviations]
         return out
 
 
@@ -93,8 +117,10 @@ def _scheme(target: str) -> str:
     return target.split("://", 1)[0] if "://" in target else target
 
 
-def evaluate(doc: dict, gate: dict[str, list[str]], profile: str | None = None) -> Verdict:
-    """Apply the gate to one compliance document (the dict compliance.json holds)."""
+def evaluate(doc: dict, gate: dict[str, list[str]], profile: str | None = None,
+             accept: dict[str, list[str]] | None = None) -> Verdict:
+    """Apply the gate to one compliance document (the dict compliance.json holds).
+    accept: {profile: [ids whose deviation is accepted]} (default: none is)."""
     meta = doc.get("meta", {})
     profile = profile or meta.get("profile", "")
     target = meta.get("target", "")
@@ -110,6 +136,15 @@ def evaluate(doc: dict, gate: dict[str, list[str]], profile: str | None = None) 
             v.failures.append({"id": rid, "status": "missing", "reason": "not in this report (unknown id?)"})
         elif r["status"] == "passed":
             v.passed.append(rid)
+        elif r["status"] == "deviation":
+            entry = {"id": rid, "status": "deviation", "reason": _one_line(r.get("reason", ""))}
+            if rid in (accept or {}).get(profile, []):
+                v.deviations.append(entry)
+            else:
+                entry["reason"] = "not accepted by config/gate.yaml accept_deviation: " + entry["reason"]
+                v.failures.append(entry)
+        elif r["status"] in ("scope", "conflict"):
+            v.by_design.append({"id": rid, "status": r["status"], "reason": _one_line(r.get("reason", ""))})
         elif r["status"] == "failed":
             v.failures.append({"id": rid, "status": "failed", "reason": _one_line(r.get("reason", ""))})
         elif profile in r.get("profiles", []) and _scheme(target) in r.get("targets", []):
@@ -138,11 +173,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gate: cannot read {a.compliance}: {e} (run `make specs` first)", file=sys.stderr)
         return 2
     try:
-        gate = load_gate(a.config)
+        gate, accept = load_gate(a.config), load_deviations(a.config)
     except GateConfigError as e:
         print(f"gate: {e}", file=sys.stderr)
         return 2
-    v = evaluate(doc, gate, a.profile)
+    v = evaluate(doc, gate, a.profile, accept)
     print("\n".join(v.lines()))
     return 0 if v.ok else 1
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "reports" / "out"
-STATUSES = ("passed", "failed", "not verified")
+from reports.verdict import STATUSES  # noqa: E402  (passed, deviation, failed, not verified, scope, conflict)
 MAX_EMBED_BYTES = 2_000_000       # plots larger than this are linked, not embedded
 
 # The numbers of a `vllm bench serve` result worth a glance (provisioners/steps/benchmark.py KEYS).
@@ -221,10 +221,23 @@ def _spec_cell(specs: list[dict], blob: str | None, out_dir: Path) -> str:
     return f"<ul class='specs'>{''.join(items)}</ul>"
 
 
+def _deviation_table(devs: list[dict]) -> str:
+    seen: dict[str, dict] = {}
+    for d in devs:
+        seen.setdefault(f"{d.get('what')}|{d.get('observed')}", d)
+    body = "".join(f"<tr><td>{esc(d.get('what') or '')}</td><td>{esc(str(d['document']))}</td>"
+                   f"<td>{esc(str(d['observed']))}</td><td>{esc(d['profile'])}: {esc(d['reason'])}</td></tr>"
+                   for d in seen.values())
+    return ("<table class='devs'><tr><th></th><th>document</th><th>observed</th><th>profile's reason</th></tr>"
+            f"{body}</table>")
+
+
 def _evidence_cell(r: dict, out_dir: Path) -> str:
     parts = []
     reason = (r.get("reason") or "").removeprefix("not verified: ")
-    if reason and r["status"] != "passed":
+    if r.get("deviations"):
+        parts.append(_deviation_table(r["deviations"]))
+    elif reason and r["status"] != "passed":
         parts.append(f"<div class='reason {slug(r['status'])}'>{esc(reason)}</div>")
     for e in r.get("evidence", []):
         if e.get("text") is not None:
@@ -244,6 +257,8 @@ def _row(r: dict, blob: str | None, out_dir: Path, required: bool = False) -> st
         chips.insert(0, "<span class='chip req' title='config/gate.yaml requires it for this profile'>required</span>")
     if r.get("kind") == "scope" and r.get("layer") != "scope":
         chips.append("<span class='chip scope'>scope</span>")
+    if r.get("conflict", {}).get("between"):
+        chips.append(f"<span class='chip conflict'>{esc(' vs '.join(r['conflict']['between']))}</span>")
     notes = []
     if r.get("superseded_by"):
         sid = r["superseded_by"]
@@ -334,9 +349,11 @@ def _toolbar(rows: list[dict], summary: dict) -> str:
 
 CSS = """
 :root{--fg:#1f2328;--muted:#656d76;--bg:#fff;--panel:#f6f8fa;--line:#d8dee4;--accent:#0969da;
---pass:#1a7f37;--pass-bg:#dafbe1;--fail:#cf222e;--fail-bg:#ffebe9;--nv:#7d4e00;--nv-bg:#fff8c5;--nv-bar:#d4a72c}
+--pass:#1a7f37;--pass-bg:#dafbe1;--fail:#cf222e;--fail-bg:#ffebe9;--nv:#7d4e00;--nv-bg:#fff8c5;--nv-bar:#d4a72c;
+--dev:#bc4c00;--dev-bg:#fff1e5;--sc:#0550ae;--sc-bg:#ddf4ff;--cf:#8250df;--cf-bg:#fbefff}
 @media (prefers-color-scheme:dark){:root{--fg:#e6edf3;--muted:#8d96a0;--bg:#0d1117;--panel:#161b22;--line:#30363d;
---accent:#4493f8;--pass:#3fb950;--pass-bg:#12261e;--fail:#f85149;--fail-bg:#2d1214;--nv:#d29922;--nv-bg:#272115;--nv-bar:#9e6a03}
+--accent:#4493f8;--pass:#3fb950;--pass-bg:#12261e;--fail:#f85149;--fail-bg:#2d1214;--nv:#d29922;--nv-bg:#272115;--nv-bar:#9e6a03;
+--dev:#f0883e;--dev-bg:#2b1d12;--sc:#58a6ff;--sc-bg:#121d2f;--cf:#bc8cff;--cf-bg:#231a33}
 }
 *{box-sizing:border-box}
 body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);background:var(--bg)}
@@ -411,13 +428,24 @@ details.env summary{cursor:pointer;color:var(--muted)}details.env table{max-widt
 details.env td{padding:2px 10px 2px 0;vertical-align:top}
 #empty{padding:30px;text-align:center;color:var(--muted);border:1px dashed var(--line);border-radius:10px;margin-top:20px}
 footer{margin-top:40px;color:var(--muted);font-size:12px}
+.card.deviation .num,td.n.deviation{color:var(--dev)}.card.scope .num,td.n.scope{color:var(--sc)}
+.card.conflict .num,td.n.conflict{color:var(--cf)}
+.seg.deviation{background:var(--dev)}.seg.scope{background:var(--sc)}.seg.conflict{background:var(--cf)}
+.pill.deviation{background:var(--dev-bg);color:var(--dev)}.pill.scope{background:var(--sc-bg);color:var(--sc)}
+.pill.conflict{background:var(--cf-bg);color:var(--cf)}
+.flt.deviation[aria-pressed=true]{background:var(--dev-bg);border-color:var(--dev)}
+.flt.scope[aria-pressed=true]{background:var(--sc-bg);border-color:var(--sc)}
+.flt.conflict[aria-pressed=true]{background:var(--cf-bg);border-color:var(--cf)}
+.chip.conflict{color:var(--cf);border-color:var(--cf)}.reason.deviation{color:var(--dev)}
+table.devs{font-size:12px;margin-bottom:4px}table.devs td,table.devs th{padding:2px 6px 2px 0!important;border:0!important}
+table.devs td:nth-child(3){color:var(--dev);font-weight:600}
 [hidden]{display:none!important}
 @media print{.toolbar{display:none}section.doc table th{position:static}details.ev pre{max-height:none}}
 """
 
 JS = """
 (function(){
-  var ALL=['passed','failed','not-verified'];
+  var ALL=__ALL__;
   var rows=[].slice.call(document.querySelectorAll('tr.req'));
   var state={status:ALL.slice(),doc:'',q:''};
   var q=document.getElementById('q'),docsel=document.getElementById('docsel'),shown=document.getElementById('shown');
@@ -471,13 +499,19 @@ def _gate_badge(doc: dict, gate: dict | None) -> tuple[str, set[str]]:
     """(badge HTML, required ids) for the run's profile; ('', set()) when there is no gate for it."""
     if not gate:
         return "", set()
-    from reports.gate import evaluate
-    v = evaluate(doc, gate)
+    from reports.gate import DEFAULT_CONFIG, GateConfigError, evaluate, load_deviations
+    try:
+        accept = load_deviations(DEFAULT_CONFIG)
+    except GateConfigError:
+        accept = {}
+    v = evaluate(doc, gate, accept=accept)
     if not v.required:
         return "", set()
     tip = "; ".join(f"{f['id']}: {f['status']}" for f in v.failures[:20]) or "every required requirement passed"
     cls = "gate-ok" if v.ok else "gate-bad"
     text = f"gate {'passed' if v.ok else 'failed'}: {len(v.passed)}/{v.required} required"
+    if v.deviations:
+        text += f", {len(v.deviations)} accepted deviation(s)"
     if v.not_applicable:
         text += f", {len(v.not_applicable)} n/a"
     return f"<span class='badge {cls}' title='{esc(tip)}'>{esc(text)}</span>", set(gate.get(v.profile, []))
@@ -508,6 +542,7 @@ def render_html(doc: dict, *, out_dir: Path | str | None = None, evidence_dir: P
     env = meta.get("environment") or {}
     env_rows = "".join(f"<tr><td>{esc(str(k))}</td><td>{esc(str(v))}</td></tr>" for k, v in env.items())
     t = summary.get("total", {})
+    js = JS.replace("__ALL__", json.dumps([slug(s) for s in STATUSES]))
     verdict = ("failed" if t.get("failed") else "passed") if t.get("passed") or t.get("failed") else "not verified"
     title = f"Compliance: {meta.get('profile', '?')} on {meta.get('target', '?')}"
     badges = [f"<span class='badge'>profile <b>{esc(str(meta.get('profile', '?')))}</b></span>",
@@ -529,15 +564,15 @@ def render_html(doc: dict, *, out_dir: Path | str | None = None, evidence_dir: P
 <h1>{esc(title)}</h1>
 <p class="sub">{''.join(badges)} <span class="muted">generated {esc(str(meta.get('generated', '')))}</span></p>
 <p class="sub">{summary.get('requirements', len(rows))} requirements from the planning documents:
-<b>{t.get('passed', 0)} passed</b>, <b>{t.get('failed', 0)} failed</b>, <b>{t.get('not verified', 0)} not verified</b>
-(a skipped spec never counts as passed).</p>
+{", ".join(f"<b>{t.get(s, 0)} {esc(s)}</b>" for s in STATUSES)}
+(a skipped spec never counts as passed; a profile's substitute is a deviation, never a pass).</p>
 {_overview(rows, summary)}
 {_attention(rows)}
 {f"<details class='env'><summary>environment</summary><table>{env_rows}</table></details>" if env_rows else ""}
 {_bench_section(bench, run_plots, committed, out_dir)}
 {_toolbar(rows, summary)}
 {_documents(rows, summary, blob, out_dir, required)}
-<div id="empty" hidden>No requirement matches these filters. <a href="#status=passed,failed,not-verified">Show all</a></div>
+<div id="empty" hidden>No requirement matches these filters. <a href="#status=all">Show all</a></div>
 <footer>Also as {links}. Rendered by reports/html.py. Tip: alt-click a status to show only that status.</footer>
-</main><script>{JS}</script></body></html>
+</main><script>{js}</script></body></html>
 """

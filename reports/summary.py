@@ -15,11 +15,11 @@ import json
 import sys
 from pathlib import Path
 
-from reports.gate import DEFAULT_CONFIG, GateConfigError, evaluate, load_gate
+from reports.gate import DEFAULT_CONFIG, GateConfigError, evaluate, load_deviations, load_gate
 from reports.html import BENCH_CARDS, collect_bench
 
 DEFAULT_COMPLIANCE = Path(__file__).resolve().parent.parent / "reports" / "out" / "compliance.json"
-STATUSES = ("passed", "failed", "not verified")
+from reports.verdict import STATUSES  # noqa: E402
 MAX_FAILED = 25
 
 
@@ -46,7 +46,8 @@ def _bench_md(results: list[dict]) -> list[str]:
     return lines + [""]
 
 
-def render(doc: dict, *, out_dir: Path, gate: dict[str, list[str]] | None = None, diff_md: str | None = None) -> str:
+def render(doc: dict, *, out_dir: Path, gate: dict[str, list[str]] | None = None, diff_md: str | None = None,
+           accept: dict[str, list[str]] | None = None) -> str:
     meta, summary, rows = doc.get("meta", {}), doc.get("summary", {}), doc.get("requirements", [])
     t = summary.get("total", {})
     lines = [f"## Phoenix specs: `{meta.get('profile', '?')}` on `{meta.get('target', '?')}`", ""]
@@ -58,24 +59,29 @@ def render(doc: dict, *, out_dir: Path, gate: dict[str, list[str]] | None = None
         facts.append(f"GPU: {gpu}")
     lines += [" · ".join(facts), ""]
     if gate is not None:
-        v = evaluate(doc, gate)
+        v = evaluate(doc, gate, accept=accept)
         if v.required:
             mark = "✅ **gate passed**" if v.ok else "❌ **gate failed**"
             lines.append(f"{mark}: {len(v.passed)} of {v.required} required requirements passed"
+                         + (f", {len(v.deviations)} accepted deviation(s)" if v.deviations else "")
                          + (f", {len(v.not_applicable)} n/a on this target" if v.not_applicable else "")
                          + (f"; not met: {', '.join(f['id'] for f in v.failures)}" if v.failures else ""))
         else:
             lines.append(f"gate: {v.note or 'nothing required'}")
         lines.append("")
-    lines += [f"**{t.get('passed', 0)} passed** · **{t.get('failed', 0)} failed** · "
-              f"**{t.get('not verified', 0)} not verified** (skipped specs never count as passed)", "",
-              "| document | passed | failed | not verified |", "|---|---:|---:|---:|"]
+    lines += [" · ".join(f"**{t.get(s, 0)} {s}**" for s in STATUSES)
+              + " (skipped specs never count as passed; a profile's substitute is a deviation)", "",
+              "| document | " + " | ".join(STATUSES) + " |", "|---|" + "---:|" * len(STATUSES)]
     titles = {r["doc"]: r.get("document") or r["doc"] for r in rows}
     for docid, c in summary.get("per_document", {}).items():
-        failed = f"**{c.get('failed', 0)}**" if c.get("failed") else "0"
-        lines.append(f"| {_cell(titles.get(docid, docid), 80)} | {c.get('passed', 0)} | {failed} | "
-                     f"{c.get('not verified', 0)} |")
+        cells = [f"**{c.get(s, 0)}**" if s == "failed" and c.get(s) else str(c.get(s, 0)) for s in STATUSES]
+        lines.append(f"| {_cell(titles.get(docid, docid), 80)} | " + " | ".join(cells) + " |")
     lines.append("")
+    devs = [r for r in rows if r["status"] == "deviation"]
+    if devs:
+        lines += [f"### Deviations ({len(devs)}): the profile's substitute was observed", "",
+                  "| requirement | document / observed / reason |", "|---|---|"]
+        lines += [f"| `{r['id']}` | {_cell(r.get('reason', ''), 300)} |" for r in devs] + [""]
     failed = [r for r in rows if r["status"] == "failed"]
     if failed:
         lines += [f"### Failed ({len(failed)})", "", "| requirement | source | reason |", "|---|---|---|"]
@@ -107,10 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         try:
             gate = load_gate(a.gate) if a.gate else None
+            accept = load_deviations(a.gate) if a.gate else None
         except GateConfigError:
-            gate = None
+            gate = accept = None
         diff = path.parent / "compliance-diff.md"
-        text = render(doc, out_dir=path.parent, gate=gate, diff_md=diff.read_text() if diff.is_file() else None)
+        text = render(doc, out_dir=path.parent, gate=gate, diff_md=diff.read_text() if diff.is_file() else None,
+                      accept=accept)
     if a.out:
         with open(a.out, "a", encoding="utf-8") as f:
             f.write(text)

@@ -23,7 +23,8 @@ def test_every_spec_names_a_catalog_entry(markers):
 
 def test_every_catalog_entry_has_a_spec(markers):
     covered = specs_by_requirement(markers)
-    missing = [rid for rid in load_catalog().requirements if not covered.get(rid)]
+    missing = [rid for rid, req in load_catalog().requirements.items()
+               if not covered.get(rid) and req.kind != "conflict"]   # a conflict is verified through its `see`
     assert not missing, f"{len(missing)} entries have no spec: {missing}"
 
 

@@ -1,8 +1,8 @@
 """The quality gate (reports/gate.py, config/gate.yaml) and the previous-run diff (reports/diff.py).
 
 Each gate case runs the real CLI (`python -m reports.gate`) on a compliance.json written
-in tmp_path: synthetic ones, and copies of the last real run (reports/out/compliance.json)
-with a planted failure and with every required id passed.
+in tmp_path: synthetic ones, and copies of a real run's report (made by the session fixture
+`spec_report`, tests/conftest.py) with a planted failure and with every required id passed.
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from reports.catalog import load_catalog
 from reports.gate import evaluate, load_gate
 
 REPO = Path(__file__).resolve().parents[1]
-REAL = REPO / "reports" / "out" / "compliance.json"
 GATE = REPO / "config" / "gate.yaml"
 
 
@@ -152,10 +151,9 @@ def test_gate_config_names_real_applicable_requirements_with_specs():
 # ------------------------------------------------------------------ the real last run
 
 @pytest.fixture
-def real_doc() -> dict:
-    if not REAL.is_file():
-        pytest.skip("no reports/out/compliance.json yet (run `make specs`)")
-    return json.loads(REAL.read_text())
+def real_doc(spec_report) -> dict:
+    """A real run's report, made by this test run (tests/conftest.py), never a leftover of another command."""
+    return json.loads(spec_report.read_text())
 
 
 def test_real_report_with_a_planted_failure_fails(tmp_path, real_doc):
@@ -253,3 +251,63 @@ def test_diff_of_the_real_report_against_itself(tmp_path, real_doc):
     write(out / "previous", real_doc)
     assert "No requirement changed status." in diff_mod.write_diff(out).read_text()
     assert yaml.safe_load(GATE.read_text())["version"] == 1
+
+
+# ------------------------------------------------------------------ deviation, scope, conflict
+
+@pytest.fixture
+def dev_gate(tmp_path) -> Path:
+    p = tmp_path / "gate.yaml"
+    p.write_text("version: 1\nprofiles:\n  cpu:\n    required: [R003-A-api, R003-B-unit, R003-S-scope]\n"
+                 "    accept_deviation: [R003-A-api]\n")
+    return p
+
+
+def test_a_deviation_meets_the_gate_only_where_accepted(tmp_path, dev_gate):
+    rows = [row("R003-A-api", "deviation", reason="document 12.8, observed 13.0 (profile cpu: why)"),
+            row("R003-B-unit", "passed"), row("R003-S-scope", "scope", reason="honoured by design")]
+    r = gate_cli(write(tmp_path, doc_of(rows)), dev_gate)
+    assert r.returncode == 0, r.stdout
+    head = r.stdout.splitlines()[0]
+    assert "1 of 3 required passed, 1 accepted deviation(s), 1 scope/conflict (by design)" in head, head
+    assert "  R003-A-api: accepted deviation - document 12.8, observed 13.0 (profile cpu: why)" in r.stdout
+    rows[1] = row("R003-B-unit", "deviation", reason="document 1, observed 2")
+    r = gate_cli(write(tmp_path, doc_of(rows)), dev_gate)
+    assert r.returncode == 1
+    assert "  R003-B-unit: deviation - not accepted by config/gate.yaml accept_deviation: document 1" in r.stdout
+
+
+def test_accepted_deviations_are_declared_substitutes_of_that_profile():
+    """The gate accepts only what the profile declares, with a reason, for an id that applies to it."""
+    from provisioners.config.phoenix import load_profile
+    from reports.gate import load_deviations
+
+    catalog = load_catalog()
+    problems = []
+    for profile, ids in load_deviations(GATE).items():
+        declared = load_profile(profile).substitutes
+        for rid in ids:
+            if rid not in declared:
+                problems.append(f"{profile}: accepts a deviation of {rid}, which its profile does not declare")
+            if (req := catalog.get(rid)) is None or profile not in req.profiles:
+                problems.append(f"{profile}: {rid} is not a catalog id that applies to it")
+        for rid in declared:
+            if (req := catalog.get(rid)) is None or profile not in req.profiles:
+                problems.append(f"config/profiles/{profile}.yaml substitutes {rid}: not a catalog id of {profile}")
+    assert not problems, "\n".join(problems)
+
+
+def test_gate_rejects_a_malformed_accept_list(tmp_path):
+    p = tmp_path / "gate.yaml"
+    p.write_text("version: 1\nprofiles:\n  cpu:\n    required: [A]\n    accept_deviation: A\n")
+    r = gate_cli(write(tmp_path, doc_of([row("A", "passed")])), p)
+    assert r.returncode == 2 and "profiles.cpu.accept_deviation must be a list" in r.stderr
+
+
+def test_diff_ranks_the_new_statuses():
+    before = doc_of([row("R1", "passed"), row("R2", "deviation"), row("R3", "passed")])
+    after = doc_of([row("R1", "deviation"), row("R2", "passed"), row("R3", "scope")])
+    d = diff_mod.diff(before, after)
+    by = {c["id"]: c["direction"] for c in d["changed"]}
+    assert by == {"R1": "worse", "R2": "better", "R3": "better"}
+    assert "| | passed | deviation | failed | not verified | scope | conflict |" in diff_mod.to_markdown(d)

@@ -11,20 +11,23 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import sys
 
 import pytest
 
 from provisioners.backends.base import Backend, CommandResult
-from provisioners.backends.lxc import CONTAINER_PATH
 from provisioners.backends.pct import (
-    PctBackend, format_pve_options, insert_raw_lxc_lines, parse_pve_config, parse_pve_options, push_argv,
+    GUEST_ENV, PctBackend, format_pve_options, insert_raw_lxc_lines, parse_pve_config, parse_pve_options, push_argv,
 )
 from provisioners.config.phoenix import PhoenixConfig, load_config
 from provisioners.steps.container import Container, PctDriver, mismatches, nvidia_lines
 from provisioners.core.errors import RefusedTarget
 from provisioners.config.settings import REPO_ROOT
 
-ENV = ["env", f"PATH={CONTAINER_PATH}", "HOME=/root", "LANG=C.UTF-8"]
+sys.path.insert(0, str(REPO_ROOT / "tests" / "pct_standin"))
+import pve_schema  # noqa: E402  (tests/pct_standin/pve_schema.py: the schema read from pve-container)
+
+ENV = list(GUEST_ENV)
 NET0_921 = "name=eth0,bridge=vmbr0,ip=10.0.0.121/24,gw=10.0.0.1,hwaddr=52:54:00:67:89:21"
 
 
@@ -39,18 +42,42 @@ def ct(cfg):
 
 
 # ------------------------------------------------------------------------- recording host
+FASTPLUG = {"description", "onboot", "startup", "protection", "hostname", "hookscript", "cores", "tags", "lock"}
+HOTPLUG = {"memory", "swap", "cpulimit", "cpuunits"}
+
+
 class FakePve:
-    """Just enough Proxmox state for a converge: {ctid: {"opts": {...}, "lxc": [...], "running": bool}}."""
+    """Just enough Proxmox state for a converge: {ctid: {"opts", "lxc", "running", "pending", "snaps"}}.
+
+    Every `pct` command line is first checked against the schema read from pve-container
+    (tests/data/pve/schema.json via tests/pct_standin/pve_schema.py): a line real pct would refuse
+    fails the test. The answers follow real pct where the driver depends on it (the stand-in's
+    docstring lists them): `config` merges pending values unless `--current`, `set` on a running
+    CT leaves non-hotplug options pending, `clone` refuses a full clone of a running CT without a
+    snapshot, `resize` can fail inside its worker and still exit 0 (`resize_fails`).
+    """
 
     def __init__(self, cts=None, majors="195 nvidia\n511 nvidia-uvm\n"):
         self.cts = cts or {}
+        for ct in self.cts.values():
+            ct.setdefault("pending", {})
+            ct.setdefault("snaps", [])
         self.files: dict[str, bytes] = {"/proc/devices": f"Character devices:\n  1 mem\n{majors}\nBlock devices:\n".encode()}
         self.inside: dict[tuple[str, str], bytes] = {}
+        self.resize_fails = False
+        self.clone_fails = False
 
     def conf_text(self, ctid):
         ct = self.cts[ctid]
-        return "".join(f"{k}: {v}\n" for k, v in sorted(ct["opts"].items())) + \
+        text = "".join(f"{k}: {v}\n" for k, v in sorted(ct["opts"].items())) + \
             "".join(f"{k}: {v}\n" for k, v in ct["lxc"])
+        if ct.get("pending"):
+            text += "\n[pve:pending]\n" + "".join(f"{k}: {v}\n" for k, v in sorted(ct["pending"].items()))
+        return text
+
+    def merged(self, ctid):
+        ct = self.cts[ctid]
+        return {**ct["opts"], **ct.get("pending", {})}
 
     def answer(self, argv: list[str], data: bytes | None) -> tuple[int, str]:
         if argv[0] == "mktemp":
@@ -72,51 +99,73 @@ class FakePve:
                 self.files[path] = data
             return 0, ""
         assert argv[0] == "pct", argv
-        sub, ctid = argv[1], argv[2]
-        if sub in ("status", "config") and ctid not in self.cts:
-            return 2, f"Configuration file 'nodes/pve/lxc/{ctid}.conf' does not exist"
+        try:
+            pos, opts, extra = pve_schema.parse_cli(argv[1], argv[2:])
+        except pve_schema.SchemaError as exc:
+            raise AssertionError(f"real pct would refuse {argv}: {exc}") from None
+        sub, ctid = argv[1], pos.get("vmid")
+        if ctid not in self.cts and sub != "create":
+            return 255, f"Configuration file 'nodes/pve/lxc/{ctid}.conf' does not exist"
+        ct = self.cts.get(ctid)
         if sub == "status":
-            return 0, "status: " + ("running" if self.cts[ctid]["running"] else "stopped")
+            return 0, "status: " + ("running" if ct["running"] else "stopped")
         if sub == "config":
-            return 0, self.conf_text(ctid)
+            shown = ct["opts"] if opts.get("current") == "1" else self.merged(ctid)
+            return 0, "".join(f"{k}: {v}\n" for k, v in sorted(shown.items())) + "".join(f"{k}: {v}\n" for k, v in ct["lxc"])
+        if sub == "pending":
+            out = ""
+            for k in sorted(set(ct["opts"]) | set(ct["pending"])):
+                if k in ct["opts"]:
+                    out += f"cur {k}: {ct['opts'][k]}\n"
+                if k in ct["pending"]:
+                    out += f"new {k}: {ct['pending'][k]}\n"
+            return 0, out
+        if sub == "listsnapshot":
+            return 0, "".join(f"`-> {s}  2026-01-01 00:00:00\n" for s in ct["snaps"]) + "`-> current  You are here!\n"
         if sub == "clone":
-            new, opts = argv[3], _opts(argv[4:])
-            src = self.cts[ctid]
-            self.cts[new] = {"opts": {**src["opts"], "hostname": opts["hostname"],
-                                      "rootfs": f"{opts['storage']}:vm-{new}-disk-0,size=64G"},
-                             "lxc": list(src["lxc"]), "running": False}
-            return 0, ""
+            return self._clone(ctid, pos["newid"], opts)
         if sub == "create":
-            opts = _opts(argv[4:])
             pool, size = opts["rootfs"].split(":")
             self.cts[ctid] = {"opts": {"hostname": opts["hostname"], "unprivileged": opts["unprivileged"],
-                                       "rootfs": f"{pool}:vm-{ctid}-disk-0,size={size}G"}, "lxc": [], "running": False}
+                                       "rootfs": f"{pool}:vm-{ctid}-disk-0,size={size}G"}, "lxc": [], "running": False,
+                              "pending": {}, "snaps": []}
             return 0, ""
         if sub == "set":
-            opts = self.cts[ctid]["opts"]
-            for k, v in _opts(argv[3:]).items():
+            for k, v in opts.items():
                 if k == "delete":
-                    opts.pop(v, None)
+                    for key in v.split(","):
+                        ct["opts"].pop(key, None)
+                elif ct["running"] and not (k in FASTPLUG or k in HOTPLUG or re.fullmatch(r"net\d+", k)):
+                    ct["pending"][k] = v
                 else:
-                    opts[k] = v
+                    ct["opts"][k] = v
             return 0, ""
         if sub == "resize":
-            vol = parse_pve_options(self.cts[ctid]["opts"]["rootfs"])
-            vol["size"] = argv[4]
-            self.cts[ctid]["opts"]["rootfs"] = format_pve_options(vol)
+            if self.resize_fails:
+                return 0, "zfs error: cannot set property: size is greater than available space\n"
+            vol = parse_pve_options(ct["opts"]["rootfs"])
+            vol["size"] = pos["size"]
+            ct["opts"]["rootfs"] = format_pve_options(vol)
             return 0, ""
-        if sub in ("start", "stop"):
-            self.cts[ctid]["running"] = sub == "start"
+        if sub in ("start", "reboot"):
+            if ct["opts"].get("template") == "1":
+                return 255, "you can't start a CT if it's a template"
+            ct["opts"].update(ct["pending"])
+            ct["pending"] = {}
+            ct["running"] = True
+            return 0, ""
+        if sub == "stop":
+            ct["running"] = False
             return 0, ""
         if sub == "push":
             self.inside[(ctid, argv[4])] = self.files[argv[3]]
             return 0, ""
         if sub == "exec":
-            inner = argv[argv.index("--") + 1:]
-            while inner and (inner[0] == "env" or "=" in inner[0]):
+            inner = list(extra)
+            while inner and (inner[0] in ("env", "-i") or "=" in inner[0]):
                 inner = inner[1:]
-            if not self.cts[ctid]["running"]:
-                return 255, f"CT {ctid} not running"
+            if not ct["running"]:
+                return 255, f"container '{ctid}' not running!"
             if inner == ["systemctl", "is-system-running"]:
                 return 0, "running\n"
             if inner[:2] == ["mv", "-f"]:
@@ -128,17 +177,32 @@ class FakePve:
             return 0, ""
         raise AssertionError(f"FakePve does not know {argv}")
 
+    def _clone(self, src_id, new, opts):
+        """pve-container API2/LXC.pm clone_vm: the rules at :2050-:2135."""
+        src = self.cts[src_id]
+        template = src["opts"].get("template") == "1"
+        full = opts.get("full", "0" if template else "1") == "1"
+        if "storage" in opts and not full:
+            return 255, "parameter 'storage' not allowed for linked clones"
+        if opts.get("snapname") and opts["snapname"] not in src["snaps"]:
+            return 255, f"snapshot '{opts['snapname']}' does not exist"
+        if full and src["running"] and not opts.get("snapname"):
+            return 255, "Full clone of a running container is only possible from a snapshot"
+        if self.clone_fails:
+            return 255, "clone failed: rsync error: some files could not be transferred (code 23)"
+        new_opts = {k: v for k, v in src["opts"].items() if k != "template"}
+        net = parse_pve_options(new_opts.get("net0", ""))
+        if net:
+            net["hwaddr"] = "BC:24:11:AA:BB:CC"
+            new_opts["net0"] = format_pve_options(net)
+        new_opts["hostname"] = opts.get("hostname", new_opts.get("hostname"))
+        new_opts["rootfs"] = f"{opts.get('storage', 'local')}:vm-{new}-disk-0,size=64G"
+        self.cts[new] = {"opts": new_opts, "lxc": list(src["lxc"]), "running": False, "pending": {}, "snaps": []}
+        return 0, ""
+
 
 def _opts(args: list[str]) -> dict[str, str]:
-    out, i = {}, 0
-    while i < len(args):
-        key = args[i][2:]
-        if key == "full":
-            out[key] = "1"
-            i += 1
-        else:
-            out[key], i = args[i + 1], i + 2
-    return out
+    return pve_schema.parse_cli("set", ["100", *args])[1]
 
 
 class Recorder(Backend):
@@ -165,7 +229,7 @@ class Recorder(Backend):
         """The calls that change something on the Proxmox host or in a container."""
         keep = []
         for a in self.calls:
-            if a[0] == "pct" and a[1] in ("clone", "create", "set", "resize", "start", "stop", "push"):
+            if a[0] == "pct" and a[1] in ("clone", "create", "set", "resize", "start", "stop", "reboot", "push"):
                 keep.append(a)
             elif a[:2] == ["/bin/sh", "-c"] and a[4].startswith("/etc/pve/"):
                 keep.append(["write", a[4]])
@@ -335,15 +399,24 @@ def test_pct_put_removes_the_temp_file_when_push_fails():
 
 
 # ------------------------------------------------------------------------- a whole converge, recorded
-def _pve_with_901():
-    return FakePve({"901": {"opts": {"hostname": "Template-GPU", "cores": "4", "memory": "8192", "swap": "512",
-                                     "unprivileged": "1", "features": "nesting=1",
-                                     "net0": "name=eth0,bridge=vmbr0,firewall=1,hwaddr=52:54:00:67:89:B1,"
-                                             "ip=10.0.0.201/24,gw=10.0.0.1,type=veth",
-                                     "rootfs": "quickOS-lxc-disks:vm-901-disk-0,size=64G"},
-                            "lxc": [("lxc.cgroup2.devices.allow", "c 195:* rwm"),
-                                    ("lxc.mount.entry", "/dev/nvidia0 dev/nvidia0 none bind,optional,create=file")],
-                            "running": True}})
+def _pve_with_901(*, running=False, template=False, snaps=(), gpu_as_dev=False):
+    """CT 901 as an operator's Proxmox host has it: stopped by default (a running ordinary 901 can
+    only be cloned from a snapshot), or a template, with NVIDIA passthrough as raw lxc lines or
+    as devN entries."""
+    opts = {"hostname": "Template-GPU", "cores": "4", "memory": "8192", "swap": "512",
+            "unprivileged": "1", "features": "nesting=1",
+            "net0": "name=eth0,bridge=vmbr0,firewall=1,hwaddr=52:54:00:67:89:B1,ip=10.0.0.201/24,gw=10.0.0.1,type=veth",
+            "rootfs": "quickOS-lxc-disks:vm-901-disk-0,size=64G"}
+    lxc = [("lxc.cgroup2.devices.allow", "c 195:* rwm"),
+           ("lxc.mount.entry", "/dev/nvidia0 dev/nvidia0 none bind,optional,create=file")]
+    if template:
+        opts["template"] = "1"
+        opts["rootfs"] = "quickOS-lxc-disks:base-901-disk-0,size=64G"
+    if gpu_as_dev:
+        lxc = []
+        for i, node in enumerate(["nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset"]):
+            opts[f"dev{i}"] = f"/dev/{node},gid=44"
+    return FakePve({"901": {"opts": opts, "lxc": lxc, "running": running and not template, "snaps": list(snaps)}})
 
 
 def test_converge_921_from_nothing_runs_exactly_these_commands(cfg, ct):

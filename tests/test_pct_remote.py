@@ -95,3 +95,10 @@ def test_driver_observes_remote_standin_config(standin_remote, monkeypatch):
     cfg = host.config("921")
     assert cfg.get("cores") == "12" and cfg.sub("net0")["hwaddr"] == "52:54:00:67:89:21"
 
+
+
+def test_remote_standin_refuses_a_bad_mac_over_ssh(standin_remote, monkeypatch):
+    monkeypatch.setenv("PHOENIX_SSH_OPTIONS", shlex.join(standin_remote["sshd"].options))
+    host = PctDriver(via_ssh="pve-standin").host
+    r = host.run(["pct", "set", "921", "--net0", "name=eth0,bridge=vmbr0,hwaddr=53:54:00:67:89:21"])
+    assert r.rc == 255 and "hwaddr" in r.stderr and "unicast MAC" in r.stderr

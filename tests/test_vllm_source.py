@@ -137,3 +137,132 @@ def test_a_working_use_existing_torch_lets_the_build_go_on(tmp_path):
     r = _run_script(repo, sys.executable)
     assert "pip install -r requirements/build.txt" in r.stdout, r.stdout + r.stderr
     assert "torch" not in (repo / "requirements" / "build.txt").read_text()
+
+
+# ------------------------------------------------------------------ release sdist, mirrors, the wheel cache
+def test_source_id_is_the_commit_else_the_release_and_main_is_never_cached():
+    assert SourcePlan(python="/p", commit="c0ffee", sdist="vllm==0.11.0").source_id == "c0ffee"
+    assert SourcePlan(python="/p", sdist="vllm==0.11.0").source_id == "vllm==0.11.0"
+    assert SourcePlan(python="/p", sdist_file="/w/vllm-0.11.0.tar.gz").source_id == "vllm-0.11.0.tar.gz"
+    main = SourceBuild(SourcePlan(python="/p"))
+    assert main.plan.source_id is None and main.key_dir("2.13.0+cpu") is None
+    pinned = SourceBuild(SourcePlan(python="/p", sdist="vllm==0.11.0", device="cpu", cache_root="/c"))
+    assert pinned.key_dir("2.13.0+cpu") == "/c/" + cache_key("vllm==0.11.0", "2.13.0+cpu", None, "cpu")
+
+
+def test_mirrors_become_git_config_variables_not_a_file():
+    plan = SourcePlan(python="/p", mirrors={"https://github.com/oneapi-src/oneDNN.git": "file:///m/oneDNN.git"})
+    env = plan.env(max_jobs=1, cache_dir=None)
+    assert env["GIT_CONFIG_COUNT"] == "1"
+    assert env["GIT_CONFIG_KEY_0"] == "url.file:///m/oneDNN.git.insteadOf"
+    assert env["GIT_CONFIG_VALUE_0"] == "https://github.com/oneapi-src/oneDNN.git"
+    assert "GIT_CONFIG_COUNT" not in SourcePlan(python="/p").env(max_jobs=1, cache_dir=None)
+
+
+def test_the_cpu_source_profile_builds_a_pinned_release_for_cpu():
+    prof = load_profile("cpu-source")
+    plan = plan_from_profile(prof, "/opt/vllm/bin/python")
+    assert prof.vllm.strategy == "source" and plan.device == "cpu" and plan.arch_list is None
+    assert plan.sdist == f"vllm=={prof.vllm.version}" and plan.source_id == plan.sdist
+    assert any("oneDNN" in url for url in plan.mirrors) and plan.cache_root
+
+
+def test_the_blackwell_fallback_is_pinned_to_a_commit_with_a_reason():
+    src = load_profile("gpu-blackwell").vllm.source
+    assert re.fullmatch(r"[0-9a-f]{40}", src.commit or ""), src.commit
+    assert src.reason and "sm_120" in src.reason
+
+
+def test_a_missing_file_mirror_stops_the_build_before_anything_runs(tmp_path):
+    import sys
+    strip = "pass\n"
+    repo = _fake_tree(tmp_path, strip, "wheel\n")
+    plan = SourcePlan(python=sys.executable, mirrors={"https://github.com/x/y.git": f"file://{tmp_path}/none.git"})
+    r = _run_script(repo, sys.executable, **plan.git_env())
+    assert r.returncode == 9, r.stdout + r.stderr
+    assert f"git mirror file://{tmp_path}/none.git is missing" in r.stdout
+    assert "pip install -r" not in r.stdout
+
+
+def test_the_sdist_comes_from_the_wheelhouse_by_requirement(tmp_path):
+    import subprocess
+    import sys
+    import tarfile
+
+    from provisioners.steps.vllm_source import _FETCH_SDIST
+    src = tmp_path / "vllm-0.11.0"
+    src.mkdir()
+    (src / "setup.py").write_text("")
+    house = tmp_path / "house"
+    house.mkdir()
+    with tarfile.open(house / "vllm-0.11.0.tar.gz", "w:gz") as t:
+        t.add(src, arcname="vllm-0.11.0")
+    env = {"PHX_SDIST_REQ": "vllm==0.11.0", "PHX_WHEELHOUSE": str(house), "PHX_SDIST_DIR": str(tmp_path / "d"),
+           "PHX_INDEX_URL": "http://127.0.0.1:9/simple"}
+    r = subprocess.run([sys.executable, "-c", _FETCH_SDIST], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == str(house / "vllm-0.11.0.tar.gz"), r.stderr
+    env["PHX_SDIST_REQ"] = "vllm==0.12.0"     # offline: not in the wheelhouse is an error, never the index
+    r = subprocess.run([sys.executable, "-c", _FETCH_SDIST], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "is not in the wheelhouse" in r.stderr
+
+
+class _CacheTarget:
+    """Records commands; answers the facts/torch/host/ls probes like a host whose cache holds the key's wheel."""
+
+    def __init__(self, wheel: str | None):
+        self.wheel, self.scripts = wheel, []
+
+    def run(self, argv, **kw):
+        from provisioners.backends.base import CommandResult
+        out = ""
+        if "import torch" in " ".join(argv):
+            out = "2.13.0+cpu\n"
+        elif argv[:2] == ["/bin/sh", "-c"] and "nproc" in argv[2]:
+            out = "2\n24000000\n"
+        elif argv[:2] == ["/bin/sh", "-c"] and "vllm-*.whl" in argv[2]:
+            out = (self.wheel or "") + "\n"
+        elif argv[:2] == ["/bin/bash", "-c"]:
+            self.scripts.append(argv[3])
+            out = "[phoenix-source] cache_install_seconds=12\n"
+        return CommandResult(argv=list(argv), rc=0, stdout=out, stderr="", duration=0.0)
+
+
+def test_a_cached_wheel_of_the_key_is_installed_instead_of_building():
+    plan = SourcePlan(python="/opt/vllm/bin/python", sdist="vllm==0.11.0", device="cpu", cache_root="/c")
+    step = SourceBuild(plan)
+    key = step.key_dir("2.13.0+cpu")
+    t = _CacheTarget(f"{key}/vllm-0.11.0+cpu-cp311-cp311-linux_x86_64.whl")
+    from provisioners.core.step import Observed
+    step.apply(t, Observed(False, {}, "absent"))
+    assert t.scripts == ["phoenix-vllm-cache"] and step.cache_hit.startswith(key)
+    assert step.cache_install_seconds == 12 and step.build_seconds is None
+    s = step.summary()
+    assert s["cache_dir"] == key and s["source"] == "vllm==0.11.0" and s["torch"] == "2.13.0+cpu"
+
+
+def test_check_accepts_the_cached_wheel_only_under_this_builds_key():
+    plan = SourcePlan(python="/p", sdist="vllm==0.11.0", device="cpu", cache_root="/c")
+    key = SourceBuild(plan).key_dir("2.13.0+cpu")
+    facts = ('{"repo": false, "head": null, "editable_location": null, "version": "0.11.0+cpu", "extensions": [], '
+             f'"wheel_url": "file://{key}/vllm-0.11.0+cpu.whl", "installed_extensions": ["_C.abi3.so"]}}')
+
+    class T(_CacheTarget):
+        def run(self, argv, **kw):
+            from provisioners.backends.base import CommandResult
+            if "import torch" in " ".join(argv):
+                return CommandResult(argv=list(argv), rc=0, stdout="2.13.0+cpu\n", stderr="", duration=0.0)
+            return CommandResult(argv=list(argv), rc=0, stdout=facts, stderr="", duration=0.0)
+
+    assert SourceBuild(plan).check(T(None)).satisfied
+    other = SourcePlan(python="/p", sdist="vllm==0.12.0", device="cpu", cache_root="/c")
+    assert "whose key is not this build's" in SourceBuild(other).check(T(None)).reason
+
+
+def test_parse_a_cache_install_log():
+    from provisioners.steps.vllm_source import parse_source_log
+    text = ("$ env PHX_PY=/p /bin/bash -c '\nset -eu\n' phoenix-vllm-source\n[phoenix-source] build_seconds=4000\n# exit 0\n"
+            "$ env PHX_PY=/p /bin/bash -c '\nset -eu\n' phoenix-vllm-cache\n"
+            "[phoenix-source] cache_install_seconds=9\n# exit 0\n")
+    log = parse_source_log(text)
+    assert log["from_cache"] and log["cache_install_seconds"] == 9 and log["exit"] == 0 and "build_seconds" not in log
+    assert not parse_source_log(text.split("$ env PHX_PY=/p /bin/bash -c '\nset -eu\n' phoenix-vllm-cache")[0])["from_cache"]

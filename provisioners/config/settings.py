@@ -15,7 +15,41 @@ from provisioners.core.secrets import register_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROFILE_NAMES = ("gpu-blackwell", "gpu-hopper", "cpu")
+# profiles a spec run may name besides those (no docker release of their own): cpu-source builds vLLM from source
+RUN_ONLY_PROFILES = ("cpu-source",)
 DEFAULT_CONFIG = "config/phoenix_lxc_configs.json"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What kind of target a run drives, decided once from the target URL's scheme; fixtures ask it
+    instead of comparing scheme strings."""
+
+    scheme: str
+
+    @property
+    def container(self) -> bool:
+        """A container the run manages (classic LXC or Proxmox pct): the container layer runs."""
+        return self.scheme in ("pct", "lxc")
+
+    @property
+    def docker(self) -> bool:
+        """Seed 004's Docker deployment: the stack comes from the compose release, not the layers."""
+        return self.scheme == "docker"
+
+    @property
+    def host(self) -> bool:
+        """A host install (this machine, or one reached over ssh)."""
+        return self.scheme in ("local", "ssh")
+
+    @property
+    def local(self) -> bool:
+        """This machine itself: local paths are the target's paths."""
+        return self.scheme == "local"
+
+    @property
+    def pct(self) -> bool:
+        return self.scheme == "pct"
 
 
 @dataclass(frozen=True)
@@ -34,6 +68,10 @@ class Settings:
     @property
     def target_scheme(self) -> str:
         return parse_target(self.target_url)[0]
+
+    @property
+    def variant(self) -> Variant:
+        return Variant(self.target_scheme)
 
     @property
     def log_dir(self) -> Path:
@@ -82,8 +120,8 @@ def build_settings(*, ctid: str | None, target: str | None, config: str | None, 
     if not config_path.exists():
         raise ConfigError(f"--config {config_path}: file not found")
     if profile:
-        if profile not in PROFILE_NAMES:
-            raise ConfigError(f"--profile {profile!r}: choose one of {', '.join(PROFILE_NAMES)}")
+        if profile not in PROFILE_NAMES + RUN_ONLY_PROFILES:
+            raise ConfigError(f"--profile {profile!r}: choose one of {', '.join(PROFILE_NAMES + RUN_ONLY_PROFILES)}")
         prof, reason = profile, "--profile"
     else:
         prof, reason = detect_profile()

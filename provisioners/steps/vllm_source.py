@@ -11,9 +11,15 @@ context"), in this order:
 3. `python use_existing_torch.py` in the checkout (repo root, or tools/ in newer trees);
 4. `pip install -r requirements/build.txt` (or requirements/build/<device>.txt in newer trees);
 5. `pip install --no-build-isolation -e .`;
-6. the built wheel is cached under a key of (commit, torch version, arch list, device), so the
-   next container installs it instead of compiling (DESIGN: "Performance that matters").
+6. the built wheel is cached under a key of (commit or release, torch version, arch list, device), so
+   the next target installs it instead of compiling (DESIGN: "Performance that matters"): apply()
+   installs a cached wheel of the same key when one exists (CACHE_SCRIPT) and builds nothing.
    ccache is used when present, which makes the wheel pass after the editable build cheap.
+
+A release sdist (`vllm.source.sdist: vllm==0.11.0`) comes from the wheelhouse, else from the package
+index (sha256 checked), into a cache folder. `vllm.source.mirrors` points the git URLs that vLLM's CMake
+clones at build time (oneDNN for CPU; CUTLASS, vllm-flash-attn for CUDA) at local mirrors through git's
+url.insteadOf, passed as GIT_CONFIG_* variables (no file written, nothing global changed).
 
 MAX_JOBS is capped by memory (about 4 GB per compile job, seed 001 TR3). There is no
 pynvml/nvidia-ml-py "harmonisation" (seed 000 step 5) and build artifacts stay (seed 001 4.3).
@@ -48,9 +54,11 @@ if [ -d "$REPO/.git" ]; then
   if [ -n "$PHX_COMMIT" ]; then git -C "$REPO" fetch --quiet origin "$PHX_COMMIT" || true; fi
 elif [ -f "$REPO/setup.py" ]; then
   say "reusing the unpacked source $REPO"
-elif [ -n "$PHX_SDIST_FILE" ]; then
-  say "unpacking the release sdist $PHX_SDIST_FILE into $REPO"
-  mkdir -p "$REPO" && tar -xzf "$PHX_SDIST_FILE" -C "$REPO" --strip-components=1
+elif [ -n "$PHX_SDIST_FILE" ] || [ -n "$PHX_SDIST_REQ" ]; then
+  SDIST="$PHX_SDIST_FILE"
+  if [ -z "$SDIST" ]; then SDIST=$("$PY" -c "$PHX_FETCH_SDIST"); fi
+  say "unpacking the release sdist $SDIST into $REPO"
+  mkdir -p "$REPO" && tar -xzf "$SDIST" -C "$REPO" --strip-components=1
 else
   say "git clone $PHX_REPO_URL $REPO"
   git clone "$PHX_REPO_URL" "$REPO"
@@ -60,15 +68,27 @@ if [ -d .git ]; then
   if [ -n "$PHX_COMMIT" ]; then git checkout --quiet "$PHX_COMMIT"; else git checkout --quiet main; fi
   say "HEAD $(git rev-parse HEAD)"
 fi
+# what CMake clones at build time comes from local mirrors when the profile names them (no GitHub here)
+i=0
+while [ "$i" -lt "${GIT_CONFIG_COUNT:-0}" ]; do
+  eval "K=\$GIT_CONFIG_KEY_$i; V=\$GIT_CONFIG_VALUE_$i"
+  M=${K#url.}; M=${M%.insteadOf}
+  say "git mirror: $V -> $M"
+  case "$M" in file://*) if [ ! -d "${M#file://}" ]; then say "git mirror $M is missing on this host"; exit 9; fi;; esac
+  i=$((i + 1))
+done
 # 2. build-time environment (seed 000 step 3.3; seed 002 G3: at build time, not only at run time)
 export TORCH_CUDA_ARCH_LIST="$PHX_ARCH_LIST"
 export VLLM_FLASH_ATTN_VERSION="$PHX_FA_VERSION"
 export MAX_JOBS="$PHX_MAX_JOBS"
 export CMAKE_BUILD_PARALLEL_LEVEL="$PHX_MAX_JOBS"
 export VLLM_TARGET_DEVICE="$PHX_DEVICE"
-# the editable build compiles in a fresh temporary dir: let ccache match objects across dirs, so the wheel
-# pass below (and a re-run) can hit (seen here: 0 hits without this; with it: not measured yet)
-export CCACHE_BASEDIR=/ CCACHE_NOHASHDIR=1
+# the editable build compiles in a fresh temporary dir, the wheel pass below in another one: ccache hashes the
+# compiler's working dir into debug builds unless told not to (0 hits seen here without NOHASHDIR). The sources,
+# the venv and .deps have the same absolute paths in both passes, so no CCACHE_BASEDIR: a base dir rewrites
+# them relative to the (different) working dirs and the passes miss again.
+export CCACHE_NOHASHDIR=1
+unset CCACHE_BASEDIR
 say "TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST VLLM_FLASH_ATTN_VERSION=$VLLM_FLASH_ATTN_VERSION MAX_JOBS=$MAX_JOBS CMAKE_BUILD_PARALLEL_LEVEL=$CMAKE_BUILD_PARALLEL_LEVEL VLLM_TARGET_DEVICE=$VLLM_TARGET_DEVICE"
 # 3. use_existing_torch.py (root in older trees, tools/ in newer ones)
 if [ -f use_existing_torch.py ]; then UET=use_existing_torch.py; else UET=tools/use_existing_torch.py; fi
@@ -95,21 +115,68 @@ T0=$(date +%s)
 say "pip install --no-build-isolation -e . (started $(date -u +%FT%TZ))"
 "$PY" -m pip install --progress-bar off --no-build-isolation $PHX_PIP_OPTS $PHX_EDITABLE_OPTS -v -e .
 say "build_seconds=$(( $(date +%s) - T0 ))"
-# 6. cache the built wheel under its key
+if command -v ccache >/dev/null; then say "ccache after the editable build: $(ccache -s | tr -s ' \n' ' ')"; fi
+# 6. cache the built wheel under its key (written to a temporary name first: a half-written wheel is no cache)
 if [ -n "$PHX_CACHE_DIR" ]; then
-  mkdir -p "$PHX_CACHE_DIR"
+  mkdir -p "$PHX_CACHE_DIR.partial"
   T1=$(date +%s)
-  "$PY" -m pip wheel --progress-bar off --no-build-isolation --no-deps $PHX_PIP_OPTS -w "$PHX_CACHE_DIR" .
+  "$PY" -m pip wheel --progress-bar off --no-build-isolation --no-deps $PHX_PIP_OPTS -w "$PHX_CACHE_DIR.partial" .
+  printf '%s\n' "$PHX_CACHE_META" > "$PHX_CACHE_DIR.partial/key.json"
+  mkdir -p "$PHX_CACHE_DIR" && mv "$PHX_CACHE_DIR.partial/key.json" "$PHX_CACHE_DIR/"
+  mv "$PHX_CACHE_DIR.partial"/vllm-*.whl "$PHX_CACHE_DIR/" && rmdir "$PHX_CACHE_DIR.partial"
   say "wheel_seconds=$(( $(date +%s) - T1 ))"
+  if command -v ccache >/dev/null; then say "ccache after the wheel pass: $(ccache -s | tr -s ' \n' ' ')"; fi
   ls -l "$PHX_CACHE_DIR"
 fi
+"""
+
+# A target whose key is in the cache installs the wheel instead of compiling (seconds, not an hour).
+CACHE_SCRIPT = r"""
+set -eu
+say() { printf '[phoenix-source] %s\n' "$*"; }
+T0=$(date +%s)
+say "installing the cached wheel $PHX_WHEEL (key $(basename "$(dirname "$PHX_WHEEL")"))"
+"$PHX_PY" -m pip install --progress-bar off $PHX_PIP_OPTS $PHX_EDITABLE_OPTS --force-reinstall --no-deps "$PHX_WHEEL"
+if [ -z "$PHX_EDITABLE_OPTS" ]; then "$PHX_PY" -m pip install --progress-bar off $PHX_PIP_OPTS "$PHX_WHEEL"; fi
+say "cache_install_seconds=$(( $(date +%s) - T0 ))"
+"""
+
+# The release sdist by requirement (name==version): the wheelhouse's copy, else the one kept from before, else
+# the package index's, checked against the index's sha256. Prints the file's path.
+_FETCH_SDIST = r"""
+import hashlib, json, os, sys, urllib.request
+name, _, version = os.environ["PHX_SDIST_REQ"].partition("==")
+if not version:
+    sys.exit(f"vllm.source.sdist {os.environ['PHX_SDIST_REQ']!r}: want name==version")
+fname = f"{name.replace('-', '_')}-{version}.tar.gz"
+for d in filter(None, [os.environ.get("PHX_WHEELHOUSE"), os.environ["PHX_SDIST_DIR"]]):
+    for cand in (fname, f"{name}-{version}.tar.gz"):
+        if os.path.isfile(os.path.join(d, cand)):
+            print(os.path.join(d, cand)); sys.exit(0)
+if os.environ.get("PHX_WHEELHOUSE"):
+    sys.exit(f"{fname} is not in the wheelhouse {os.environ['PHX_WHEELHOUSE']} (offline: no index)")
+url = os.environ["PHX_INDEX_URL"].rstrip("/") + f"/{name}/"
+req = urllib.request.Request(url, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+files = json.load(urllib.request.urlopen(req, timeout=60))["files"]
+hit = next((f for f in files if f["filename"] in (fname, f"{name}-{version}.tar.gz")), None)
+if hit is None:
+    sys.exit(f"no sdist {fname} at {url}")
+os.makedirs(os.environ["PHX_SDIST_DIR"], exist_ok=True)
+dest = os.path.join(os.environ["PHX_SDIST_DIR"], hit["filename"])
+data = urllib.request.urlopen(hit["url"], timeout=600).read()
+want = hit.get("hashes", {}).get("sha256")
+if want and hashlib.sha256(data).hexdigest() != want:
+    sys.exit(f"{hit['url']}: sha256 {hashlib.sha256(data).hexdigest()} is not the index's {want}")
+open(dest + ".part", "wb").write(data); os.replace(dest + ".part", dest)
+print(dest)
 """
 
 # check(): what is installed, from where, and whether the compiled extension exists.
 _FACTS = r"""
 import glob, json, os, subprocess, sys
 repo, commit = sys.argv[1], sys.argv[2]
-out = {"repo": os.path.isdir(repo), "head": None, "editable_location": None, "version": None, "extensions": []}
+out = {"repo": os.path.isdir(repo), "head": None, "editable_location": None, "version": None, "extensions": [],
+       "wheel_url": None, "installed_extensions": []}
 if os.path.isdir(os.path.join(repo, ".git")):
     r = subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True)
     out["head"] = r.stdout.strip() or None
@@ -123,6 +190,10 @@ try:
         j = json.loads(du)
         if j.get("dir_info", {}).get("editable"):
             out["editable_location"] = j["url"].removeprefix("file://")
+        elif "archive_info" in j:
+            out["wheel_url"] = j["url"]
+    out["installed_extensions"] = sorted(f.name for f in (d.files or [])
+                                         if f.name.startswith("_C") and f.name.endswith(".so"))
 except Exception:
     pass
 print(json.dumps(out))
@@ -141,10 +212,17 @@ def max_jobs_for(mem_gb: float, cores: int, *, gb_per_job: float = 4.0, configur
     return max(1, min(configured or cores, by_memory, cores if configured is None else configured))
 
 
-def cache_key(commit: str | None, torch_version: str, arch_list: str | None, device: str) -> str:
-    """The built wheel's cache key: same commit, same torch, same arch list, same device -> reuse."""
-    raw = json.dumps({"commit": commit or "main", "torch": torch_version, "archs": arch_list or "", "device": device},
-                     sort_keys=True)
+def cache_fields(source: str | None, torch_version: str, arch_list: str | None, device: str) -> dict[str, str]:
+    return {"commit": source or "main", "torch": torch_version, "archs": arch_list or "", "device": device}
+
+
+def cache_key(source: str | None, torch_version: str, arch_list: str | None, device: str) -> str:
+    """The built wheel's cache key: same commit (or release sdist), same torch, same arch list, same device -> reuse.
+
+    >>> cache_key("vllm==0.11.0", "2.13.0+cpu", None, "cpu") == cache_key("vllm==0.11.0", "2.13.0+cpu", "", "cpu")
+    True
+    """
+    raw = json.dumps(cache_fields(source, torch_version, arch_list, device), sort_keys=True)
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
@@ -164,6 +242,10 @@ class SourcePlan:
     repo_url: str = "https://github.com/vllm-project/vllm.git"
     commit: str | None = None         # VLLM_COMMIT_HASH; None = main (phase 1)
     sdist_file: str | None = None     # a local vllm-X.tar.gz (air-gapped hosts); None = git
+    sdist: str | None = None          # a release sdist by requirement (vllm==0.11.0): wheelhouse, else the index
+    sdist_dir: str = "/var/cache/phoenix/vllm-sdist"
+    index_url: str = "https://pypi.org/simple"
+    mirrors: dict[str, str] = field(default_factory=dict)   # git URL -> local mirror URL (url.insteadOf)
     device: str = "cuda"              # VLLM_TARGET_DEVICE
     arch_list: str | None = None      # TORCH_CUDA_ARCH_LIST
     flash_attn_version: str = "2"
@@ -174,14 +256,34 @@ class SourcePlan:
     install_deps: bool = True         # False: `-e .` with --no-deps (runtime deps come from elsewhere)
     extra_env: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def source_id(self) -> str | None:
+        """What is built, pinned: the commit, else the release sdist; None = main (moves: never cached)."""
+        if self.commit:
+            return self.commit
+        if self.sdist_file:
+            return posixpath.basename(self.sdist_file)
+        return self.sdist
+
+    def git_env(self) -> dict[str, str]:
+        """url.<mirror>.insteadOf=<url> for each mirror, as GIT_CONFIG_* variables (git >= 2.31)."""
+        env = {"GIT_CONFIG_COUNT": str(len(self.mirrors))}
+        for i, (url, mirror) in enumerate(sorted(self.mirrors.items())):
+            env[f"GIT_CONFIG_KEY_{i}"] = f"url.{mirror}.insteadOf"
+            env[f"GIT_CONFIG_VALUE_{i}"] = url
+        return env if self.mirrors else {}
+
     def pip_opts(self) -> str:
         return f"--no-index --find-links {self.wheelhouse}" if self.wheelhouse else ""
 
     def env(self, *, max_jobs: int, cache_dir: str | None) -> dict[str, str]:
         return {
             **self.extra_env,
+            **self.git_env(),
             "PHX_PY": self.python, "PHX_REPO": self.repo_dir, "PHX_REPO_URL": self.repo_url,
             "PHX_COMMIT": self.commit or "", "PHX_SDIST_FILE": self.sdist_file or "",
+            "PHX_SDIST_REQ": self.sdist or "", "PHX_SDIST_DIR": self.sdist_dir, "PHX_INDEX_URL": self.index_url,
+            "PHX_WHEELHOUSE": self.wheelhouse or "", "PHX_FETCH_SDIST": _FETCH_SDIST,
             "PHX_DEVICE": self.device, "PHX_ARCH_LIST": self.arch_list or "",
             "PHX_FA_VERSION": self.flash_attn_version, "PHX_MAX_JOBS": str(max_jobs),
             "PHX_CACHE_DIR": cache_dir or "", "PHX_PIP_OPTS": self.pip_opts(),
@@ -190,8 +292,9 @@ class SourcePlan:
 
 
 def parse_build_log(text: str) -> dict[str, float]:
-    """The numbers the build script prints: build_seconds, wheel_seconds."""
-    return {k: float(v) for k, v in re.findall(r"\[phoenix-source\] (build_seconds|wheel_seconds)=(\d+)", text)}
+    """The numbers the build and cache scripts print: build_seconds, wheel_seconds, cache_install_seconds."""
+    return {k: float(v) for k, v in
+            re.findall(r"\[phoenix-source\] (build_seconds|wheel_seconds|cache_install_seconds)=(\d+)", text)}
 
 
 class SourceBuild(Step):
@@ -203,8 +306,11 @@ class SourceBuild(Step):
         self.plan, self.log_path, self.timeout = plan, log_path, timeout
         self.build_seconds: float | None = None
         self.wheel_seconds: float | None = None
+        self.cache_install_seconds: float | None = None
         self.max_jobs: int | None = None
         self.cache_dir: str | None = None
+        self.cache_hit: str | None = None   # the cached wheel installed instead of a build
+        self.torch_version: str | None = None
         self.notes: list[str] = []     # why the build was or was not needed, cache hits
 
     # -- facts ------------------------------------------------------------------------------
@@ -226,11 +332,35 @@ class SourceBuild(Step):
         mem_gb = int(lines[1]) / 1024 / 1024 if len(lines) > 1 else 0.0
         return mem_gb, cores
 
+    def key_dir(self, torch_version: str) -> str | None:
+        """The cache folder of this build's key; None when there is no cache or the source is unpinned main."""
+        if not self.plan.cache_root or not self.plan.source_id:
+            return None
+        key = cache_key(self.plan.source_id, torch_version, self.plan.arch_list, self.plan.device)
+        return posixpath.join(self.plan.cache_root, key)
+
+    def cached_wheel(self, target, key_dir: str | None) -> str | None:
+        if not key_dir:
+            return None
+        r = target.run(["/bin/sh", "-c", 'ls "$1"/vllm-*.whl 2>/dev/null | head -1', "sh", key_dir])
+        return r.stdout.strip() or None if r.succeeded else None
+
     def check(self, target) -> Observed:
         f = self._facts(target)
         state = {"repo_dir": self.plan.repo_dir, "head": f.get("head"), "version": f.get("version"),
                  "editable_location": f.get("editable_location"), "extensions": f.get("extensions", []),
                  "arch_list": self.plan.arch_list, "device": self.plan.device}
+        wheel_url = f.get("wheel_url") or ""
+        if wheel_url and self.plan.cache_root and wheel_url.startswith(f"file://{self.plan.cache_root.rstrip('/')}/"):
+            # installed from the wheel cache: right only if the wheel's key is this build's key today
+            want = self.key_dir(self._torch_version(target))
+            state.update(wheel=wheel_url, installed_extensions=f.get("installed_extensions", []))
+            if want is None or posixpath.dirname(wheel_url.removeprefix("file://")) != want:
+                return Observed(False, state, f"vllm came from the cached wheel {wheel_url}, whose key is not "
+                                              f"this build's ({want})")
+            if not f.get("installed_extensions"):
+                return Observed(False, state, f"the cached wheel {wheel_url} installed no compiled extension")
+            return Observed(True, state, f"vllm {f.get('version')} from the cached wheel {wheel_url}")
         if f.get("editable_location") != self.plan.repo_dir:
             return Observed(False, state, f"vllm is not an editable install from {self.plan.repo_dir} "
                                           f"(installed: {f.get('version') or 'none'})")
@@ -245,17 +375,24 @@ class SourceBuild(Step):
     def apply(self, target, observed: Observed) -> None:
         mem_gb, cores = self._host(target)
         self.max_jobs = max_jobs_for(mem_gb, cores, gb_per_job=self.plan.gb_per_job, configured=self.plan.max_jobs)
+        self.torch_version = torch_version = self._torch_version(target)
+        self.cache_dir = self.key_dir(torch_version)
+        fields = cache_fields(self.plan.source_id, torch_version, self.plan.arch_list, self.plan.device)
+        if self.cache_dir:
+            self.notes.append(f"wheel cache {self.cache_dir} (source {fields['commit']}, torch {torch_version}, "
+                              f"archs {fields['archs'] or '-'}, {self.plan.device})")
+        elif self.plan.cache_root:
+            self.notes.append("no wheel cache: the source is unpinned main, which moves")
+        wheel = self.cached_wheel(target, self.cache_dir)
+        if wheel:
+            self._install_cached(target, wheel)
+            return
         self.notes.append(f"MAX_JOBS={self.max_jobs} (cores {cores}, memory {mem_gb:.1f} GB, "
                           f"{self.plan.gb_per_job:g} GB per job)")
-        torch_version = self._torch_version(target)
-        if self.plan.cache_root:
-            key = cache_key(self.plan.commit, torch_version, self.plan.arch_list, self.plan.device)
-            self.cache_dir = posixpath.join(self.plan.cache_root, key)
-            self.notes.append(f"wheel cache {self.cache_dir} (commit {self.plan.commit or 'main'}, torch "
-                              f"{torch_version}, archs {self.plan.arch_list or '-'}, {self.plan.device})")
+        env = self.plan.env(max_jobs=self.max_jobs, cache_dir=self.cache_dir)
+        env["PHX_CACHE_META"] = json.dumps({**fields, "key": posixpath.basename(self.cache_dir or "")})
         start = time.monotonic()
-        r = target.run(["/bin/bash", "-c", BUILD_SCRIPT, "phoenix-vllm-source"],
-                       env=self.plan.env(max_jobs=self.max_jobs, cache_dir=self.cache_dir),
+        r = target.run(["/bin/bash", "-c", BUILD_SCRIPT, "phoenix-vllm-source"], env=env,
                        log_path=self.log_path, progress=f"{self.name}: build", timeout=self.timeout)
         elapsed = time.monotonic() - start
         nums = parse_build_log(r.stdout)
@@ -269,11 +406,26 @@ class SourceBuild(Step):
             raise ProvisionError(f"vLLM source build timed out after {self.timeout:.0f}s", step=self.name,
                                  log_path=self.log_path)
 
+    def _install_cached(self, target, wheel: str) -> None:
+        env = {"PHX_PY": self.plan.python, "PHX_WHEEL": wheel, "PHX_PIP_OPTS": self.plan.pip_opts(),
+               "PHX_EDITABLE_OPTS": "" if self.plan.install_deps else "--no-deps"}
+        start = time.monotonic()
+        r = target.run(["/bin/bash", "-c", CACHE_SCRIPT, "phoenix-vllm-cache"], env=env, log_path=self.log_path,
+                       progress=f"{self.name}: cached wheel", timeout=3600)
+        self.cache_install_seconds = parse_build_log(r.stdout).get("cache_install_seconds", time.monotonic() - start)
+        self.cache_hit = wheel
+        self.notes.append(f"installed the cached wheel {wheel} in {self.cache_install_seconds:.0f} s: no build")
+        if r.failed or r.timed_out:
+            raise CommandFailed("installing the cached vLLM wheel failed", argv=r.argv[:3], rc=r.rc,
+                                stderr=r.stdout, log_path=self.log_path, step=self.name)
+
     def summary(self) -> dict:
-        """For the report: how long, how many jobs, where the wheel went."""
-        return {"build_seconds": self.build_seconds, "wheel_seconds": self.wheel_seconds, "max_jobs": self.max_jobs,
-                "cache_dir": self.cache_dir, "notes": self.notes,
-                "vs_docs": minutes_vs_docs(self.build_seconds) if self.build_seconds else None}
+        """For the report: how long, how many jobs, where the wheel went (or came from)."""
+        return {"build_seconds": self.build_seconds, "wheel_seconds": self.wheel_seconds,
+                "cache_install_seconds": self.cache_install_seconds, "cache_hit": self.cache_hit,
+                "max_jobs": self.max_jobs, "cache_dir": self.cache_dir, "torch": self.torch_version,
+                "source": self.plan.source_id, "device": self.plan.device, "arch_list": self.plan.arch_list,
+                "notes": self.notes, "vs_docs": minutes_vs_docs(self.build_seconds) if self.build_seconds else None}
 
 
 def plan_from_profile(profile, python: str, *, wheelhouse: str | None = None, sdist_file: str | None = None,
@@ -284,7 +436,8 @@ def plan_from_profile(profile, python: str, *, wheelhouse: str | None = None, sd
     arch = build_env.pop("TORCH_CUDA_ARCH_LIST", None) or profile.torch_cuda_arch_list
     fa = build_env.pop("VLLM_FLASH_ATTN_VERSION", "2")
     return SourcePlan(python=python, repo_dir=s.repo_dir, repo_url=s.repo_url, commit=s.commit,
-                      sdist_file=sdist_file, device=s.target_device,
+                      sdist_file=sdist_file, sdist=s.sdist, mirrors=dict(s.mirrors), cache_root=s.cache_root,
+                      device=s.target_device,
                       arch_list=arch if s.target_device == "cuda" else None, flash_attn_version=fa,
                       max_jobs=s.max_jobs, gb_per_job=s.gb_per_job, wheelhouse=wheelhouse,
                       install_deps=install_deps, extra_env=build_env)
@@ -301,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--python", required=True, help="the venv's python (torch already installed)")
     p.add_argument("--repo-dir", default="/opt/vllm_repo")
     p.add_argument("--sdist", help="a vllm-X.tar.gz to build from (air-gapped); default: git clone")
+    p.add_argument("--sdist-req", help="a release sdist by requirement (vllm==0.11.0): wheelhouse, else the index")
+    p.add_argument("--mirror", action="append", default=[], help="URL=MIRROR: git url.insteadOf for CMake's clones")
     p.add_argument("--commit")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--arch-list")
@@ -311,7 +466,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log", default="reports/out/logs/vllm-source.log")
     p.add_argument("--summary", default="reports/out/vllm-source.json")
     a = p.parse_args(argv)
-    plan = SourcePlan(python=a.python, repo_dir=a.repo_dir, commit=a.commit, sdist_file=a.sdist, device=a.device,
+    plan = SourcePlan(python=a.python, repo_dir=a.repo_dir, commit=a.commit, sdist_file=a.sdist, sdist=a.sdist_req,
+                      mirrors=dict(kv.split("=", 1) for kv in a.mirror), device=a.device,
                       arch_list=a.arch_list, max_jobs=a.max_jobs, cache_root=a.cache_root,
                       install_deps=not a.no_deps, extra_env=dict(kv.split("=", 1) for kv in a.env))
     step = SourceBuild(plan, log_path=a.log)
@@ -359,6 +515,13 @@ def parse_source_log(text: str) -> dict:
     lines = text.splitlines()
     # the backend writes "$ <command>" first; the quoted script ends with "' phoenix-vllm-source"
     starts = [i for i, line in enumerate(lines) if line.rstrip().endswith(" phoenix-vllm-source")]
+    cached = [i for i, line in enumerate(lines) if line.rstrip().endswith(" phoenix-vllm-cache")]
+    if cached and (not starts or cached[-1] > starts[-1]):
+        seg = lines[cached[-1]:]
+        exit_line = next((line for line in seg if line.startswith("# exit ")), None)
+        return {"from_cache": True, "order": [], "env": {}, **parse_build_log("\n".join(seg)),
+                "commands": len(starts), "single_shell": False,
+                "exit": int(exit_line.split()[2]) if exit_line else None}
     segment = lines[starts[-1]:] if starts else lines
     order: list[str] = []
     for line in segment:
@@ -373,7 +536,7 @@ def parse_source_log(text: str) -> dict:
             break
     seg = "\n".join(segment)
     exit_line = next((line for line in segment if line.startswith("# exit ")), None)
-    return {"order": order, "env": env, **parse_build_log(seg), "commands": len(starts),
+    return {"from_cache": False, "order": order, "env": env, **parse_build_log(seg), "commands": len(starts),
             "single_shell": bool(starts) and len(order) == len(_STEP_LINES),
             "exit": int(exit_line.split()[2]) if exit_line else None}
 

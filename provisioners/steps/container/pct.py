@@ -1,19 +1,47 @@
-"""Proxmox VE: CT <ctid> made and kept in shape through `pct` on the hypervisor (see the package docstring)."""
+"""Proxmox VE: CT <ctid> made and kept in shape through `pct` on the hypervisor.
+
+What real pct does, and so what this driver relies on (read from pve-container; docs/PCT.md has
+the table of every command line with its source line):
+
+* Clone source. `pct clone 901 921 --hostname NAME --full --storage POOL`. Proxmox refuses a
+  full clone of a running ordinary container ("Full clone of a running container is only
+  possible from a snapshot"), so: a template (`template: 1`) or a stopped 901 is cloned as is;
+  a running 901 is cloned from the snapshot named in `clone_snapshot` (`--snapname`), else the
+  step stops with one line that says what to do (stop 901, make it a template, or name one of
+  its snapshots). 901 is never stopped, snapshotted or changed: the suite does not own it.
+  `--full` is always passed, also for a template (where a linked clone is the default): the
+  config names the storage pool for 921 and a linked clone can neither take `--storage` nor
+  outlive its template's base volume. A failed clone is cleaned up by Proxmox itself; the
+  driver checks that no CT was left behind and says so if one was.
+* Reads use `pct config CTID --current`: without it pct shows pending values as if applied.
+  `pct pending CTID` lists what waits for the next start (features, rootfs, ... changed on a
+  running CT); the driver then restarts the CT with `pct reboot`, which applies them.
+* `pct resize` runs a worker whose failure does not change pct's exit code (0): the size is
+  read back afterwards.
+* GPU passthrough may already be in 901's config as `devN: /dev/nvidia0` entries (PVE 8.1+)
+  instead of `lxc.cgroup2.devices.allow` + `lxc.mount.entry` lines: both count; missing nodes
+  are added as raw lines (optional bind mounts, so a host without the device still starts).
+* `pct exec` keeps the caller's environment by default (keep-env): every command runs under
+  `env -i` with PATH/HOME/LANG only, so nothing from the suite's environment enters the CT.
+"""
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from provisioners.backends.base import Backend, CommandResult
-from provisioners.backends.lxc import CONTAINER_PATH
 from provisioners.backends.pct import (
     DEFAULT_CONF_DIR,
+    GUEST_ENV,
     PctBackend,
     PctHost,
+    PveConfig,
     format_pve_options,
     insert_raw_lxc_lines,
+    parse_pve_options,
     pct_put,
 )
 from provisioners.backends.remote import SshBackend
@@ -59,8 +87,7 @@ class PctDriver(ContainerDriver):
         return self.facts.run(argv, **kw)
 
     def _exec(self, ctid: str):
-        env = ["env", f"PATH={CONTAINER_PATH}", "HOME=/root", "LANG=C.UTF-8"]
-        return lambda argv, **kw: self._run(["pct", "exec", str(ctid), "--", *env, *argv], **kw)
+        return lambda argv, **kw: self._run(["pct", "exec", str(ctid), "--", *GUEST_ENV, *argv], **kw)
 
     # -- desired -------------------------------------------------------------------------
     def gpu_lines(self, ct: ContainerConfig) -> list[str]:
@@ -76,7 +103,7 @@ class PctDriver(ContainerDriver):
                 "memory_mb": ct.memory_mb, "swap_mb": ct.swap_mb, "ip": str(net.ip), "gw": str(net.gw),
                 "bridge": net.bridge, "iface": net.name, "mac": ct.mac_address, "nesting": ct.nesting,
                 "unprivileged": ct.unprivileged, "rootfs_gb": ct.storage_size_gb, "gpu": self.gpu_lines(ct),
-                "systemd_ready": True}
+                "pending": [], "systemd_ready": True}
 
     # -- observe -------------------------------------------------------------------------
     def observe(self, ctid: str, ct: ContainerConfig) -> dict[str, Any]:
@@ -91,9 +118,11 @@ class PctDriver(ContainerDriver):
             "swap_mb": _int(cfg.get("swap", "512")), "ip": net.get("ip"), "gw": net.get("gw"),
             "bridge": net.get("bridge"), "iface": net.get("name"), "mac": (net.get("hwaddr") or "").upper() or None,
             "nesting": cfg.sub("features").get("nesting") == "1", "unprivileged": cfg.get("unprivileged") == "1",
-            "rootfs_gb": _size_gb(cfg.sub("rootfs").get("size")),
-            "gpu": sorted(f"{k}: {v}" for k, v in cfg.lxc if self.is_gpu_line(k, v)),
+            "rootfs_gb": _size_gb(cfg.sub("rootfs").get("size")), "gpu": self.gpu_present(ct, cfg),
+            "pending": sorted(self.facts.pending(ctid)),
         }
+        if cfg.get("lock"):
+            state["lock"] = cfg.get("lock")
         if state["running"]:
             r = self._exec(ctid)(["systemctl", "is-system-running"])
             state["systemd"] = r.stdout.strip() or None
@@ -102,6 +131,31 @@ class PctDriver(ContainerDriver):
         else:
             state["systemd_ready"] = False
         return state
+
+    def gpu_present(self, ct: ContainerConfig, cfg: PveConfig) -> list[str]:
+        """The passthrough lines the config has, in gpu_lines() form. A `devN: /dev/nvidiaX` entry
+        counts as the mount line for that node, and as the allow line of a major whose wanted
+        nodes are all passed that way (Proxmox allows each passed device itself)."""
+        have = {f"{k}: {v}" for k, v in cfg.lxc if self.is_gpu_line(k, v)}
+        devs = dev_nodes(cfg)
+        want = self.gpu_lines(ct)
+        mounts = [ln for ln in want if ln.startswith("lxc.mount.entry: ")]
+        by_major: dict[str, list[str]] = {}
+        majors = self.facts.char_majors()
+        nv = majors.get("nvidia-frontend", majors.get("nvidia", 195))
+        uvm = majors.get("nvidia-uvm", 509)
+        for ln in mounts:
+            node = ln.split()[1]
+            if node in devs:
+                have.add(ln)
+            major = uvm if node.startswith("/dev/nvidia-uvm") else nv
+            by_major.setdefault(f"c {major}:* rwm", []).append(node)
+        for ln in want:
+            if ln.startswith("lxc.cgroup2.devices.allow: "):
+                nodes = by_major.get(ln.split(": ", 1)[1], [])
+                if nodes and all(n in devs for n in nodes):
+                    have.add(ln)
+        return sorted(have)
 
     # -- argv (pure; tests/test_pct_argv.py holds the table) --------------------------------
     @staticmethod
@@ -160,6 +214,9 @@ class PctDriver(ContainerDriver):
         if not observed.get("exists"):
             origin = self._make(ctid, ct, log_path)
         cur = self.observe(ctid, ct)
+        if cur.get("lock"):
+            raise ProvisionError(f"CT {ctid} is locked ({cur['lock']}): a Proxmox task on it did not finish; "
+                                 f"check its task log, then `pct unlock {ctid}` by hand")
         cfg = self.facts.config(ctid)
         if cur.get("unprivileged") != ct.unprivileged:
             raise ProvisionError(
@@ -170,30 +227,83 @@ class PctDriver(ContainerDriver):
         if setv:
             _must(self._run(setv, log_path=log_path), f"pct set {ctid}")
         if (cur.get("rootfs_gb") or 0) < ct.storage_size_gb:
-            _must(self._run(self.resize_argv(ctid, ct), log_path=log_path, timeout=3600), f"pct resize {ctid}")
-        restart = self._ensure_gpu(ctid, ct, cur) and cur.get("running")
-        if restart:
-            emit(f"pct {ctid}: restarting to apply GPU passthrough")
-            _must(self._run(["pct", "stop", str(ctid)], log_path=log_path, timeout=300), f"pct stop {ctid}")
-        started = bool(restart or not cur.get("running"))
-        if started:
+            self._resize(ctid, ct, log_path)
+        gpu_changed = self._ensure_gpu(ctid, ct, cur)
+        running = self.facts.status(ctid) == "running"
+        pending = self.facts.pending(ctid)
+        started = False
+        if running and (gpu_changed or pending):
+            why = ", ".join(filter(None, ["GPU passthrough" if gpu_changed else "",
+                                          f"pending {', '.join(sorted(pending))}" if pending else ""]))
+            emit(f"pct {ctid}: rebooting to apply {why}")
+            t0 = time.monotonic()
+            _must(self._run(["pct", "reboot", str(ctid)], log_path=log_path, timeout=600), f"pct reboot {ctid}")
+            self.timings["start_s"] = round(time.monotonic() - t0, 2)
+            started = True
+        elif not running:
             t0 = time.monotonic()
             _must(self._run(["pct", "start", str(ctid)], log_path=log_path, timeout=300), f"pct start {ctid}")
             self.timings["start_s"] = round(time.monotonic() - t0, 2)
+            started = True
         self._wait(ctid, self._exec(ctid), started)
         if origin:
             r = pct_put(self.host, ctid, PROVENANCE, _provenance(ctid, ct, origin), 0o644, pct=self.pct)
             _must(r, f"write {PROVENANCE} in CT {ctid}")
 
+    def _resize(self, ctid: str, ct: ContainerConfig, log_path: str | None) -> None:
+        """`pct resize`; its exit code says nothing about the worker (no upid_exit), so the size is read back."""
+        r = _must(self._run(self.resize_argv(ctid, ct), log_path=log_path, timeout=3600), f"pct resize {ctid}")
+        cfg = self.facts.config(ctid)
+        got = _size_gb(cfg.sub("rootfs").get("size")) if cfg else None
+        if got is None or got < ct.storage_size_gb:
+            tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
+            raise ProvisionError(f"pct resize {ctid} rootfs {ct.storage_size_gb}G exited 0 but rootfs is "
+                                 f"{got}G: {' | '.join(tail) or 'no output'}", argv=r.argv, rc=r.rc,
+                                 stderr=r.stderr, log_path=r.log_path)
+
+    def clone_plan(self, ctid: str, ct: ContainerConfig) -> list[str]:
+        """The clone command for the source's state, or ProvisionError with what to do.
+
+        Read-only: asks `pct status`/`pct config` of the source (and its snapshots) only.
+        """
+        src = str(ct.clone_from_ctid)
+        status = self.facts.status(src)
+        if status is None:
+            raise ProvisionError(f"clone source CT {src} does not exist on this Proxmox host")
+        cfg = self.facts.config(src)
+        argv = self.clone_argv(ctid, ct)
+        template = bool(cfg and cfg.get("template") in ("1", "yes", "on", "true"))
+        if template or status != "running":
+            return argv
+        snaps = self.facts.snapshots(src)
+        if ct.clone_snapshot:
+            if ct.clone_snapshot not in snaps:
+                raise ProvisionError(
+                    f"pct clone {src} {ctid}: CT {src} has no snapshot '{ct.clone_snapshot}' "
+                    f"(lxc_configs.{ctid}.clone_snapshot); its snapshots: {', '.join(snaps) or 'none'}")
+            return [*argv, "--snapname", ct.clone_snapshot]
+        have = f"its snapshots: {', '.join(snaps)}" if snaps else f"CT {src} has no snapshots"
+        raise ProvisionError(
+            f"pct clone {src} {ctid}: CT {src} is running and is not a template, and Proxmox makes a full clone "
+            f"of a running container only from a snapshot. Stop it (pct shutdown {src}), make it a template "
+            f"(pct template {src}), or set lxc_configs.{ctid}.clone_snapshot to one of its snapshots ({have}); "
+            f"the suite never stops or snapshots CT {src}, it does not own it")
+
     def _make(self, ctid: str, ct: ContainerConfig, log_path: str | None) -> str:
         t0 = time.monotonic()
         if ct.clone_from_ctid:
-            if self.facts.status(ct.clone_from_ctid) is None:
-                raise ProvisionError(f"clone source CT {ct.clone_from_ctid} does not exist on this Proxmox host")
-            _must(self._run(self.clone_argv(ctid, ct), log_path=log_path, timeout=3600,
-                            progress=f"pct clone {ct.clone_from_ctid} {ctid}"), f"pct clone {ct.clone_from_ctid} {ctid}")
+            argv = self.clone_plan(ctid, ct)
+            r = self._run(argv, log_path=log_path, timeout=3600, progress=f"pct clone {ct.clone_from_ctid} {ctid}")
+            if r.failed:
+                left = self.facts.status(ctid)
+                note = (f"; CT {ctid} was left behind ({left}): check `pct config {ctid}` and remove it by hand"
+                        if left else f"; no CT {ctid} was left behind")
+                raise ProvisionError(f"pct clone {ct.clone_from_ctid} {ctid} failed (exit {r.rc}): "
+                                     f"{(r.stderr or r.stdout).strip().splitlines()[-1:] or ['no output']}{note}",
+                                     argv=r.argv, rc=r.rc, stderr=r.stderr or r.stdout, log_path=r.log_path)
             self.timings["clone_s"] = round(time.monotonic() - t0, 2)
-            return f"clone:{ct.clone_from_ctid}"
+            snap = f"@{ct.clone_snapshot}" if "--snapname" in argv else ""
+            return f"clone:{ct.clone_from_ctid}{snap}"
         if not ct.template:
             raise ConfigError(f"lxc_configs.{ctid}: needs clone_from_ctid or template to be created")
         _must(self._run(self.create_argv(ctid, ct), log_path=log_path, timeout=3600,
@@ -222,7 +332,19 @@ class PctDriver(ContainerDriver):
         status = self.facts.status(ctid)
         if status is None:
             return None
-        r = self._run(["pct", "config", str(ctid)])
+        r = self._run(["pct", "config", str(ctid)])          # pending values included: a pending change counts
         return hashlib.sha256(f"{r.stdout}\nstatus: {status}\n".encode()).hexdigest()
 
 
+
+
+def dev_nodes(cfg: PveConfig) -> set[str]:
+    """Device paths passed through with `devN: /dev/...[,gid=..]` entries (PVE 8.1+)."""
+    out = set()
+    for key, value in cfg.options.items():
+        if re.fullmatch(r"dev\d+", key):
+            opts = parse_pve_options(value)
+            path = opts.get("path") or opts.get("")
+            if path:
+                out.add(path)
+    return out

@@ -1,0 +1,223 @@
+"""vLLM built from source (seed 000 step 3; seed 001 TR2-TR6 and 4.1-4.3; seed 002 G2-G3; seed 003 3.2's fallback).
+
+These specs read what the SourceBuild step (provisioners/steps/vllm_source.py) left: its build log (the one
+`bash -c` that ran the stages), the source tree at vllm.source.repo_dir, the venv's vllm, and the wheel cache.
+They apply whenever the vllm step ended on the source strategy: a profile that asks for it (`cpu-source`), or
+a GPU profile whose wheel lacked the GPU's kernels (the fallback). Otherwise they are "not verified".
+A target that installed the cached wheel of its key ran no build: the build specs say so and are not verified;
+the cache specs read that install instead.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from provisioners.facts import DistVersions
+from provisioners.steps.vllm_source import (
+    DOC_BUILD_MINUTES,
+    SourceBuild,
+    SourcePlan,
+    cache_fields,
+    minutes_vs_docs,
+    parse_source_log,
+    repo_facts,
+)
+
+pytestmark = pytest.mark.layer("vllm")
+
+
+@pytest.fixture(scope="module")
+def source_step(vllm_layer, vllm_step, profile):
+    strategy = getattr(vllm_step.want, "strategy", profile.vllm.strategy)
+    if strategy != "source" or getattr(vllm_step, "source_step", None) is None:
+        pytest.skip(f"not verified: the vllm step kept the {profile.vllm.package}=={profile.vllm.version} wheel, "
+                    "so no source build ran in this run")
+    return vllm_step.source_step
+
+
+@pytest.fixture(scope="module")
+def source_run(target, settings, toolchain, source_step, profile):
+    """The build log parsed, the source tree's facts, and the step's own numbers (kept as a JSON beside the report)."""
+    log = settings.log_dir / "vllm-source.log"
+    text = log.read_text(errors="replace") if log.exists() else ""
+    run = {"log": parse_source_log(text), "repo": repo_facts(target, toolchain.python, profile.vllm.source.repo_dir),
+           "log_path": str(log), "step": source_step.summary()}
+    settings.out_dir.mkdir(parents=True, exist_ok=True)
+    (settings.out_dir / "vllm-source.json").write_text(json.dumps(
+        {k: run[k] for k in ("log", "step")} | {"repo": {k: v for k, v in run["repo"].items() if k != "status"}},
+        indent=1))
+    return run
+
+
+@pytest.fixture(scope="module")
+def source_build(source_run):
+    """A run that compiled vLLM (not one that installed the cached wheel)."""
+    if source_run["log"].get("from_cache"):
+        pytest.skip(f"not verified: vLLM came from the wheel cache ({source_run['step'].get('cache_hit')}), "
+                    "so no build ran in this run")
+    return source_run
+
+
+@pytest.mark.req("R003-3.2-source-fallback")
+def test_the_fallback_is_recorded_with_its_reason(source_build, vllm_step, profile):
+    if profile.vllm.strategy == "source":
+        pytest.skip("not verified: the profile forces the source strategy, so nothing fell back")
+    devs = getattr(vllm_step, "deviations", [])
+    assert any("falling back to the source build" in d for d in devs), f"strategy source without a recorded reason: {devs}"
+
+
+@pytest.mark.req("R000-S3.1-repo-dir", "R000-S3.2-clone", "R001-TR2-clone")
+def test_source_checkout_is_a_clone_of_vllm(source_build, profile):
+    repo = source_build["repo"]
+    assert repo.get("exists"), f"no source tree at {profile.vllm.source.repo_dir}"
+    if not repo.get("work_tree"):
+        pytest.skip(f"not verified: {profile.vllm.source.repo_dir} was unpacked from the release sdist "
+                    f"{profile.vllm.source.sdist or ''} (no GitHub here), not cloned, so there is no origin to read")
+    assert repo.get("origin") and "vllm-project/vllm" in repo["origin"] or repo.get("origin") == profile.vllm.source.repo_url, repo
+
+
+@pytest.mark.req("R000-S3.2-checkout-commit", "R000-S3.1-commit-hash-var", "R001-4.1-phase2-pinned-commit",
+                 "R001-4.1-phase1-main")
+def test_checkout_is_at_the_configured_commit(source_build, target, toolchain, profile):
+    """Phase 2 (seed 001 4.1): a known-good source in one config value. A git source is pinned by commit and HEAD
+    must be it; a release sdist is pinned by version and the built vLLM must report that version."""
+    src = profile.vllm.source
+    repo = source_build["repo"]
+    if src.commit:
+        assert repo.get("head") == src.commit, f"HEAD {repo.get('head')}, configured {src.commit}"
+        others = [line for line in repo.get("status", []) if "requirements" not in line and "pyproject.toml" not in line]
+        assert not others, f"the checkout has edits besides use_existing_torch.py's: {others}"
+        return
+    assert src.sdist and "==" in src.sdist, \
+        "the profile pins no vLLM source (vllm.source.commit and vllm.source.sdist are empty: seed 001 phase 2 wants one)"
+    want = src.sdist.split("==", 1)[1]
+    pkg_info = target.read_text(f"{src.repo_dir}/PKG-INFO") or ""
+    m = re.search(r"^Version: (\S+)", pkg_info, re.M)
+    assert m and m.group(1) == want, f"{src.repo_dir}/PKG-INFO says {m.group(1) if m else 'nothing'}, pinned {src.sdist}"
+    got = DistVersions(toolchain.python, ("vllm",)).read(target).get("vllm") or ""
+    assert got.split("+")[0] == want, f"the venv's vllm is {got!r}, pinned {src.sdist}"
+
+
+@pytest.mark.req("R000-S3.3-torch-cuda-arch-list", "R000-S3.3-flash-attn-version", "R000-S3.3-max-jobs",
+                 "R000-S3.3-cmake-parallel", "R001-TR3-arch-list", "R001-TR3-flash-attn", "R002-G3-build-time-env")
+def test_build_ran_with_the_exported_build_env(source_build, profile):
+    env = source_build["log"]["env"]
+    want_arch = profile.build_env.get("TORCH_CUDA_ARCH_LIST") or profile.torch_cuda_arch_list
+    if profile.vllm.source.target_device != "cuda":
+        want_arch = ""        # a CPU build compiles no CUDA arch: the variable is exported empty
+    assert env.get("TORCH_CUDA_ARCH_LIST") == (want_arch or ""), \
+        f"{env} (want arch list {want_arch!r}); {source_build['log_path']}"
+    assert env.get("VLLM_FLASH_ATTN_VERSION") == "2", env
+    assert env.get("MAX_JOBS") and env.get("MAX_JOBS") == env.get("CMAKE_BUILD_PARALLEL_LEVEL"), env
+    assert env.get("VLLM_TARGET_DEVICE") == profile.vllm.source.target_device, env
+    if profile.vllm.source.max_jobs:
+        assert int(env["MAX_JOBS"]) <= profile.vllm.source.max_jobs, env
+
+
+@pytest.mark.req("R001-TR3-max-jobs")
+def test_max_jobs_fits_the_memory(source_build, target, profile):
+    r = target.run(["/bin/sh", "-c", "awk '/MemTotal/ {print $2}' /proc/meminfo"])
+    mem_gb = int(r.stdout.split()[0]) / 1024 / 1024
+    jobs = int(source_build["log"]["env"].get("MAX_JOBS", "0"))
+    assert jobs >= 1 and jobs <= max(1, mem_gb // profile.vllm.source.gb_per_job), \
+        f"MAX_JOBS={jobs} with {mem_gb:.1f} GB and {profile.vllm.source.gb_per_job} GB per job"
+
+
+@pytest.mark.req("R000-S3-single-shell", "R002-G2-use-existing-torch-order")
+def test_stages_ran_in_order_in_one_shell(source_build):
+    log = source_build["log"]
+    assert log["order"] == ["source", "env", "use_existing_torch", "build_deps", "editable"], log
+    assert log["single_shell"], f"the stages did not all run inside one bash -c: {log}"
+
+
+@pytest.mark.req("R000-S3.4-use-existing-torch", "R001-TR4-use-existing-torch")
+def test_use_existing_torch_removed_the_torch_pins(source_build, torch_layer):
+    assert not source_build["repo"].get("torch_pins"), f"torch pins left: {source_build['repo']['torch_pins']}"
+    assert torch_layer.status in ("unchanged", "changed"), torch_layer
+
+
+@pytest.mark.req("R000-S3.5-build-deps", "R001-TR5-build-deps")
+def test_build_requirements_are_installed(source_build, target, toolchain, profile):
+    repo = profile.vllm.source.repo_dir
+    text = target.read_text(f"{repo}/requirements/build.txt") or \
+        target.read_text(f"{repo}/requirements/build/{profile.vllm.source.target_device}.txt") or ""
+    names = [re.split(r"[<>=!~;\[ ]", line.strip(), maxsplit=1)[0] for line in text.splitlines()
+             if line.strip() and not line.startswith(("#", "-", "--")) and not line.lower().startswith("torch")]
+    got = DistVersions(toolchain.python, tuple(names)).read(target)
+    missing = [n for n in names if not got.get(n)]
+    assert names and not missing, f"build requirements not installed: {missing} (of {names})"
+
+
+@pytest.mark.req("R000-S3.6-pip-install-editable", "R001-TR6-pip-install-editable", "R000-1-build-from-source-objective",
+                 "R001-2.1-build-from-source", "R002-G1-build-from-source", "R002-S-automation")
+def test_vllm_is_the_editable_build_from_the_checkout(source_build, target, toolchain, profile):
+    obs = SourceBuild(SourcePlan(python=toolchain.python, repo_dir=profile.vllm.source.repo_dir,
+                                 commit=profile.vllm.source.commit, cache_root=None)).check(target)
+    assert obs.satisfied, obs.reason
+    assert obs.state.get("editable_location") == profile.vllm.source.repo_dir, obs.state
+    assert source_build["log"]["exit"] == 0, f"the build command did not exit 0: {source_build['log']}"
+
+
+@pytest.mark.req("R000-5-build-time")
+def test_build_time_is_within_the_documents_window(source_build, evidence):
+    secs = source_build["log"].get("build_seconds")
+    assert secs is not None, f"no build_seconds in {source_build['log_path']}"
+    evidence("source build time", text=f"{minutes_vs_docs(secs)}; MAX_JOBS={source_build['log']['env'].get('MAX_JOBS')}")
+    assert secs <= DOC_BUILD_MINUTES[1] * 60, f"source build took {minutes_vs_docs(secs)}"
+
+
+@pytest.mark.req("R001-4.3-no-artifact-cleanup")
+def test_build_artifacts_stay(source_build, target, profile):
+    repo = profile.vllm.source.repo_dir
+    assert source_build["repo"].get("exists"), f"{repo} is gone after the build"
+    assert target.exists(f"{repo}/build") or target.exists(f"{repo}/.deps"), \
+        f"no build directory left in {repo} (seed 001 4.3: artifacts are not cleaned up)"
+
+
+@pytest.mark.req("R002-G2-no-torch-conflict")
+def test_vllm_torch_requirement_is_the_installed_torch(source_run, target, toolchain, torch_layer):
+    script = ("import importlib.metadata as m, json\nreq=[r for r in (m.requires('vllm') or []) "
+              "if r.replace(' ','').lower().startswith('torch') and 'extra' not in r and not r.lower().startswith(('torchvision','torchaudio','torchcodec','torch-','torch_'))]\n"
+              "print(json.dumps({'req': req, 'torch': m.version('torch')}))")
+    r = target.run([toolchain.python, "-c", script], timeout=120)
+    assert r.succeeded, r
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    from packaging.requirements import Requirement
+    bad = [q for q in got["req"] if not Requirement(q.split(";")[0]).specifier.contains(got["torch"].split("+")[0],
+                                                                                       prereleases=True)]
+    assert not bad, f"vLLM requires {got['req']} but the venv has torch {got['torch']}"
+    assert torch_layer.after.get("torch") == got["torch"], \
+        f"torch changed after the torch step: {torch_layer.after.get('torch')} -> {got['torch']}"
+
+
+# ------------------------------------------------------------------ the wheel cache (DESIGN: the second target)
+@pytest.mark.req("R001-4.3-no-artifact-cleanup")
+def test_the_built_wheel_is_cached_under_its_key(source_run, target, profile, evidence):
+    """After a build (or a cache install) the cache folder of this build's key holds one vLLM wheel, and its
+    key.json names the same source, torch, arch list and device as this run's build."""
+    step = source_run["step"]
+    if not profile.vllm.source.cache_root:
+        pytest.skip("not verified: the profile keeps no wheel cache (vllm.source.cache_root is null)")
+    assert step.get("cache_dir"), f"no cache folder chosen: {step.get('notes')}"
+    r = target.run(["/bin/sh", "-c", 'ls "$1"/vllm-*.whl', "sh", step["cache_dir"]])
+    wheels = r.stdout.split() if r.succeeded else []
+    meta = json.loads(target.read_text(f"{step['cache_dir']}/key.json") or "{}")
+    evidence("wheel cache", text=f"{wheels}\n{json.dumps(meta)}")
+    want = cache_fields(step["source"], step["torch"], step["arch_list"], step["device"])
+    assert len(wheels) == 1 and {k: meta.get(k) for k in want} == want, f"{wheels} {meta}, want {want}"
+
+
+@pytest.mark.req("R001-4.3-no-artifact-cleanup")
+def test_a_cache_install_used_the_wheel_of_its_key(source_run, target, toolchain, evidence):
+    """On a target whose key was cached, vLLM is that wheel (pip's direct_url) and nothing was compiled."""
+    step = source_run["step"]
+    if not source_run["log"].get("from_cache"):
+        pytest.skip("not verified: this run built vLLM; the cache install is read on the next target")
+    r = target.run([toolchain.python, "-c", "import importlib.metadata as m; print(m.distribution('vllm')"
+                    ".read_text('direct_url.json'))"], timeout=120)
+    url = json.loads(r.stdout.strip().splitlines()[-1])["url"]
+    evidence("cache install", text=f"{url}: {step.get('cache_install_seconds')} s")
+    assert url == f"file://{step['cache_hit']}", f"vllm came from {url}, the cache hit was {step['cache_hit']}"
+    assert source_run["log"]["exit"] == 0 and source_run["log"].get("cache_install_seconds") is not None, source_run["log"]
