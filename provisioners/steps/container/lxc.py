@@ -36,7 +36,7 @@ from provisioners.steps.network import DEFAULT_BRIDGE, DEFAULT_GATEWAY, map_into
 
 
 class LxcDriver(ContainerDriver):
-    """Classic LXC on this host (shared/recipes/containers.md).
+    """Classic LXC on this host.
 
     names: CTID -> LXC container name (default `phoenix-ct<CTID>`), for the container itself
     and for its clone source. bridge/gateway: the private bridge (provisioners.steps.network.Bridge).
