@@ -25,6 +25,7 @@ from provisioners.config.engine import to_cli_args
 from provisioners.facts import version_tuple
 from provisioners.facts.kernels import report_from_dumps
 from provisioners.facts.cert import inspect_cert, split_pem, verify_chain
+from specs import checks
 
 pytestmark = [pytest.mark.layer("docker")]
 PY = f"{VENV}/bin/python"
@@ -145,7 +146,8 @@ def test_vllm_was_installed_from_the_locally_built_wheel(docker_stack, target):
             "print(d.read_text('direct_url.json') or '{}')")
     r = expect_ok(py(target, code), "read vllm's direct_url.json")
     url = json.loads(r.stdout.strip().splitlines()[-1]).get("url", "")
-    assert re.fullmatch(r"file:///opt/phoenix/dist/[0-9a-f]{16}/vllm-[^/]+\.whl", url), url
+    why = checks.local_wheel_url(url)
+    assert not why, why
 
 
 @pytest.mark.req("R004-Ph2.3-optimised-image")
@@ -180,8 +182,8 @@ def test_build_image_nvcc_is_12_8_or_newer(docker_stack, evidence):
     needs_gpu(docker_stack)
     r = expect_ok(in_image(docker_stack, docker_stack.rel.build_image, "nvcc", "--version"), "nvcc --version")
     evidence("nvcc --version", text=r.stdout)
-    m = re.search(r"release (\d+)\.(\d+)", r.stdout)
-    assert m and (int(m.group(1)), int(m.group(2))) >= (12, 8), r.stdout
+    why = checks.release_at_least(r.stdout, r"release (\d+)\.(\d+)", (12, 8), "nvcc")
+    assert not why, why
 
 
 @pytest.mark.req("R004-TR.Dep-gcc", "R004-TR.Dep-cmake", "R004-TR.Dep-ninja")
@@ -203,7 +205,8 @@ def test_build_image_toolchain_versions(docker_stack, evidence):
 @pytest.mark.req("R004-TR.Dep-python")
 def test_image_python_is_3_10_or_newer(docker_stack, target):
     r = expect_ok(py(target, "import sys; print('%d.%d' % sys.version_info[:2])"), "python version")
-    assert version_tuple(r.stdout.strip()) >= (3, 10), r.stdout
+    why = checks.tool_version(r.stdout, (3, 10), "python")
+    assert not why, why
 
 
 @pytest.mark.req("R004-Ph2.2-sm120-optimised")
@@ -234,10 +237,8 @@ def test_gpus_are_blackwell_with_24gb(docker_stack, target, evidence):
                               "--format=csv,noheader,nounits"]), "nvidia-smi in the container")
     evidence("GPUs", text=r.stdout)
     rows = [[c.strip() for c in line.split(",")] for line in r.stdout.strip().splitlines()]
-    assert rows
-    for name, cap, mem in rows:
-        assert cap == (docker_stack.rel.profile.gpu_arch or "12.0"), (name, cap)
-        assert int(mem) >= 22888, (name, mem)
+    why = checks.gpus_of_arch(rows, docker_stack.rel.profile.gpu_arch or "12.0")
+    assert not why, why
 
 
 @pytest.mark.req("R004-TR.HW-multi-gpu")
@@ -253,8 +254,8 @@ def test_at_least_two_gpus_can_talk(docker_stack, target, evidence):
 def test_host_driver_supports_cuda_12_8(docker_stack):
     needs_gpu(docker_stack)
     r = expect_ok(docker_stack.host.target.run(["nvidia-smi"]), "nvidia-smi on the host")
-    m = re.search(r"CUDA Version:\s*(\d+)\.(\d+)", r.stdout)
-    assert m and (int(m.group(1)), int(m.group(2))) >= (12, 8), r.stdout[:400]
+    why = checks.release_at_least(r.stdout, r"CUDA Version:\s*(\d+)\.(\d+)", (12, 8), "the driver's CUDA")
+    assert not why, why
 
 
 @pytest.mark.req("R004-TR.SW-docker-gpu")
@@ -262,7 +263,8 @@ def test_engine_runs_gpu_containers(docker_stack):
     needs_gpu(docker_stack)
     r = expect_ok(in_image(docker_stack, docker_stack.rel.vllm_image, "nvidia-smi", "-L", gpus=True), "--gpus all")
     host_l = docker_stack.host.target.run(["nvidia-smi", "-L"]).stdout
-    assert r.stdout.strip().splitlines() == host_l.strip().splitlines()
+    why = checks.same_lines(r.stdout, host_l, "GPUs in a --gpus all container vs the host")
+    assert not why, why
 
 
 @pytest.mark.req("R004-Ph1.3-torch-cuda")
@@ -308,7 +310,9 @@ def test_nvcc_compiles_a_kernel_that_runs(docker_stack):
 def test_torch_uses_nccl_2_26_5_or_newer(docker_stack, target, docker_deployment):
     needs_gpu(docker_stack)
     r = expect_ok(py(target, "import torch; print('.'.join(map(str, torch.cuda.nccl.version())))"), "nccl version")
-    assert version_tuple(r.stdout.strip()) >= version_tuple(docker_deployment.image.nccl_min), r.stdout
+    floor = tuple(int(x) for x in docker_deployment.image.nccl_min.split(".")[:3])
+    why = checks.tool_version(r.stdout, floor, "NCCL")
+    assert not why, why
 
 
 @pytest.mark.req("R004-Ph1.3-nccl-multi-gpu")
@@ -650,7 +654,8 @@ def test_multi_gpu_scaling(docker_stack, target):
 def test_no_triton_container_left(docker_stack):
     left = [c for c in docker_stack.host.containers() if "tritonserver" in c["image"].lower()
             or c["name"] in docker_stack.rel.deployment.triton.containers]
-    assert not left, left
+    why = checks.nothing_left(left, "Triton containers left")
+    assert not why, why
 
 
 @pytest.mark.req("R004-Ph1.1-triton-model-files")
@@ -704,9 +709,9 @@ def test_rollback_procedure_per_phase_is_written(docker_stack):
 @pytest.mark.req("R004-DOC-guides")
 def test_the_five_guides_exist(docker_stack):
     text = (REPO / "deploy/docker/README.md").read_text()
-    for guide in ("Build environment setup", "vLLM compilation", "API usage", "Troubleshooting", "Performance tuning"):
-        m = re.search(rf"^## {guide}\n(.+?)(?=^## |\Z)", text, re.M | re.S)
-        assert m and len(m.group(1).strip()) > 200, f"guide {guide!r} missing or empty in deploy/docker/README.md"
+    why = checks.guides(text, ("Build environment setup", "vLLM compilation", "API usage", "Troubleshooting",
+                               "Performance tuning"))
+    assert not why, f"deploy/docker/README.md: {why}"
 
 
 @pytest.mark.req("R004-RM.T2-multiple-build-envs")
