@@ -16,6 +16,12 @@ CT_FEATURES = {"nvidia", "vllm"}                # seed 003 phase 1.1
 UNIT_NAME = "vllm_model_server.service"         # seed 003 phase 3
 FA_VERSION = "2"                                # seed 002: FA2 on Blackwell, never FA3
 SAMPLER_ON = "1"                                # seed 003 phase 3.2: VLLM_USE_FLASHINFER_SAMPLER=1
+DOC_CUDA = "12.8"                               # seed 000 step 2, seed 001 TR1, seed 003 6.2: torch cu128
+DOC_TORCH_MIN = "2.9.0"                         # seed 001 section 1: a torch 2.9 nightly
+DOC_VLLM = "0.10.2"                             # seed 003 3.2 / 6.2: the vLLM 0.10.2 wheel
+DOC_FLASHINFER = "0.3.1"                        # seed 003 phase 2.2: FlashInfer v0.3.1
+DOC_FLASHINFER_FALLBACK = "0.3.0"               # seed 003 section 7.1
+DOC_PYTHON = "3.11"                             # seed 000 step 1: python3.11-full
 
 
 def unchanged(before, after, what: str) -> str | None:

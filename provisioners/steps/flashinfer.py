@@ -40,8 +40,11 @@ class FlashInfer(Step):
     name = "flashinfer"
 
     def __init__(self, python: str, want: FlashInferExpect, *, wheelhouse: str | None = None,
-                 log_path: str | None = None, timeout: float = 3600):
+                 log_path: str | None = None, timeout: float = 3600, no_deps: bool = False):
         self.python, self.want, self.wheelhouse, self.log_path, self.timeout = python, want, wheelhouse, log_path, timeout
+        # with a profile lock its dependencies are the lock's (installed by the vllm step): resolving them again
+        # offline fails on nvidia-cutlass-dsl's default CUDA 12 flavour, which the lock replaces with cu13
+        self.no_deps = no_deps
         self.tags = [t for t in (want.tag, want.fallback_tag) if t]
         self.tag = self.tags[0]
         self.sampler = want.sampler           # False once fallback 2 is active
@@ -75,7 +78,7 @@ class FlashInfer(Step):
     def _install(self, target, tag: str) -> None:
         if self.wheelhouse:
             argv = [self.python, "-m", "pip", "install", "--progress-bar", "off", "--no-index", "--find-links",
-                    self.wheelhouse, f"{PACKAGE}=={tag_version(tag)}"]
+                    self.wheelhouse, *(["--no-deps"] if self.no_deps else []), f"{PACKAGE}=={tag_version(tag)}"]
         else:
             argv = ["/bin/sh", "-c", _GIT_INSTALL, "phoenix-flashinfer", self.want.repo_url, self.want.repo_dir,
                     tag, self.python]
