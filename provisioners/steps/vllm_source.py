@@ -467,7 +467,7 @@ class SourceBuild(Step):
                                 stderr=r.stdout, log_path=self.log_path, step=self.name)
 
     def describe(self, target) -> dict:
-        """summary(), with the cache folder and torch read from the target when this session applied nothing."""
+        """summary(), with the cache folder and torch read from the target when this run applied nothing."""
         if self.cache_dir is None and self.plan.cache_root:
             self.torch_version = self.torch_version or self._torch_version(target)
             self.cache_dir = self.key_dir(self.torch_version)
