@@ -270,7 +270,6 @@ def test_parse_a_cache_install_log():
 
 def test_broken_runtime_pins_are_reinstalled_without_a_rebuild():
     """vLLM 0.11.0 leaves transformers open-ended; transformers 5 breaks its tokenizer wrapper (seen at serve)."""
-    from provisioners.core.step import Observed
     plan = SourcePlan(python="/p", repo_dir="/opt/vllm_repo", runtime_pins=["transformers>=4.56.0,<5"])
     facts = ('{"repo": true, "head": null, "editable_location": "/opt/vllm_repo", "version": "0.11.0+cpu", '
              '"extensions": ["_C.abi3.so"], "pins_broken": ["transformers>=4.56.0,<5 (installed 5.24.0)"]}')
