@@ -89,7 +89,7 @@ def test_running_901_is_cloned_from_the_named_snapshot(cfg):
     conf = _with(cfg, clone_snapshot="pre-upgrade")
     step, rec, result = _converge(conf, _pve_with_901(running=True, snaps=["daily", "pre-upgrade"]))
     assert rec.mutating()[0] == [*CLONE, "--snapname", "pre-upgrade"]
-    assert result.after["origin"] == "clone:901@pre-upgrade"
+    assert result.after["origin"] == "clone:901"
     assert rec.pve.cts["901"]["running"]
 
 

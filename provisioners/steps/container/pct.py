@@ -302,8 +302,9 @@ class PctDriver(ContainerDriver):
                                      f"{(r.stderr or r.stdout).strip().splitlines()[-1:] or ['no output']}{note}",
                                      argv=r.argv, rc=r.rc, stderr=r.stderr or r.stdout, log_path=r.log_path)
             self.timings["clone_s"] = round(time.monotonic() - t0, 2)
-            snap = f"@{ct.clone_snapshot}" if "--snapname" in argv else ""
-            return f"clone:{ct.clone_from_ctid}{snap}"
+            if "--snapname" in argv:
+                emit(f"pct {ctid}: cloned from snapshot {ct.clone_snapshot} of the running CT {ct.clone_from_ctid}")
+            return f"clone:{ct.clone_from_ctid}"
         if not ct.template:
             raise ConfigError(f"lxc_configs.{ctid}: needs clone_from_ctid or template to be created")
         _must(self._run(self.create_argv(ctid, ct), log_path=log_path, timeout=3600,
