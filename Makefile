@@ -6,11 +6,15 @@ PYTEST  := $(BIN)/python -m pytest
 OUT     := reports/out
 ALLURE  := reports/allure-results
 SPECS_ARGS ?=
+## Host prerequisites (provisioners/steps/host.py): checked, installed when missing and root; else one line, exit 4.
+## System python3, before the venv exists (the venv itself needs python3-venv).
+HOST    := $(PY) -m provisioners.steps.host
 
-.PHONY: venv specs specs-lxc audit test catalog report gate clean source-build-cpu device-bundle
+.PHONY: venv specs specs-lxc audit lint test catalog report gate clean source-build-cpu device-bundle
 
+# an existing venv (or a link to one) is updated in place, not created again
 $(BIN)/python: requirements.txt
-	$(PY) -m venv $(VENV)
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	touch $(BIN)/python
@@ -18,7 +22,9 @@ $(BIN)/python: requirements.txt
 venv: $(BIN)/python
 
 ## The main job: build and verify on the embedded default (local target, cpu profile, tiny model, real vLLM).
-specs: venv
+specs:
+	$(HOST) --for local
+	@$(MAKE) --no-print-directory venv
 	$(PYTEST) specs/ -p no:randomly --alluredir=$(ALLURE) --junitxml=$(OUT)/junit-specs.xml $(SPECS_ARGS)
 
 WHEELHOUSE ?= .state/wheelhouse
@@ -26,7 +32,9 @@ LXC_NAME   ?= phoenix-921
 
 ## The same stack provisioned inside a real LXC container (systemd as PID 1, the real unit, Step-CA TLS),
 ## pip installing offline from a wheelhouse copied into the container.
-specs-lxc: venv
+specs-lxc:
+	$(HOST) --for lxc
+	@$(MAKE) --no-print-directory venv
 	$(BIN)/python -m provisioners.steps.wheelhouse --profile cpu --dest $(WHEELHOUSE)
 	$(PYTEST) specs/ -p no:randomly --target lxc://$(LXC_NAME) --profile cpu --wheelhouse $(WHEELHOUSE) \
 	  --phoenix-out reports/out-lxc --alluredir=reports/allure-results-lxc --junitxml=reports/out-lxc/junit-specs.xml $(SPECS_ARGS)
@@ -46,11 +54,22 @@ device-bundle:
 	nice -n 19 tools/device/build_bundle.sh /tmp/dev .whl
 
 ## Check only: change nothing, report drift.
-audit: venv
+audit:
+	$(HOST) --for local --audit
+	@$(MAKE) --no-print-directory venv
 	$(PYTEST) specs/ --audit --alluredir=$(ALLURE) $(SPECS_ARGS)
 
-## The suite's own tests (unit + real local parts).
-test: venv
+## Lint once, with the settings in pyproject.toml (ruff).
+lint: venv
+	$(BIN)/ruff check .
+
+## The suite's own tests (unit + real parts: LXC, the pct stand-in, podman, step-ca, chromium); the host
+## packages they need are installed first (as root), and the summary says how many real-part tests ran.
+## The lint runs first.
+test:
+	$(HOST) --for tests --ledger $(OUT)/ledger-host-tests.json --log $(OUT)/logs/host-tests.log
+	@$(MAKE) --no-print-directory venv
+	@$(MAKE) --no-print-directory lint
 	$(PYTEST) tests/ --junitxml=$(OUT)/junit-tests.xml
 
 ## Quality gate on the last run (config/gate.yaml): exit 1 listing the unmet ids.

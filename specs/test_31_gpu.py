@@ -79,8 +79,7 @@ def test_nccl_all_reduce_over_all_gpus(target, toolchain, torch_layer, gpu):
     r = target.run([toolchain.python, "-c", "import torch; print(torch.cuda.device_count())"], timeout=120)
     n = int(r.stdout.strip().splitlines()[-1]) if r.succeeded else 0
     if n < 2:
-        pytest.skip(f"not verified: {n} GPU visible; an all-reduce needs 2 or more (multi-GPU machines were "
-                    "withheld this session)")
+        pytest.skip(f"not verified: {n} GPU visible; an all-reduce needs 2 or more")
     script = ("import os, torch, torch.distributed as d\nd.init_process_group('nccl')\nr=d.get_rank()\n"
               "torch.cuda.set_device(r)\nt=torch.ones(1, device='cuda')\nd.all_reduce(t)\nprint(int(t.item()))")
     target.put("/tmp/phoenix_nccl_all_reduce.py", script)
@@ -107,7 +106,7 @@ def test_gpu_copy_bandwidth_is_measured(copy_bandwidth, evidence):
 @pytest.mark.layer("vllm")
 def test_both_strategies_are_offered(vllm_step, gpu):
     assert getattr(vllm_step, "source_step", None) is not None and getattr(vllm_step, "kernel_check", None), \
-        ("the vllm step has no source fallback or no kernel check wired (docs/evidence/NEEDS.md item 1): "
+        ("the vllm step has no source fallback or no kernel check wired (fixtures/provisioning.py vllm_step): "
          f"source_step={getattr(vllm_step, 'source_step', None)!r}")
 
 

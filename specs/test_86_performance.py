@@ -132,5 +132,5 @@ def test_tp2_vs_tp1_scaling(target, toolchain, perf_report):
     r = target.run([toolchain.python, "-c", "import torch; print(torch.cuda.device_count())"], timeout=120)
     n = int(r.stdout.strip().splitlines()[-1]) if r.succeeded else 0
     if n < 2:
-        pytest.skip(f"not verified: {n} GPU visible; TP 1 vs 2 needs two (multi-GPU machines were withheld this session)")
+        pytest.skip(f"not verified: {n} GPU visible; TP 1 vs 2 needs two")
     pytest.fail("TP=2 variant not implemented for this run; measure it when two GPUs are lent")

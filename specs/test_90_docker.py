@@ -24,7 +24,7 @@ from provisioners.facts.docker import ContainerArgv, ContainerMemory, parse_size
 from provisioners.config.engine import to_cli_args
 from provisioners.facts import version_tuple
 from provisioners.facts.kernels import report_from_dumps
-from provisioners.steps.tls import inspect_cert, split_pem, verify_chain
+from provisioners.facts.cert import inspect_cert, split_pem, verify_chain
 
 pytestmark = [pytest.mark.layer("docker")]
 PY = f"{VENV}/bin/python"
@@ -527,7 +527,6 @@ def test_nginx_serves_https_with_the_step_ca_chain(docker_stack):
 @pytest.mark.req("R004-Ph4.2-concurrent-requests", "R004-Ph3.2-async-endpoints")
 def test_bounded_concurrent_load_all_succeed(docker_stack, docker_deployment, evidence):
     c = docker_deployment.checks
-    rel = docker_stack.rel
     single = docker_stack.load(requests=2, concurrency=1, max_tokens=32)
     res = docker_stack.load(requests=c.requests, concurrency=c.concurrency, max_tokens=32)
     evidence("concurrent load", text=json.dumps({"single": single.to_json(), "concurrent": res.to_json(),

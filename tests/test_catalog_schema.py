@@ -4,9 +4,10 @@ Needs only pytest and pyyaml. The catalog is loaded once per module; each test
 collects every violation it finds and reports them all at once, so one run shows
 the whole list of problems instead of the first one.
 
-The seed documents are looked up in $SPEC_SEEDS_DIR, else ../shared/seeds next to
-the repository; the checks that need them (quotes verbatim, files exist) skip when
-they are not there.
+The seed documents are the repository's copies in docs/seeds/ (the quotes are checked
+verbatim against them). SPEC_SEEDS_DIR=DIR names another copy (a newer delivery of the
+documents): the quotes are then checked against it too, and the repository's copies must
+equal it, so a stale copy in docs/seeds/ fails instead of passing quietly.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CATALOG = REPO / "specs" / "requirements.yaml"
-SEEDS_DIR = Path(os.environ.get("SPEC_SEEDS_DIR", REPO.parent / "shared" / "seeds"))
+REPO_SEEDS = REPO / "docs" / "seeds"
+GIVEN_SEEDS = os.environ.get("SPEC_SEEDS_DIR")
+SEED_DIRS = [REPO_SEEDS, *([Path(GIVEN_SEEDS)] if GIVEN_SEEDS else [])]
 
 ID_RE = re.compile(r"^R00[0-4]-[A-Za-z0-9.]+-[a-z0-9-]+$")
 DOC_IDS = {"000", "001", "002", "003", "004"}
@@ -234,25 +237,30 @@ def test_catalog_size(catalog, reqs):
     _fail_if(errors)
 
 
-def _seed_texts(catalog) -> dict:
-    if not SEEDS_DIR.is_dir():
-        pytest.skip(f"seed documents not found at {SEEDS_DIR} (set SPEC_SEEDS_DIR)")
+def _seed_texts(catalog, seeds: Path) -> dict:
+    assert seeds.is_dir(), f"seed documents not found at {seeds}"
     texts = {}
     for key, d in (catalog.get("documents") or {}).items():
-        path = SEEDS_DIR / str(d.get("file"))
+        path = seeds / str(d.get("file"))
         texts[str(key)] = path.read_text(encoding="utf-8") if path.is_file() else None
     return texts
 
 
-def test_document_files_exist(catalog):
-    texts = _seed_texts(catalog)
-    missing = [f"document {k}: {catalog['documents'][k]['file']} not in {SEEDS_DIR}"
-               for k, t in texts.items() if t is None]
-    _fail_if(missing)
+@pytest.mark.parametrize("seeds", SEED_DIRS, ids=lambda p: "repo" if p == REPO_SEEDS else "SPEC_SEEDS_DIR")
+def test_document_files_exist(catalog, seeds):
+    """Every catalog document is there; a given SPEC_SEEDS_DIR must also equal the repository's copies."""
+    texts = _seed_texts(catalog, seeds)
+    errors = [f"document {k}: {catalog['documents'][k]['file']} not in {seeds}" for k, t in texts.items() if t is None]
+    if seeds != REPO_SEEDS:
+        repo = _seed_texts(catalog, REPO_SEEDS)
+        errors += [f"docs/seeds/{catalog['documents'][k]['file']} differs from the copy in {seeds}"
+                   for k, t in texts.items() if t is not None and repo.get(k) != t]
+    _fail_if(errors)
 
 
-def test_quotes_are_verbatim(catalog, reqs):
-    texts = _seed_texts(catalog)
+@pytest.mark.parametrize("seeds", SEED_DIRS, ids=lambda p: "repo" if p == REPO_SEEDS else "SPEC_SEEDS_DIR")
+def test_quotes_are_verbatim(catalog, reqs, seeds):
+    texts = _seed_texts(catalog, seeds)
     squash = lambda s: re.sub(r"\s+", " ", s)  # noqa: E731 - tolerate re-wrapped whitespace only
     errors = []
     for i, e in enumerate(reqs):
@@ -264,3 +272,12 @@ def test_quotes_are_verbatim(catalog, reqs):
         if squash(quote) not in squash(text):
             errors.append(f"{_name(i, e)}: quote not found verbatim in seed {src.get('doc')}: {quote!r}")
     _fail_if(errors)
+
+
+def test_a_changed_quote_is_caught(catalog, reqs):
+    """The verbatim check can fail: a quote with one word changed is not in the document."""
+    texts = _seed_texts(catalog, REPO_SEEDS)
+    e = next(e for e in reqs if _is_str(e.get("source", {}).get("quote")) and len(e["source"]["quote"].split()) > 3)
+    words = e["source"]["quote"].split()
+    words[1] = words[1] + "x"
+    assert " ".join(words) not in re.sub(r"\s+", " ", texts[str(e["source"]["doc"])])

