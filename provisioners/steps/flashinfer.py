@@ -16,14 +16,10 @@ from __future__ import annotations
 from provisioners.core.step import Observed, Step
 from provisioners.config.phoenix import FlashInferExpect
 from provisioners.core.errors import ProvisionError
-from provisioners.facts.flashinfer import tag_version
+from provisioners.facts.flashinfer import CheckoutTag, FlashInferVersion, tag_version
 
 PACKAGE = "flashinfer-python"
 SAMPLER_ENV = "VLLM_USE_FLASHINFER_SAMPLER"
-
-_VERSION = ("import json\ntry:\n import flashinfer; v = flashinfer.__version__\nexcept Exception as e:\n"
-            " v = None; print(json.dumps({'version': None, 'error': repr(e)[-300:]})); raise SystemExit(0)\n"
-            "print(json.dumps({'version': v, 'error': None}))")
 
 # One shell; values come in as positional parameters, never spliced into the text.
 _GIT_INSTALL = r"""
@@ -56,15 +52,10 @@ class FlashInfer(Step):
 
     # -- facts ------------------------------------------------------------------------------
     def installed(self, target) -> dict:
-        r = target.run([self.python, "-c", _VERSION], timeout=600)
-        if r.failed or not r.stdout.strip():
-            return {"version": None, "error": (r.stderr or r.stdout)[-300:]}
-        import json
-        return json.loads(r.stdout.strip().splitlines()[-1])
+        return FlashInferVersion(self.python).read(target, timeout=600)
 
     def checkout_tag(self, target) -> str | None:
-        r = target.run(["git", "-C", self.want.repo_dir, "describe", "--tags", "--exact-match"])
-        return r.stdout.strip() if r.succeeded else None
+        return CheckoutTag(self.want.repo_dir).read(target)
 
     def engine_env(self) -> dict[str, str]:
         """What the service unit must set for the sampler (seed 003 P3.2 / 7.2)."""

@@ -17,7 +17,7 @@ import posixpath
 import re
 import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 
@@ -195,7 +195,7 @@ def kill_group(target, pgid: int) -> None:
 class _ServiceStep(Step):
     def __init__(self, unit: UnitModel, endpoint: Endpoint, *, state_dir: str, startup_timeout: float):
         self.unit, self.endpoint, self.state_dir, self.startup_timeout = unit, endpoint, state_dir, startup_timeout
-        endpoint.log_hint = self.log_hint
+        self.endpoint = replace(endpoint, log_hint=self.log_hint)     # a copy: the caller's endpoint is theirs
 
     @property
     def log_hint(self) -> str:
