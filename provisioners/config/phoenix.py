@@ -247,6 +247,8 @@ class VllmSource(_Model):
                                    description="built wheels by (commit or version, torch, arch list, device); "
                                    "null = no cache")
     reason: str = Field(default="", description="why this source (commit, tag or release) is the known-good one")
+    runtime_pins: list[str] = Field(default=[], description="requirements installed after vLLM (build or cached "
+                                    "wheel) and checked: what a release's open-ended requirements let break later")
 
 
 class VllmExpect(_Model):

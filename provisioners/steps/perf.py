@@ -332,7 +332,7 @@ class PerfMatrix(Step):
             if not reps and decode_done:
                 continue
             if (self._read(target, self.meta_path(v)) or {}).get("error"):
-                continue                     # it did not start in this session already: not again and again
+                continue                     # it did not start in this run already: not again and again
             if self._time_left() < 240:
                 self.stopped = f"stopped by the time budget before {v.name} ({self._time_left():.0f}s left)"
                 emit(f"{self.name}: {self.stopped}")
