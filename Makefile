@@ -10,10 +10,11 @@ SPECS_ARGS ?=
 ## System python3, before the venv exists (the venv itself needs python3-venv).
 HOST    := $(PY) -m provisioners.steps.host
 
-.PHONY: venv specs specs-lxc audit test catalog report gate clean source-build-cpu device-bundle
+.PHONY: venv specs specs-lxc audit lint test catalog report gate clean source-build-cpu device-bundle
 
+# an existing venv (or a link to one) is updated in place, not created again
 $(BIN)/python: requirements.txt
-	$(PY) -m venv $(VENV)
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	touch $(BIN)/python
@@ -38,15 +39,12 @@ specs-lxc:
 	$(PYTEST) specs/ -p no:randomly --target lxc://$(LXC_NAME) --profile cpu --wheelhouse $(WHEELHOUSE) \
 	  --phoenix-out reports/out-lxc --alluredir=reports/allure-results-lxc --junitxml=reports/out-lxc/junit-specs.xml $(SPECS_ARGS)
 
-## vLLM CPU build from a release sdist through provisioners/steps/vllm_source.py (seed 000 step 3). Not in CI:
-## on 2 cores it needs about 80 min, g++ >= 12.3 for vLLM >= 0.20, and libnuma-dev (docs/evidence/README.md).
+## vLLM built from source by the suite itself (profile cpu-source: the vllm==0.11.0 sdist, seed 000 step 3, then the
+## wheel cache); run outside CI (docs/evidence/source-build.md has the times). A second run with the same key
+## installs the cached wheel instead of compiling.
 source-build-cpu: venv
-	python3 -m venv .venv-src && .venv-src/bin/pip install -q torch==2.13.0+cpu
-	nice -n 19 $(BIN)/python -m provisioners.steps.vllm_source --python .venv-src/bin/python \
-	  --repo-dir $${REPO_DIR:-/tmp/vllm_repo} --device cpu --sdist $${SDIST:?path to vllm-X.tar.gz} \
-	  --max-jobs $${MAX_JOBS:-1} --no-deps --cache-root $${CACHE:-/tmp/vllm-wheels} \
-	  $${GITCFG:+--env GIT_CONFIG_GLOBAL=$$GITCFG} --env CARGO_NET_OFFLINE=true \
-	  --log reports/out/logs/vllm-source.log --summary reports/out/vllm-source.json
+	nice -n 10 $(PYTEST) specs/test_32_vllm_source.py specs/test_40_vllm.py -p no:randomly --profile cpu-source \
+	  --target local:// $(SPECS_ARGS)
 
 ## The offline vLLM bundle for the borrowed H100 (tools/device/README.md).
 device-bundle:
@@ -58,11 +56,17 @@ audit:
 	@$(MAKE) --no-print-directory venv
 	$(PYTEST) specs/ --audit --alluredir=$(ALLURE) $(SPECS_ARGS)
 
+## Lint once, with the settings in pyproject.toml (ruff).
+lint: venv
+	$(BIN)/ruff check .
+
 ## The suite's own tests (unit + real parts: LXC, the pct stand-in, podman, step-ca, chromium); the host
 ## packages they need are installed first (as root), and the summary says how many real-part tests ran.
+## The lint runs first.
 test:
 	$(HOST) --for tests --ledger $(OUT)/ledger-host-tests.json --log $(OUT)/logs/host-tests.log
 	@$(MAKE) --no-print-directory venv
+	@$(MAKE) --no-print-directory lint
 	$(PYTEST) tests/ --junitxml=$(OUT)/junit-tests.xml
 
 ## Quality gate on the last run (config/gate.yaml): exit 1 listing the unmet ids.

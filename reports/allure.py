@@ -8,10 +8,13 @@ Before generating, `history/` from the previous report is copied into the new re
 test's history tab span runs. Then:
 
 - allure3 (preferred): the npm package `allure` run through `npx --yes allure@VERSION`
-  (fetched once into the npm cache, offline after that), with a generated config whose
-  historyPath is <results>/history/history.jsonl; the file is copied to <report>/history/.
+  (fetched once into the npm cache, offline after that): `allure awesome --single-file`, with a
+  generated config whose historyPath is <results>/history/history.jsonl (copied to
+  <report>/history/). The report is one self-contained index.html: it opens from disk
+  (file://), no web server needed.
 - allure2 (fallback): `allure` on PATH, else `npx --yes allure-commandline@VERSION`
-  (needs Java 17); it reads <results>/history/ and writes <report>/history/ itself.
+  (needs Java 17); it reads <results>/history/ and writes <report>/history/ itself. Its report
+  is a folder of files that a browser will not load from file://: `main` prints how to serve it.
 
 The new report is built in a temporary directory and swapped in only when generation
 succeeded, so a failed generate never destroys the previous report (or its history).
@@ -122,8 +125,8 @@ def generate(results: Path | str, report: Path | str, *, engine: str = "auto", n
             cfg = tmp.parent / f"{tmp.name}.allurerc.json"
             cfg.write_text(json.dumps({"name": name, "historyPath": str(history), "historyLimit": HISTORY_LIMIT}))
             try:
-                argv = ["npx", "--yes", "-p", ALLURE3, "allure", "generate", "--config", str(cfg), "--output",
-                        str(tmp / "out"), str(results)]
+                argv = ["npx", "--yes", "-p", ALLURE3, "allure", "awesome", "--single-file", "--config", str(cfg),
+                        "--report-name", name, "--output", str(tmp / "out"), str(results)]
                 r = _run(argv, timeout)
             finally:
                 cfg.unlink(missing_ok=True)
@@ -167,7 +170,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     carried = ", ".join(info["history_carried"]) or "none (first run)"
     print(f"allure: {info['engine']} report at {info['report']}; history carried: {carried}")
+    print(how_to_open(info))
     return 0
+
+
+def how_to_open(info: dict) -> str:
+    """One line: the file:// URL of a single-file report, or how to serve a multi-file one."""
+    index = Path(info["report"]) / "index.html"
+    if info["engine"] == "allure3":
+        return f"allure: open {index.as_uri()} (one self-contained file: works from disk, no server)"
+    return (f"allure: this Allure 2 report needs a web server: `python3 -m http.server -d {info['report']} 8080`, "
+            "then open http://127.0.0.1:8080/")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ from pathlib import Path
 import yaml
 
 CATALOG_PATH = Path(__file__).resolve().parent.parent / "specs" / "requirements.yaml"
-SEED_DIR_HINT = "../shared/seeds"
 
 
 @dataclass(frozen=True)
@@ -53,9 +52,12 @@ class Catalog:
         d = self.documents.get(doc, {})
         return f"{doc} {d.get('title', '')}".strip()
 
-    def source_link(self, req: Requirement) -> str:
+    def source_link(self, req: Requirement, seeds_dir: str | None) -> str | None:
+        """`<seeds_dir>/<document file>#<section>`, or None when the user did not say where the documents are."""
+        if not seeds_dir:
+            return None
         d = self.documents.get(req.doc, {})
-        return f"{SEED_DIR_HINT}/{d.get('file', req.doc)}#{req.section}"
+        return f"{seeds_dir.rstrip('/')}/{d.get('file', req.doc)}#{req.section}"
 
 
 def load_catalog(path: Path = CATALOG_PATH) -> Catalog:

@@ -10,6 +10,7 @@ profile's declared substitute for the id, *passed* when a spec's call phase ran 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -25,9 +26,14 @@ def _first_lines(text: str, n: int = 12) -> str:
     return "\n".join(lines[:n]) if lines else "failed"
 
 
+LAYER_FAILED = re.compile(r"^not verified: layer .* failed \(see the error of ")
+
+
 def _status(req, specs: list[dict]) -> tuple[str, str, list[dict]]:
-    """(status, reason, deviations of this id) for one catalog entry and the outcomes of its specs."""
+    """(status, reason, deviations of this id) for one catalog entry and the outcomes of its specs.
+    A spec skipped because its layer failed leaves the id not verified, even when a sibling passed."""
     outs = Counter(s["outcome"] for s in specs)
+    blocked = [s["message"] for s in specs if s["outcome"] == "skipped" and LAYER_FAILED.match(s["message"] or "")]
     devs = [d for s in specs if s["outcome"] == PASSED for d in s.get("deviations", []) if d.get("id") == req.id]
     if outs[FAILED]:
         return FAILED, _first_lines(next(s["message"] for s in specs if s["outcome"] == FAILED)), devs
@@ -36,6 +42,8 @@ def _status(req, specs: list[dict]) -> tuple[str, str, list[dict]]:
     if req.kind == SCOPE:
         ran = ", ".join(f"{s['nodeid'].split('::')[-1]} {s['outcome']}" for s in specs)
         return SCOPE, req.honoured_by + (f" (checked by {ran})" if ran else ""), devs
+    if blocked:
+        return NOT_VERIFIED, blocked[0], devs
     if devs:
         seen: dict[str, dict] = {}
         for d in devs:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 
-import pytest
 
 
 def expect_ok(result, what: str):

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from specs import checks
+
 pytestmark = pytest.mark.layer("host")
 
 PHOENIX_TREES = {"phoenix_hypervisor": Path("/usr/local/phoenix_hypervisor"),
@@ -40,11 +42,14 @@ def after_run(host_trees_before, request):
 def test_phoenix_hypervisor_scripts_unchanged(host_trees_before, after_run):
     if host_trees_before["phoenix_hypervisor"] is None:
         pytest.skip("not verified: /usr/local/phoenix_hypervisor does not exist on this host")
-    assert after_run["phoenix_hypervisor"] == host_trees_before["phoenix_hypervisor"]
+    why = checks.unchanged(host_trees_before["phoenix_hypervisor"], after_run["phoenix_hypervisor"],
+                           "/usr/local/phoenix_hypervisor")
+    assert not why, why
 
 
 @pytest.mark.req("R001-2.2-no-core-cli-changes")
 def test_phoenix_cli_unchanged(host_trees_before, after_run):
     if host_trees_before["phoenix-cli"] is None:
         pytest.skip("not verified: no phoenix-cli (/usr/local/bin/phoenix) on this host")
-    assert after_run["phoenix-cli"] == host_trees_before["phoenix-cli"]
+    why = checks.unchanged(host_trees_before["phoenix-cli"], after_run["phoenix-cli"], "/usr/local/bin/phoenix")
+    assert not why, why

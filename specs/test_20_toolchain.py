@@ -6,6 +6,8 @@ import json
 import pytest
 from conftest import expect_ok
 
+from specs import checks
+
 pytestmark = pytest.mark.layer("toolchain")
 
 
@@ -14,22 +16,26 @@ def test_venv_is_at_the_configured_path(target, toolchain):
     r = expect_ok(target.run([toolchain.python, "-c", "import sys, json; print(json.dumps([sys.prefix, sys.base_prefix]))"]),
                   "venv python")
     prefix, base = json.loads(r.stdout)
-    assert prefix == toolchain.venv and prefix != base, f"sys.prefix={prefix} base_prefix={base}"
+    why = checks.venv_prefix(prefix, base, toolchain.venv)
+    assert not why, why
 
 
 @pytest.mark.req("R000-S1-python311-full", "R004-TR.Dep-python")
-def test_venv_python_is_the_profiles_python(target, toolchain, profile):
+def test_venv_python_is_the_profiles_python(target, toolchain, profile, expect):
     venv = expect_ok(target.run([toolchain.python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"]), "venv")
     base = expect_ok(target.run([profile.python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"]), "profile python")
-    assert venv.stdout.strip() == base.stdout.strip()
-    assert tuple(int(x) for x in venv.stdout.split(".")) >= (3, 10), "seed 004: Python 3.10+"
+    why = checks.python_version(venv.stdout.strip(), base.stdout.strip(), floor=(3, 10))      # seed 004: 3.10+
+    assert not why, why
+    if checks.equal(venv.stdout.strip(), checks.DOC_PYTHON, "venv python"):             # seed 000: python3.11
+        expect("R000-S1-python311-full", venv.stdout.strip(), document=checks.DOC_PYTHON, what="venv python")
     expect_ok(target.run([toolchain.python, "-c", "import ensurepip, venv"]), "python3-full parts (ensurepip, venv)")
 
 
 @pytest.mark.req("R000-S1-git-cmake")
 @pytest.mark.parametrize("tool", ["git", "cmake"])
 def test_build_tools_are_installed(host, toolchain, tool):
-    assert host.exists(tool), f"{tool} not on PATH of {host.backend.hostname}"
+    why = checks.on_path(host.exists(tool), tool, host.backend.hostname)
+    assert not why, why
 
 
 @pytest.mark.req("R004-TR.Dep-gcc", "R004-TR.Dep-cmake", "R004-TR.Dep-ninja")
@@ -38,7 +44,5 @@ def test_build_tools_are_installed(host, toolchain, tool):
                                              ("ninja", ["ninja", "--version"], (1,))])
 def test_build_tool_versions(target, toolchain, tool, argv, floor):
     r = expect_ok(target.run(argv), f"{tool} --version")
-    import re
-
-    version = tuple(int(x) for x in re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", r.stdout).groups(default="0"))
-    assert version[: len(floor)] >= floor, f"{tool} {version} < {floor}"
+    why = checks.tool_version(r.stdout, floor, tool)
+    assert not why, why

@@ -22,8 +22,8 @@ REQUESTS, CONCURRENCY, MAX_TOKENS = 200, 16, 8
 
 
 @pytest.fixture(scope="module")
-def svc(service):
-    return service.extra["step"]
+def svc(service_unit):
+    return service_unit
 
 
 def percentile(sorted_values: list[float], pct: float) -> float:
@@ -78,7 +78,9 @@ def test_bounded_concurrent_load_has_no_errors(service, settings, evidence):
         f"p50 {summary['p50_ms']} ms, p90 {summary['p90_ms']} ms, p99 {summary['p99_ms']} ms, "
         f"max {summary['max_ms']} ms, {summary['requests_per_s']} req/s over {summary['wall_s']} s"))
     evidence("load test results", path=path)
-    assert not errors, f"{len(errors)} of {REQUESTS} requests failed; first: {errors[:3]}"
+    from specs.checks import load_errors
+    why = load_errors(results)
+    assert not why, why
 
 
 def _healthy(service) -> bool:
@@ -96,7 +98,7 @@ def test_killed_vllm_process_is_restarted_and_healthy_again(target, svc, service
         pytest.skip("not verified: --audit changes nothing, and killing the server is a change")
     if os.environ.get("PYTEST_XDIST_WORKER"):
         pytest.skip("not verified under xdist: killing the server would fail the specs other workers run")
-    before = svc.status(target)
+    before = svc.status()
     pid = before["main_pid"]
     assert pid > 0 and _healthy(service), before
     # a positive pid only: `kill -KILL -PGID` is `kill -1` to procps-ng 4.0.2
@@ -116,13 +118,13 @@ def test_killed_vllm_process_is_restarted_and_healthy_again(target, svc, service
             recovered = time.monotonic() - killed
             break
         time.sleep(0.25)
-    after = svc.status(target)
+    after = svc.status()
     text = (f"SIGKILL to vLLM pid {pid} ({after['manager']}, Restart={svc.unit.restart}, "
             f"RestartSec={svc.unit.restart_sec}s): process gone after {gone:.2f} s; /health 200 again after "
             + (f"{recovered:.1f} s" if recovered is not None else f"NOT within {budget:.0f} s")
             + f"; new pid {after['main_pid']}, restarts {before['restarts']} -> {after['restarts']}")
     evidence("recovery after SIGKILL", text=text)
-    evidence("service log after the restart", text=svc.log_tail(target, 60))
+    evidence("service log after the restart", text=svc.log_tail(60))
     rec = settings.out_dir / "resilience" / "recovery.json"
     rec.parent.mkdir(parents=True, exist_ok=True)
     rec.write_text(json.dumps({"killed_pid": pid, "gone_s": gone, "recovery_s": recovered, "budget_s": budget,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from specs import checks
+
 pytestmark = [pytest.mark.layer("idempotence"), pytest.mark.order(-1)]
 
 
@@ -11,20 +13,18 @@ pytestmark = [pytest.mark.layer("idempotence"), pytest.mark.order(-1)]
 def test_second_converge_changes_nothing(target, converge, ledger, settings, evidence, service):
     if settings.audit:
         pytest.skip("not verified: --audit never converges, so there is no second converge to compare")
-    steps = list(dict.fromkeys(converge.steps))
-    assert steps, "no layer converged in this run"
-    ledger.pass_no = 2
-    results = [s.converge(where, ledger=ledger) for s, where in steps]
+    assert converge.converged, "no layer converged in this run"
+    results = converge.second_pass()
     evidence("second converge", text="\n".join(f"{r.name}: {r.status} ({r.note})" for r in results))
-    changed = [f"* {r.name} => {r.note}" for r in results if r.changed]
-    assert not changed, "Idempotence test failed because of the following steps:\n" + "\n".join(changed)
+    why = checks.nothing_changed(results)
+    assert not why, why
 
 
 @pytest.mark.req("R003-2-declarative-state")
 def test_audit_after_converge_finds_no_drift(target, converge):
-    steps = list(dict.fromkeys(converge.steps))
-    drift = [f"{s.name}: {o.reason}" for s, where in steps if not (o := s.check(where)).satisfied]
-    assert not drift, drift
+    drift = converge.drift()
+    why = checks.no_drift(drift)
+    assert not why, why
 
 
 LAYER_ORDER = ["toolchain-apt", "toolchain-venv", "torch", "vllm", "model", "service"]
@@ -33,19 +33,15 @@ LAYER_ORDER = ["toolchain-apt", "toolchain-venv", "torch", "vllm", "model", "ser
 @pytest.mark.req("R000-3-install-order")
 def test_first_pass_installs_in_the_documents_order(ledger, service):
     names = [r.name for r in ledger.of_pass(1)]
-    seen = [n for n in LAYER_ORDER if n in names]
-    assert seen == sorted(seen, key=names.index), f"ledger order: {names}"
+    why = checks.in_order(names, LAYER_ORDER)
+    assert not why, why
 
 
 @pytest.mark.req("R001-2.1-single-command")
 def test_one_run_leaves_every_layer_converged(ledger, service, settings):
     first = ledger.of_pass(1)
-    failed = [f"{r.name}: {r.error}" for r in first if r.status == "failed"]
-    assert not failed, failed
-    if settings.audit:
-        drift = [r.name for r in first if r.status == "drift"]
-        assert not drift, f"audit found drift in {drift}"
-    assert {"toolchain-venv", "torch", "vllm", "model", "service"} <= {r.name for r in first}
+    why = checks.all_converged(first, {"toolchain-venv", "torch", "vllm", "model", "service"})
+    assert not why, why
 
 
 @pytest.mark.req("R000-5-total-time")
@@ -59,5 +55,5 @@ def test_first_creation_fits_the_documents_estimate(ledger, service, evidence):
     if not created:
         pytest.skip(f"not verified: the container already existed, so this run ({total / 60:.1f} min) "
                     "was not a creation from a bare clone")
-    assert total <= 55 * 60, f"creation took {total / 60:.1f} min; seed 000 estimates 20-55 min"
-    assert total - build <= 10 * 60, f"non-build work took {(total - build) / 60:.1f} min; seed 000 says 5-10"
+    why = checks.creation_time(total, build)
+    assert not why, why

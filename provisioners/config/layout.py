@@ -1,5 +1,5 @@
 """Where things live on the target. Root uses the documents' paths (/opt/vllm, ...);
-a non-root user gets a state dir under ~/.cache/phoenix instead of /opt (issue 4)."""
+a non-root user gets a state dir under ~/.cache/phoenix instead of /opt."""
 from __future__ import annotations
 
 import posixpath

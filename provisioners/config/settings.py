@@ -21,6 +21,38 @@ DEFAULT_CONFIG = "config/phoenix_lxc_configs.json"
 
 
 @dataclass(frozen=True)
+class Variant:
+    """What kind of target a run drives, decided once from the target URL's scheme; fixtures ask it
+    instead of comparing scheme strings."""
+
+    scheme: str
+
+    @property
+    def container(self) -> bool:
+        """A container the run manages (classic LXC or Proxmox pct): the container layer runs."""
+        return self.scheme in ("pct", "lxc")
+
+    @property
+    def docker(self) -> bool:
+        """Seed 004's Docker deployment: the stack comes from the compose release, not the layers."""
+        return self.scheme == "docker"
+
+    @property
+    def host(self) -> bool:
+        """A host install (this machine, or one reached over ssh)."""
+        return self.scheme in ("local", "ssh")
+
+    @property
+    def local(self) -> bool:
+        """This machine itself: local paths are the target's paths."""
+        return self.scheme == "local"
+
+    @property
+    def pct(self) -> bool:
+        return self.scheme == "pct"
+
+
+@dataclass(frozen=True)
 class Settings:
     target_url: str
     ctid: str | None            # the config entry in use (None: the config's default_ctid)
@@ -36,6 +68,10 @@ class Settings:
     @property
     def target_scheme(self) -> str:
         return parse_target(self.target_url)[0]
+
+    @property
+    def variant(self) -> Variant:
+        return Variant(self.target_scheme)
 
     @property
     def log_dir(self) -> Path:

@@ -18,11 +18,6 @@ from provisioners.config.phoenix import BenchmarkExpect
 from provisioners.core.errors import ProvisionError
 from provisioners.config.layout import Layout
 
-KEYS = ("completed", "failed", "duration", "request_throughput", "output_throughput", "total_token_throughput",
-        "mean_ttft_ms", "median_ttft_ms", "p50_ttft_ms", "p99_ttft_ms", "mean_itl_ms", "median_itl_ms",
-        "p50_itl_ms", "p99_itl_ms", "mean_tpot_ms", "p99_tpot_ms", "max_concurrency")
-
-
 @dataclass(frozen=True)
 class Workload:
     num_prompts: int
@@ -52,10 +47,6 @@ def bench_argv(vllm_bin: str, *, base_url: str, served: str, tokenizer: str, w: 
     if w.top_k is not None:
         argv += ["--top-k", str(w.top_k)]
     return argv
-
-
-def summary(result: dict) -> dict:
-    return {k: result[k] for k in KEYS if k in result}
 
 
 class Benchmark(Step):

@@ -70,6 +70,10 @@ LXC_NEEDS = [
     Need("lxc-templates", "lxc-create -t debian", paths=("/usr/share/lxc/templates/lxc-debian",)),
     Need("rsync", "the lxc-debian template copies its rootfs with rsync", commands=("rsync",)),
     Need("debootstrap", "the Debian rootfs of a new container", commands=("debootstrap",)),
+    # without debian-distro-info the lxc-debian template cannot tell bookworm's security suite and writes
+    # `bookworm/updates` (404): its apt-get update fails and --packages are silently not installed
+    Need("distro-info", "lxc-debian picks the security suite with debian-distro-info",
+         commands=("debian-distro-info",)),
     Need("nftables", "NAT for the private bridge", commands=("nft",)),
     Need("iproute2", "the private bridge and its address", commands=("ip",)),
 ]

@@ -5,7 +5,7 @@ is up; IPv4 forwarding is on; some nftables rule masquerades the subnet's traffi
 It only ever *adds*: it never deletes or rewrites a link, an address, a route or a rule it
 did not make, and it refuses (ProvisionError) when the name or the subnet is already taken
 in a way that does not match (a non-bridge link of that name, a bridge with other IPv4
-addresses, the subnet routed through another link). Another engineer's identical
+addresses, the subnet routed through another link). Someone else's identical
 `lxcbr0 10.0.3.1/24` counts as satisfied, and an existing masquerade rule for the subnet in
 any table (e.g. the recipe's `ct_nat`) is reused rather than duplicated. Our own rule lives in
 its own table, `ip phoenix_nat`, so it can be removed without touching anything else.

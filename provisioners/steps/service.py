@@ -17,8 +17,7 @@ import posixpath
 import re
 import ssl
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 import httpx
 
@@ -26,6 +25,7 @@ from provisioners.core.step import Observed, Step
 from provisioners.config.engine import EngineConfig, to_cli_args
 from provisioners.core.errors import ProvisionError, tail
 from provisioners.facts import HasSystemd
+from provisioners.facts.systemd import UnitJournal, UnitProperty, UnitStatus
 from provisioners.core.progress import Heartbeat
 from provisioners.scripts import read as read_script
 
@@ -113,7 +113,6 @@ class Endpoint:
     served_model: str = ""
     model_dir: str = ""
     log_hint: str = ""                  # where to read the server log (journal or file)
-    extra: dict = field(default_factory=dict)
 
     def client(self, timeout: float = 60) -> httpx.Client:
         verify: ssl.SSLContext | bool = True
@@ -122,11 +121,43 @@ class Endpoint:
         return httpx.Client(base_url=self.base_url, verify=verify, timeout=timeout)
 
 
-def wait_healthy(endpoint: Endpoint, *, timeout: float, alive, log_tail, label: str) -> float:
-    """Poll GET /health every 0.5 s. alive() -> bool says if the server process still exists."""
+# vLLM's engine core runs in child processes: when it dies during start-up the API server may hang on
+# instead of exiting (seen with TP 2 on two H200s), so the wait reads the log too, not only the process
+_ENGINE_DEAD = re.compile(r"Engine core initialization failed|EngineCore failed to start|EngineDeadError|"
+                          r"WorkerProc hit an exception|Worker failed with error|CUDA error: |"
+                          r"CUDA out of memory|torch\.OutOfMemoryError")
+_EXC_LINE = re.compile(r"\b((?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception)): (.+)")
+_PREFIX = re.compile(r"^(\(\w+ pid=\d+\)\s*)?((ERROR|WARNING|INFO|CRITICAL) \S+ \S+ \[[^\]]*\]\s*)?")
+_NOT_ROOT = re.compile(r"See root cause above|Engine core initialization failed|EngineDeadError")
+
+
+def engine_death(log: str) -> str | None:
+    """The root error line when the log shows the engine core died, else None.
+
+    The root is the first exception line (`SomeError: message`) of the log, with the process and log
+    prefixes stripped; the API server's own "Engine core initialization failed. See root cause above"
+    is never the root. Falls back to the first line that matched the death pattern."""
+    lines = log.splitlines()
+    hits = [i for i, line in enumerate(lines) if _ENGINE_DEAD.search(line)]
+    if not hits:
+        return None
+    in_traceback = False
+    for line in lines:            # a warning's "SomeError: ..." without a traceback is not a root
+        body = _PREFIX.sub("", line.strip())
+        in_traceback = in_traceback or body.startswith("Traceback (most recent call last)")
+        m = _EXC_LINE.search(body)
+        if m and not _NOT_ROOT.search(body) and (in_traceback or "CUDA error" in body):
+            return body[m.start():][:400]
+    return _PREFIX.sub("", lines[hits[0]].strip())[:400]
+
+
+def wait_healthy(endpoint: Endpoint, *, timeout: float, alive, log_tail, label: str, dead=None) -> float:
+    """Poll GET /health every 0.5 s. alive() -> bool says if the server process still exists;
+    dead() -> root error line or None says if its engine died while the process lives on (read every 2 s)."""
     beat = Heartbeat(label)
     start = time.monotonic()
     last = ""
+    polls = 0
     with endpoint.client(timeout=5) as c:
         while time.monotonic() - start < timeout:
             try:
@@ -137,8 +168,16 @@ def wait_healthy(endpoint: Endpoint, *, timeout: float, alive, log_tail, label: 
             except httpx.HTTPError as exc:
                 last = f"{type(exc).__name__}"
             if not alive():
-                raise ProvisionError(f"the vLLM server exited before /health answered ({endpoint.log_hint})",
-                                     stderr=log_tail())
+                root = dead() if dead else None
+                raise ProvisionError(f"the vLLM server exited before /health answered"
+                                     f"{': ' + root if root else ''} ({endpoint.log_hint})", stderr=log_tail())
+            polls += 1
+            if dead and polls % 4 == 0:
+                root = dead()
+                if root:
+                    raise ProvisionError(f"the vLLM engine died during start-up after "
+                                         f"{time.monotonic() - start:.0f}s: {root} ({endpoint.log_hint})",
+                                         stderr=log_tail())
             beat.tick(f"waiting for {endpoint.base_url}/health ({last})")
             time.sleep(0.5)
     raise ProvisionError(f"/health did not answer within {timeout:.0f}s ({last}; {endpoint.log_hint})",
@@ -156,7 +195,7 @@ def kill_group(target, pgid: int) -> None:
 class _ServiceStep(Step):
     def __init__(self, unit: UnitModel, endpoint: Endpoint, *, state_dir: str, startup_timeout: float):
         self.unit, self.endpoint, self.state_dir, self.startup_timeout = unit, endpoint, state_dir, startup_timeout
-        endpoint.log_hint = self.log_hint
+        self.endpoint = replace(endpoint, log_hint=self.log_hint)     # a copy: the caller's endpoint is theirs
 
     @property
     def log_hint(self) -> str:
@@ -270,7 +309,8 @@ class SupervisedService(_ServiceStep):
             return self._pid(target, "supervisor") is not None and not target.exists(self.base + ".restarts")
 
         self.startup_seconds = wait_healthy(self.endpoint, timeout=self.startup_timeout, alive=alive,
-                                            log_tail=lambda: self.log_tail(target), label="service: vLLM start")
+                                            log_tail=lambda: self.log_tail(target), label="service: vLLM start",
+                                            dead=lambda: engine_death(self.current_log(target)))
 
     def restart(self, target) -> None:
         self.apply(target, self.check(target))
@@ -304,11 +344,8 @@ class SystemdUnit(_ServiceStep):
         return f"journalctl -u {self.unit.name}"
 
     def log_tail(self, target, lines: int = 40) -> str:
-        since = target.run(["systemctl", "show", "-p", "ActiveEnterTimestamp", "--value", self.unit.name]).stdout.strip()
-        argv = ["journalctl", "-u", self.unit.name, "--no-pager", "-n", str(lines)]
-        if since:
-            argv += ["--since", since]
-        return target.run(argv).stdout
+        since = UnitProperty(self.unit.name, "ActiveEnterTimestamp").read(target).strip()
+        return UnitJournal(self.unit.name, lines, since).read(target)
 
     def check(self, target) -> Observed:
         have = target.read_text(self.path)
@@ -343,18 +380,14 @@ class SystemdUnit(_ServiceStep):
                 and st["restarts"] == restarts_before
 
         self.startup_seconds = wait_healthy(self.endpoint, timeout=self.startup_timeout, alive=alive,
-                                            log_tail=lambda: self.log_tail(target), label="service: vLLM start")
+                                            log_tail=lambda: self.log_tail(target), label="service: vLLM start",
+                                            dead=lambda: engine_death(self.current_log(target)))
 
     def restart(self, target) -> None:
         self.apply(target, self.check(target))
 
     def status(self, target) -> dict:
-        r = target.run(["systemctl", "show", "-p", "ActiveState,SubState,MainPID,NRestarts,ActiveEnterTimestamp",
-                        self.unit.name])
-        props = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
-        return {"manager": "systemd", "active": props.get("ActiveState", ""), "sub": props.get("SubState", ""),
-                "main_pid": int(props.get("MainPID") or 0), "restarts": int(props.get("NRestarts") or 0),
-                "since": props.get("ActiveEnterTimestamp", ""), "definition": self.path}
+        return {**UnitStatus(self.unit.name).read(target), "definition": self.path}
 
     def current_log(self, target) -> str:
         return self.log_tail(target, lines=100000)
@@ -365,41 +398,3 @@ def service_step(target, unit: UnitModel, endpoint: Endpoint, *, state_dir: str,
     """systemd where it is PID 1 on the target, else the supervisor (STYLE rule 11: pick once, from a fact)."""
     cls = SystemdUnit if HasSystemd().read(target) and not force_supervisor else SupervisedService
     return cls(unit, endpoint, state_dir=state_dir, startup_timeout=startup_timeout)
-
-
-def exec_start_argv(unit_text: str) -> Sequence[str] | None:
-    """Parse the ExecStart= line of a rendered unit back into argv (for specs and tests).
-    Lines end at \\n only, as systemd reads them (not at \\r or U+2028, as str.splitlines would)."""
-    unescape = {"n": "\n", "t": "\t", "r": "\r"}
-    for line in unit_text.split("\n"):
-        if line.startswith("ExecStart="):
-            out, cur, i, s = [], None, 0, line[len("ExecStart="):]
-            while i < len(s):
-                ch = s[i]
-                if cur is None:
-                    if ch == '"':
-                        cur = ""
-                    i += 1
-                    continue
-                if ch == "\\" and i + 1 < len(s):
-                    nxt = s[i + 1]
-                    if nxt == "x" and i + 3 < len(s):
-                        cur += chr(int(s[i + 2:i + 4], 16))
-                        i += 4
-                        continue
-                    cur += unescape.get(nxt, nxt)
-                    i += 2
-                    continue
-                if ch in "$%" and s[i + 1:i + 2] == ch:
-                    cur += ch
-                    i += 2
-                    continue
-                if ch == '"':
-                    out.append(cur)
-                    cur = None
-                    i += 1
-                    continue
-                cur += ch
-                i += 1
-            return out
-    return None

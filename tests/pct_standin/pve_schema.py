@@ -219,7 +219,7 @@ def parse_cli(command: str, args: list[str]) -> tuple[dict[str, str], dict[str, 
         raise SchemaError({names[len(pos)]: "property is missing and it is not optional"})
     if len(pos) > len(names):
         raise SchemaError({"args": f"too many arguments: {' '.join(pos[len(names):])}"})
-    positionals = dict(zip(names, pos))
+    positionals = dict(zip(names, pos, strict=True))
     errors: dict[str, str] = {}
     for name, value in positionals.items():
         err = _check_positional(command, name, value)

@@ -27,9 +27,8 @@ class LeakyStep(Step):
 
 
 @pytest.mark.req("R004-Ph4.2-failure-scenarios")
-def test_every_channel_gets_the_secrets(target, settings, service, evidence, converge):
-    step = service.extra["step"]
-    pid = step.status(target)["main_pid"]
+def test_every_channel_gets_the_secrets(target, settings, service_unit, evidence, converge):
+    pid = service_unit.status()["main_pid"]
     environ = (target.get(f"/proc/{pid}/environ") or b"").decode().replace("\0", "\n")
     assert f"HF_TOKEN={SECRETS[0]}" in environ, "the planted token did not reach the service"
     print("stdout:", *SECRETS)
@@ -39,4 +38,4 @@ def test_every_channel_gets_the_secrets(target, settings, service, evidence, con
     target.run(["sh", "-c", 'echo "$HF_TOKEN $1"', "leak", SECRETS[1]], env={"HF_TOKEN": SECRETS[0]},
                log_path=str(settings.log_dir / "leaky.log"))
     converge(LeakyStep())
-    assert False, f"failing on purpose with {SECRETS}"
+    assert False, f"failing on purpose with {SECRETS}"  # noqa: B011 - the report must show a failed assert

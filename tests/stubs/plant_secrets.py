@@ -3,7 +3,7 @@ arrive in production, for tests/test_safety_secrets.py. Never load it in a norma
 
 - PHOENIX_PLANT_HF_TOKEN goes into the cpu profile's `service.env` as HF_TOKEN: a profile with a
   model-hub token. The suite must find it secret by its name (nothing here registers it).
-- PHOENIX_PLANT_PASSWORD is registered through provisioners.core.secrets.register, as provisioners/steps/tls.py
+- PHOENIX_PLANT_PASSWORD is registered through provisioners.core.secrets.register, as provisioners/steps/tls/
   does with the CA password and the provisioner key.
 - The probe service gets its own unit name and port (PHOENIX_PLANT_PORT), so the machine's
   service on :8000 is not touched.

@@ -1,11 +1,14 @@
 import json, sys
-sys.path.insert(0, "/work/main")
-from provisioners.base import Ledger
-from provisioners.config import FlashInferExpect
-from provisioners.flashinfer import FlashInfer
-from provisioners.target import Target
+import os
+from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))   # the repository root
+from provisioners.backends.target import Target
+from provisioners.config.phoenix import FlashInferExpect
+from provisioners.core.step import Ledger
+from provisioners.steps.flashinfer import FlashInfer
+REPO = os.environ["FLASHINFER_REPO"]   # a local clone of flashinfer-ai/flashinfer (no network needed)
 t = Target.from_url("local://")
-want = FlashInferExpect(enabled=True, repo_url="/work/.mirror/flashinfer-ai+flashinfer/repo", repo_dir="/tmp/dev/fi/flashinfer",
+want = FlashInferExpect(enabled=True, repo_url=REPO, repo_dir="/tmp/dev/fi/flashinfer",
                         tag="v0.3.1", fallback_tag="v0.3.0", sampler=True)
 led = Ledger("/tmp/dev/fi/ledger.json")
 for i in range(2):

@@ -18,7 +18,7 @@ Two drivers say how, on two kinds of host:
   smaller than configured, the NVIDIA passthrough lines inserted into /etc/pve/lxc/CTID.conf
   (feature `nvidia` and a `gpu_assignment`), `pct start`. `unprivileged` can only be chosen
   at create: a clone whose mode differs from the config is an error, not a silent drift.
-* `LxcDriver` (classic LXC, CI and laptops; shared/recipes/containers.md): `lxc-copy` of the
+* `LxcDriver` (classic LXC, CI and laptops): `lxc-copy` of the
   clone source when it exists here (it must be stopped: an unmanaged source is never
   stopped), else `lxc-create -t debian -- -r bookworm --packages=python3,...`; a managed
   block in /var/lib/lxc/NAME/config (veth on the bridge, the configured MAC, memory and
@@ -26,8 +26,8 @@ Two drivers say how, on two kinds of host:
   masked before the first start; the host's resolv.conf and extra CA certificates copied in
   and `update-ca-certificates` run; `lxc-start`.
 
-Network on classic LXC (the decision the issue asked for): the container sits on a private
-bridge with NAT (provisioners/network.Bridge, default `lxcbr0` 10.0.3.1/24, or
+Network on classic LXC: the container sits on a private
+bridge with NAT (provisioners/steps/network.py Bridge, default `lxcbr0` 10.0.3.1/24, or
 PHOENIX_LXC_BRIDGE / PHOENIX_LXC_SUBNET=gateway/prefix). The config's IP belongs to the
 Proxmox LAN (10.0.0.121/24 on vmbr0), which does not exist here, so the LXC driver *maps* it:
 an IP already inside the bridge subnet is used as is; otherwise its host part is kept and

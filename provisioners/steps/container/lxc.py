@@ -36,7 +36,7 @@ from provisioners.steps.network import DEFAULT_BRIDGE, DEFAULT_GATEWAY, map_into
 
 
 class LxcDriver(ContainerDriver):
-    """Classic LXC on this host (shared/recipes/containers.md).
+    """Classic LXC on this host.
 
     names: CTID -> LXC container name (default `phoenix-ct<CTID>`), for the container itself
     and for its clone source. bridge/gateway: the private bridge (provisioners.steps.network.Bridge).
@@ -290,8 +290,10 @@ class LxcDriver(ContainerDriver):
         root = self.facts.rootfs(name)
         if not self.host.run(["test", "-x", f"{root}/usr/bin/python3"]).succeeded:
             raise ProvisionError(f"lxc-create {name} returned 0 but {root}/usr/bin/python3 is missing "
-                                 f"(--packages={','.join(self.packages)} were not installed; a stale template "
-                                 f"cache is the usual cause: remove /var/cache/lxc/debian and run again)",
+                                 f"(--packages={','.join(self.packages)} were not installed: the template's "
+                                 f"apt-get update failed (without debian-distro-info, package distro-info, it "
+                                 f"writes the security suite as {self.release}/updates), or a stale template cache "
+                                 f"was used (remove /var/cache/lxc/debian); see the full log)",
                                  log_path=log_path)
         note = f" (clone source {src} is not on this host)" if src else ""
         return f"create:debian-{self.release}{note}", True

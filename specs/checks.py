@@ -1,0 +1,540 @@
+"""The specs' verdicts as small pure functions: facts in, None (holds) or the failure message out.
+
+A spec reads a fact from the system under test and asserts `not (why := check(...)), why`;
+tests/test_specs_can_fail.py feeds each check a wrong fact and shows it fails, so no spec can
+pass by construction. The expected values here are the documents' own (seed and section named).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+
+# ---- the documents' values ------------------------------------------------------------------
+CT_NAME = "Template-VLLM-FP8"                   # seed 003 phase 1.1
+CLONE_SOURCE = "901"                            # seed 003 phase 1.1, 3.1
+CT_FEATURES = {"nvidia", "vllm"}                # seed 003 phase 1.1
+UNIT_NAME = "vllm_model_server.service"         # seed 003 phase 3
+FA_VERSION = "2"                                # seed 002: FA2 on Blackwell, never FA3
+SAMPLER_ON = "1"                                # seed 003 phase 3.2: VLLM_USE_FLASHINFER_SAMPLER=1
+DOC_CUDA = "12.8"                               # seed 000 step 2, seed 001 TR1, seed 003 6.2: torch cu128
+DOC_TORCH_MIN = "2.9.0"                         # seed 001 section 1: a torch 2.9 nightly
+DOC_VLLM = "0.10.2"                             # seed 003 3.2 / 6.2: the vLLM 0.10.2 wheel
+DOC_FLASHINFER = "0.3.1"                        # seed 003 phase 2.2: FlashInfer v0.3.1
+DOC_FLASHINFER_FALLBACK = "0.3.0"               # seed 003 section 7.1
+DOC_PYTHON = "3.11"                             # seed 000 step 1: python3.11-full
+
+
+def unchanged(before, after, what: str) -> str | None:
+    """A digest (or any state) read before the run equals the one read after it."""
+    if before != after:
+        return f"{what} changed during the run: {before!r} -> {after!r}"
+    return None
+
+
+def changed_keys(before: Mapping, after: Mapping, what: str) -> str | None:
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    return f"{what} changed during the run: {changed}" if changed else None
+
+
+# ---- config (the declarative model the run was given) ----------------------------------------
+def ct_name(name: str | None) -> str | None:
+    return None if name == CT_NAME else f"container name is {name!r}; seed 003 phase 1.1 names it {CT_NAME!r}"
+
+
+def clone_source(clone_from: str | None, known: Iterable[str]) -> str | None:
+    if clone_from != CLONE_SOURCE:
+        return f"clone source is {clone_from!r}; seed 003 clones CT {CLONE_SOURCE}"
+    if CLONE_SOURCE not in set(known):
+        return f"the config has no container {CLONE_SOURCE} to clone from"
+    return None
+
+
+def unique_ip_mac(me: tuple[str, str], others: Iterable[tuple[str, str]]) -> str | None:
+    ip, mac = me
+    dup = [o for o in others if o[0] == ip or o[1].upper() == mac.upper()]
+    return f"IP/MAC {me} also used by {dup}" if dup else None
+
+
+def features(have: Iterable[str]) -> str | None:
+    missing = CT_FEATURES - set(have)
+    return f"features lack {sorted(missing)} (have {sorted(have)})" if missing else None
+
+
+def engine_config_sections(ec) -> str | None:
+    """Seed 003 section 4: the four sections with the document's values."""
+    if ec is None:
+        return "no vllm_engine_config"
+    got = {"model": ec.ModelConfig.model, "quantization": ec.CacheConfig.quantization,
+           "kv_cache_dtype": ec.CacheConfig.kv_cache_dtype, "tensor_parallel_size": ec.ParallelConfig.tensor_parallel_size,
+           "served_model_name": ec.ServerConfig.served_model_name}
+    want = {"model": "meta-llama/Llama-3.2-3B-Instruct", "quantization": "fp8", "kv_cache_dtype": "fp8",
+            "tensor_parallel_size": 2, "served_model_name": "llama-3.2-3b-fp8"}
+    bad = {k: got[k] for k in want if got[k] != want[k]}
+    return f"engine config differs from seed 003 section 4: {bad} (want {want})" if bad else None
+
+
+def legacy_key_rejected(load, path, key: str, error_type: type) -> str | None:
+    """Loading a config with a legacy flat key must raise `error_type` naming its JSON path."""
+    try:
+        load(path)
+    except error_type as exc:
+        if f"legacy key `{key}`" in str(exc):
+            return None
+        return f"the error does not name the legacy key `{key}`: {exc}"
+    return f"a config with the legacy key `{key}` was accepted"
+
+
+# ---- container ------------------------------------------------------------------------------
+def container_running(now: Mapping, name: str, inside_hostname: str | None) -> str | None:
+    if not now.get("exists"):
+        return "the container does not exist"
+    if not now.get("running"):
+        return f"the container is not running: {dict(now)}"
+    if now.get("hostname") != name:
+        return f"host config hostname is {now.get('hostname')!r}, want {name!r}"
+    if inside_hostname != name:
+        return f"hostname inside is {inside_hostname!r}, want {name!r}"
+    return None
+
+
+def systemd_booted(pid1: str, state: str) -> str | None:
+    if pid1 != "systemd":
+        return f"PID 1 is {pid1!r}, not systemd"
+    if state != "running":
+        return f"systemctl is-system-running: {state!r}"
+    return None
+
+
+def resources(now: Mapping, want: Mapping) -> str | None:
+    """Every desired key (cores, memory_mb, swap_mb, nesting, ...) as the host reports it."""
+    bad = {k: (now.get(k), v) for k, v in want.items() if now.get(k) != v}
+    return f"host reports (observed, config) {bad}" if bad else None
+
+
+def memory_limit(limit_bytes: int | None, memory_mb: int) -> str | None:
+    if limit_bytes is None:
+        return None
+    want = memory_mb * 1024 * 1024
+    return None if limit_bytes == want else f"the container's cgroup says {limit_bytes} bytes, want {want}"
+
+
+def address_inside(mac: str, want_mac: str, addrs: Sequence[str], want_ip: str) -> str | None:
+    if mac.upper() != want_mac.upper():
+        return f"MAC inside is {mac}, config {want_mac}"
+    if want_ip not in addrs:
+        return f"{want_ip} not among the addresses inside {list(addrs)}"
+    return None
+
+
+_PCT_BASE = re.compile(r"\bbase-(\d+)-disk-\d+/")
+_LXC_OVERLAY = re.compile(r"^lxc\.rootfs\.path\s*=\s*overlay(?:fs)?:/\S*?/([^/:\s]+)/rootfs:", re.M)
+
+
+def clone_trace(config_text: str) -> str | None:
+    """The source a linked clone still points at: a pct rootfs on `base-901-disk-0/...`, or an LXC
+    overlay rootfs over `/var/lib/lxc/NAME/rootfs`. A full copy leaves no trace (None)."""
+    m = _PCT_BASE.search(config_text) or _LXC_OVERLAY.search(config_text)
+    return m.group(1) if m else None
+
+
+def cloned_from(trace: str | None, want: str) -> str | None:
+    if trace is None:
+        return None
+    return None if trace == want or trace.endswith(f"-{want}") else f"the rootfs is a clone of {trace}, not {want}"
+
+
+def first_run_created(status: str, systemd_ready: bool | None) -> str | None:
+    if status != "changed":
+        return f"the container step reported {status!r}, not a creation"
+    return None if systemd_ready else "systemd was not ready after the creation"
+
+
+def gpu_nodes(missing_lines: Sequence[str], not_char: Sequence[str], host_driver: str, inside_driver: str) -> str | None:
+    if missing_lines:
+        return f"passthrough lines missing from the container config: {list(missing_lines)}"
+    if not_char:
+        return f"not character devices inside: {list(not_char)}"
+    if host_driver.split() != inside_driver.split():
+        return f"driver inside {inside_driver!r} differs from the host's {host_driver!r}"
+    return None
+
+
+# ---- toolchain / torch / vllm ---------------------------------------------------------------
+def venv_prefix(prefix: str, base: str, want: str) -> str | None:
+    if prefix != want:
+        return f"sys.prefix is {prefix}, want {want}"
+    return f"{want} is not a virtual environment (prefix == base_prefix)" if prefix == base else None
+
+
+def python_version(venv: str, profile_python: str, floor: tuple[int, ...] = (3, 10)) -> str | None:
+    if venv != profile_python:
+        return f"venv python {venv}, profile python {profile_python}"
+    return None if tuple(int(x) for x in venv.split(".")) >= floor else f"python {venv} is older than {floor}"
+
+
+def tool_version(text: str, floor: tuple[int, ...], tool: str) -> str | None:
+    m = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    if not m:
+        return f"{tool}: no version in {text[:80]!r}"
+    version = tuple(int(x) for x in m.groups(default="0"))
+    return None if version[: len(floor)] >= floor else f"{tool} {version} < {floor}"
+
+
+def torch_cuda(cuda: str | None, want: str | None, version: str) -> str | None:
+    return None if cuda == want else f"torch {version} reports CUDA {cuda}, want {want}"
+
+
+def torch_nightly(version: str, min_version: str, nightly: bool) -> str | None:
+    from provisioners.facts import version_tuple
+
+    if version_tuple(version) < version_tuple(min_version):
+        return f"torch {version} is older than {min_version}"
+    if nightly and ".dev" not in version:
+        return f"torch {version} is not a nightly"
+    return None
+
+
+def torch_from_nightly_cu(version: str, cuda_label: str = "cu128") -> str | None:
+    """A nightly-index build says so in its version: `2.10.0.dev20250901+cu128`."""
+    if ".dev" not in version:
+        return f"torch {version} is not a nightly build"
+    return None if version.endswith("+" + cuda_label) else f"torch {version} is not a +{cuda_label} build"
+
+
+def release(version: str | None) -> str:
+    return (version or "").split("+")[0]
+
+
+def vllm_version(printed: str, want: str, what: str = "`vllm --version`") -> str | None:
+    return None if release(printed) == want else f"{what} printed {printed!r}, want {want}"
+
+
+def dist_from_wheel(pip_show: Mapping[str, str], direct_url: Mapping | None, want: str) -> str | None:
+    """pip's own record: the version, no editable checkout, and no local source dir behind it."""
+    if release(pip_show.get("Version")) != want:
+        return f"pip show says {pip_show.get('Version')!r}, want {want}"
+    if "Editable project location" in pip_show:
+        return f"vllm is an editable install of {pip_show['Editable project location']}"
+    if direct_url and "dir_info" in direct_url:
+        return f"vllm was built from the source folder {direct_url.get('url')}, not installed from a wheel"
+    return None
+
+
+def flags_known(flags: Iterable[str], help_text: str) -> str | None:
+    unknown = [f for f in flags if f not in help_text]
+    return f"flags the installed vLLM does not know: {unknown}" if unknown else None
+
+
+def only_venv_vllm(system_imports: bool, dist_infos: Iterable[str], venv: str) -> str | None:
+    if system_imports:
+        return "the system python imports a vllm (a legacy install outside the venv)"
+    outside = [p for p in dist_infos if not p.startswith(venv.rstrip("/") + "/")]
+    return f"vllm dist-info outside {venv}: {outside}" if outside else None
+
+
+# ---- service --------------------------------------------------------------------------------
+def service_running(status: Mapping) -> str | None:
+    if (status.get("active"), status.get("sub")) != ("active", "running") or not status.get("main_pid"):
+        return f"service is not active/running with a main pid: {dict(status)}"
+    return None
+
+
+def unit_enabled(is_enabled: str, need_reload: str) -> str | None:
+    if is_enabled != "enabled":
+        return f"systemctl is-enabled: {is_enabled!r}"
+    return None if need_reload == "no" else f"NeedDaemonReload={need_reload!r}"
+
+
+def same_text(observed: str | None, wanted: str, what: str) -> str | None:
+    if observed == wanted:
+        return None
+    if observed is None:
+        return f"{what} is missing"
+    diff = next((i for i, (a, b) in enumerate(zip(observed.splitlines(), wanted.splitlines(), strict=False)) if a != b), None)
+    return f"{what} differs from the render of the config (first differing line {diff})"
+
+
+def owner_mode(user: str, mode: int) -> str | None:
+    return None if (user, mode) == ("root", 0o644) else f"owner {user}, mode {oct(mode)}; want root 0o644"
+
+
+def argv_flags(argv: Sequence[str]) -> dict[str, str | bool]:
+    """`vllm serve MODEL --a 1 --b --c x` -> {"model": MODEL, "--a": "1", "--b": True, "--c": "x"}."""
+    out: dict[str, str | bool] = {}
+    if "serve" in argv:
+        rest = list(argv[argv.index("serve") + 1:])
+        if rest and not rest[0].startswith("--"):
+            out["model"] = rest.pop(0)
+        i = 0
+        while i < len(rest):
+            a = rest[i]
+            if a.startswith("--") and "=" in a:
+                k, v = a.split("=", 1)
+                out[k] = v
+            elif a.startswith("--") and i + 1 < len(rest) and not rest[i + 1].startswith("--"):
+                out[a] = rest[i + 1]
+                i += 1
+            elif a.startswith("--"):
+                out[a] = True
+            i += 1
+    return out
+
+
+# vLLM's own defaults: a field at its default may be left off the command line
+VLLM_DEFAULTS = {"kv_cache_dtype": "auto", "dtype": "auto", "tensor_parallel_size": 1, "pipeline_parallel_size": 1}
+
+
+def argv_has_values(argv: Sequence[str], want: Mapping[str, object]) -> str | None:
+    """Each engine-config field the document sets, read back from the running process's argv
+    (vLLM's own convention: field `max_model_len` is `--max-model-len`; a true bool is a bare flag)."""
+    flags = argv_flags(argv)
+    bad = {}
+    for field, value in want.items():
+        key = "model" if field == "model" else "--" + field.replace("_", "-")
+        if value is None or (key not in flags and VLLM_DEFAULTS.get(field, object()) == value):
+            continue
+        key = "model" if field == "model" else "--" + field.replace("_", "-")
+        got = flags.get(key)
+        ok = (got is True) if value is True else (key not in flags) if value is False else (str(got) == str(value))
+        if not ok:
+            bad[field] = (got, value)
+    return f"running argv (observed, engine config): {bad}" if bad else None
+
+
+def env_has(env: Mapping[str, str], want: Mapping[str, str | None]) -> str | None:
+    bad = {k: (env.get(k), v) for k, v in want.items() if env.get(k) != v}
+    return f"process environment (observed, wanted): {bad}" if bad else None
+
+
+def cleared_before_set(unit_text: str, keys: Iterable[str]) -> str | None:
+    for key in keys:
+        clear = unit_text.find(f'Environment="{key}="')
+        if clear < 0:
+            return f"the unit never clears {key}"
+        later = [m.start() for m in re.finditer(rf'Environment="{key}=[^"]', unit_text)]
+        if any(pos < clear for pos in later):
+            return f"{key} is set before it is cleared"
+    return None
+
+
+def log_clean(log: str) -> str | None:
+    from provisioners.facts.logscan import server_error_lines
+
+    if "Application startup complete" not in log and "Started server process" not in log:
+        return "the log does not show the server starting"
+    errors = server_error_lines(log)      # whole lines; vLLM's per-request 404/400 records are not server errors
+    return (f"{len(errors)} server error line(s) since the last start:\n" + "\n".join(errors[:10])) if errors else None
+
+
+def fa2_only(env: Mapping[str, str], log: str) -> str | None:
+    if env.get("VLLM_FLASH_ATTN_VERSION") != FA_VERSION:
+        return f"VLLM_FLASH_ATTN_VERSION={env.get('VLLM_FLASH_ATTN_VERSION')!r}, want {FA_VERSION}"
+    if re.search(r"(?i)flash.?attention.?(version )?3|FA3", log):
+        return "the log shows FlashAttention 3"
+    return None
+
+
+def no_temp_leftovers(leftovers: Sequence[str]) -> str | None:
+    return f"temp files left in /etc/systemd/system: {list(leftovers)}" if leftovers else None
+
+
+# ---- flashinfer -----------------------------------------------------------------------------
+def fallback_follows_trigger(trigger: str | None, deviations: Sequence[str]) -> str | None:
+    if trigger is not None and not deviations:
+        return f"the journal shows {trigger!r} but no FlashInfer fallback is recorded"
+    return None
+
+
+# ---- api / benchmark ------------------------------------------------------------------------
+def model_listed(status: int, ids: Sequence[str], served: str) -> str | None:
+    if status != 200:
+        return f"GET /v1/models: {status}"
+    return None if served in ids else f"{served} not in {list(ids)}"
+
+
+def completion(status: int, usage: Mapping, finish: str | None, tokens: int) -> str | None:
+    if status != 200:
+        return f"status {status}"
+    if usage.get("completion_tokens") != tokens:
+        return f"completion_tokens {usage.get('completion_tokens')}, want {tokens}"
+    return None if finish == "length" else f"finish_reason {finish!r}"
+
+
+def chat(status: int, role: str | None, usage: Mapping) -> str | None:
+    if status != 200:
+        return f"status {status}"
+    if role != "assistant":
+        return f"role {role!r}"
+    if not (usage.get("prompt_tokens", 0) > 1 and usage.get("completion_tokens", 0) >= 1):
+        return f"usage {dict(usage)}"
+    return None
+
+
+def sse_chunks(chunks: int, floor: int = 2) -> str | None:
+    return None if chunks >= floor else f"only {chunks} SSE data chunk(s)"
+
+
+def error_reply(status: int, want: int, body: Mapping | None) -> str | None:
+    if status != want:
+        return f"status {status}, want {want}"
+    return None if body and "error" in body else f"no `error` in the reply {body!r}"
+
+
+def metric_series(series: Iterable[str]) -> str | None:
+    s = set(series)
+    return None if s & {"vllm:generation_tokens_total", "vllm:generation_tokens"} else \
+        f"no vllm generation-token series in {sorted(s)[:20]}"
+
+
+def bench_complete(result: Mapping, num_prompts: int) -> str | None:
+    if result.get("completed") != num_prompts or result.get("failed", 0) != 0:
+        return f"completed {result.get('completed')} of {num_prompts}, failed {result.get('failed')}"
+    return None if (result.get("output_throughput") or 0) > 0 else "output throughput is 0"
+
+
+def load_errors(results: Sequence[Mapping]) -> str | None:
+    errors = [r for r in results if not r.get("ok")]
+    return f"{len(errors)} of {len(results)} requests failed; first: {errors[:3]}" if errors else None
+
+
+# ---- idempotence / ledger -------------------------------------------------------------------
+def nothing_changed(results: Iterable) -> str | None:
+    changed = [f"* {r.name} => {r.note}" for r in results if r.changed]
+    return ("Idempotence test failed because of the following steps:\n" + "\n".join(changed)) if changed else None
+
+
+def no_drift(drift: Sequence[str]) -> str | None:
+    return f"drift: {list(drift)}" if drift else None
+
+
+def in_order(names: Sequence[str], order: Sequence[str]) -> str | None:
+    seen = [n for n in order if n in names]
+    return None if seen == sorted(seen, key=list(names).index) else f"ledger order: {list(names)}"
+
+
+def all_converged(first: Iterable, need: Iterable[str]) -> str | None:
+    first = list(first)
+    failed = [f"{r.name}: {r.error}" for r in first if r.status in ("failed", "drift")]
+    if failed:
+        return f"not converged: {failed}"
+    missing = set(need) - {r.name for r in first}
+    return f"layers never converged: {sorted(missing)}" if missing else None
+
+
+def creation_time(total_s: float, build_s: float) -> str | None:
+    if total_s > 55 * 60:
+        return f"creation took {total_s / 60:.1f} min; seed 000 estimates 20-55 min"
+    if total_s - build_s > 10 * 60:
+        return f"non-build work took {(total_s - build_s) / 60:.1f} min; seed 000 says 5-10"
+    return None
+
+
+# ---- tls ------------------------------------------------------------------------------------
+def same_fingerprint(served: str, installed: str | None) -> str | None:
+    return None if installed and served == installed else "the served leaf is not the installed certificate"
+
+
+def sans_and_window(info: Mapping, host: str, sans: Iterable[str], now, fraction: float) -> str | None:
+    if host not in info["sans"] or not set(sans) <= set(info["sans"]):
+        return f"SANs {info['sans']} lack {host} or {sorted(sans)}"
+    if not info["not_before"] <= now < info["not_after"]:
+        return f"not valid now: {info['not_before']} .. {info['not_after']}"
+    return None if fraction > 1 / 3 else f"only {fraction:.0%} of the validity left: it should have been renewed"
+
+
+# ---- small generic and layer-specific checks ------------------------------------------------
+def equal(observed, wanted, what: str) -> str | None:
+    return None if observed == wanted else f"{what}: observed {observed!r}, want {wanted!r}"
+
+
+def on_path(found: bool, tool: str, where: str) -> str | None:
+    return None if found else f"{tool} not on PATH of {where}"
+
+
+def sharded(argv_tp: str | None, gpu_uuids: Iterable[str], tp: int) -> str | None:
+    if argv_tp != str(tp):
+        return f"--tensor-parallel-size is {argv_tp!r}, want {tp}"
+    n = len(set(gpu_uuids))
+    return None if n == tp else f"vLLM runs on {n} GPU(s), want {tp}"
+
+
+def flashinfer_version(version: str | None, want: str, fallback_version: str | None,
+                       deviations: Sequence[str]) -> str | None:
+    """The tag's version, or (only with a recorded fallback) the fallback tag's version or the sampler off."""
+    if release(version) == want:
+        return None
+    if not deviations:
+        return f"flashinfer {version!r}, want {want}, and no fallback is recorded"
+    if any("fallback 2" in d for d in deviations) or release(version) == fallback_version:
+        return None
+    return f"fallback state inconsistent: {list(deviations)} / {version!r}"
+
+
+# ---- docker target --------------------------------------------------------------------------
+def release_at_least(text: str, pattern: str, floor: tuple[int, ...], what: str) -> str | None:
+    """The first `pattern` match's (major, minor) in a tool's output, against a floor."""
+    m = re.search(pattern, text)
+    if not m:
+        return f"{what}: no version in {text[:200]!r}"
+    got = tuple(int(x) for x in m.groups())
+    return None if got >= floor else f"{what} {'.'.join(map(str, got))} < {'.'.join(map(str, floor))}"
+
+
+def gpus_of_arch(rows: Sequence[Sequence[str]], arch: str, min_mib: int = 22888) -> str | None:
+    """nvidia-smi rows (name, compute_cap, memory MiB): every GPU of `arch` with >= 24 GB (22888 MiB)."""
+    if not rows:
+        return "nvidia-smi lists no GPU"
+    bad = [(name, cap, mem) for name, cap, mem in rows if cap != arch or int(mem) < min_mib]
+    return f"GPUs not {arch} with >= {min_mib} MiB: {bad}" if bad else None
+
+
+def nothing_left(items: Sequence, what: str) -> str | None:
+    return f"{what}: {list(items)}" if items else None
+
+
+def same_lines(observed: str, wanted: str, what: str) -> str | None:
+    o, w = observed.strip().splitlines(), wanted.strip().splitlines()
+    return None if o == w else f"{what}: {o} != {w}"
+
+
+def guides(readme: str, names: Sequence[str], min_chars: int = 200) -> str | None:
+    missing = []
+    for guide in names:
+        m = re.search(rf"^## {re.escape(guide)}\n(.+?)(?=^## |\Z)", readme, re.M | re.S)
+        if not (m and len(m.group(1).strip()) > min_chars):
+            missing.append(guide)
+    return f"guides missing or empty: {missing}" if missing else None
+
+
+def local_wheel_url(url: str) -> str | None:
+    ok = re.fullmatch(r"file:///opt/phoenix/dist/[0-9a-f]{16}/vllm-[^/]+\.whl", url or "")
+    return None if ok else f"vllm was not installed from the locally built wheel: direct_url {url!r}"
+
+
+ENGINE_FIELDS_ON_ARGV = ("model", "max_model_len", "trust_remote_code", "quantization", "kv_cache_dtype",
+                         "gpu_memory_utilization", "tensor_parallel_size", "served_model_name", "host", "port")
+
+
+def engine_values(ec) -> dict[str, object]:
+    """The engine config's own field values that reach `vllm serve` as flags (seed 003 section 4)."""
+    out: dict[str, object] = {}
+    for section in ("ModelConfig", "CacheConfig", "ParallelConfig", "ServerConfig"):
+        for k, v in getattr(ec, section).model_dump().items():
+            if k in ENGINE_FIELDS_ON_ARGV and isinstance(v, (str, int, float, bool)):
+                out[k] = v
+    return out
+
+
+def os_release(text: str | None, distro: str, version: str, where: str) -> str | None:
+    fields = dict(line.split("=", 1) for line in (text or "").splitlines() if "=" in line)
+    got = (fields.get("ID", "").strip('"'), fields.get("VERSION_ID", "").strip('"'))
+    return None if got == (distro, version) else f"{where} is {got}, want {(distro, version)}"
+
+
+def compose_has_vllm_no_triton(services: Mapping[str, str], image: str) -> str | None:
+    if "vllm" not in services:
+        return f"compose defines no vllm service: {dict(services)}"
+    if services["vllm"] != image and not services["vllm"].endswith(image.split("/", 1)[-1]):
+        return f"the vllm service runs {services['vllm']}, not {image}"
+    triton = [i for i in services.values() if "tritonserver" in i]
+    return f"compose still runs Triton: {triton}" if triton else None
