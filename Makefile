@@ -39,15 +39,12 @@ specs-lxc:
 	$(PYTEST) specs/ -p no:randomly --target lxc://$(LXC_NAME) --profile cpu --wheelhouse $(WHEELHOUSE) \
 	  --phoenix-out reports/out-lxc --alluredir=reports/allure-results-lxc --junitxml=reports/out-lxc/junit-specs.xml $(SPECS_ARGS)
 
-## vLLM CPU build from a release sdist through provisioners/steps/vllm_source.py (seed 000 step 3). Not in CI:
-## on 2 cores it needs about 80 min, g++ >= 12.3 for vLLM >= 0.20, and libnuma-dev (docs/evidence/README.md).
+## vLLM built from source by the suite itself (profile cpu-source: the vllm==0.11.0 sdist, seed 000 step 3, then the
+## wheel cache); run outside CI (docs/evidence/source-build.md has the times). A second run with the same key
+## installs the cached wheel instead of compiling.
 source-build-cpu: venv
-	python3 -m venv .venv-src && .venv-src/bin/pip install -q torch==2.13.0+cpu
-	nice -n 19 $(BIN)/python -m provisioners.steps.vllm_source --python .venv-src/bin/python \
-	  --repo-dir $${REPO_DIR:-/tmp/vllm_repo} --device cpu --sdist $${SDIST:?path to vllm-X.tar.gz} \
-	  --max-jobs $${MAX_JOBS:-1} --no-deps --cache-root $${CACHE:-/tmp/vllm-wheels} \
-	  $${GITCFG:+--env GIT_CONFIG_GLOBAL=$$GITCFG} --env CARGO_NET_OFFLINE=true \
-	  --log reports/out/logs/vllm-source.log --summary reports/out/vllm-source.json
+	nice -n 10 $(PYTEST) specs/test_32_vllm_source.py specs/test_40_vllm.py -p no:randomly --profile cpu-source \
+	  --target local:// $(SPECS_ARGS)
 
 ## The offline vLLM bundle for the borrowed H100 (tools/device/README.md).
 device-bundle:

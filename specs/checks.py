@@ -16,6 +16,12 @@ CT_FEATURES = {"nvidia", "vllm"}                # seed 003 phase 1.1
 UNIT_NAME = "vllm_model_server.service"         # seed 003 phase 3
 FA_VERSION = "2"                                # seed 002: FA2 on Blackwell, never FA3
 SAMPLER_ON = "1"                                # seed 003 phase 3.2: VLLM_USE_FLASHINFER_SAMPLER=1
+DOC_CUDA = "12.8"                               # seed 000 step 2, seed 001 TR1, seed 003 6.2: torch cu128
+DOC_TORCH_MIN = "2.9.0"                         # seed 001 section 1: a torch 2.9 nightly
+DOC_VLLM = "0.10.2"                             # seed 003 3.2 / 6.2: the vLLM 0.10.2 wheel
+DOC_FLASHINFER = "0.3.1"                        # seed 003 phase 2.2: FlashInfer v0.3.1
+DOC_FLASHINFER_FALLBACK = "0.3.0"               # seed 003 section 7.1
+DOC_PYTHON = "3.11"                             # seed 000 step 1: python3.11-full
 
 
 def unchanged(before, after, what: str) -> str | None:
@@ -462,3 +468,73 @@ def flashinfer_version(version: str | None, want: str, fallback_version: str | N
     if any("fallback 2" in d for d in deviations) or release(version) == fallback_version:
         return None
     return f"fallback state inconsistent: {list(deviations)} / {version!r}"
+
+
+# ---- docker target --------------------------------------------------------------------------
+def release_at_least(text: str, pattern: str, floor: tuple[int, ...], what: str) -> str | None:
+    """The first `pattern` match's (major, minor) in a tool's output, against a floor."""
+    m = re.search(pattern, text)
+    if not m:
+        return f"{what}: no version in {text[:200]!r}"
+    got = tuple(int(x) for x in m.groups())
+    return None if got >= floor else f"{what} {'.'.join(map(str, got))} < {'.'.join(map(str, floor))}"
+
+
+def gpus_of_arch(rows: Sequence[Sequence[str]], arch: str, min_mib: int = 22888) -> str | None:
+    """nvidia-smi rows (name, compute_cap, memory MiB): every GPU of `arch` with >= 24 GB (22888 MiB)."""
+    if not rows:
+        return "nvidia-smi lists no GPU"
+    bad = [(name, cap, mem) for name, cap, mem in rows if cap != arch or int(mem) < min_mib]
+    return f"GPUs not {arch} with >= {min_mib} MiB: {bad}" if bad else None
+
+
+def nothing_left(items: Sequence, what: str) -> str | None:
+    return f"{what}: {list(items)}" if items else None
+
+
+def same_lines(observed: str, wanted: str, what: str) -> str | None:
+    o, w = observed.strip().splitlines(), wanted.strip().splitlines()
+    return None if o == w else f"{what}: {o} != {w}"
+
+
+def guides(readme: str, names: Sequence[str], min_chars: int = 200) -> str | None:
+    missing = []
+    for guide in names:
+        m = re.search(rf"^## {re.escape(guide)}\n(.+?)(?=^## |\Z)", readme, re.M | re.S)
+        if not (m and len(m.group(1).strip()) > min_chars):
+            missing.append(guide)
+    return f"guides missing or empty: {missing}" if missing else None
+
+
+def local_wheel_url(url: str) -> str | None:
+    ok = re.fullmatch(r"file:///opt/phoenix/dist/[0-9a-f]{16}/vllm-[^/]+\.whl", url or "")
+    return None if ok else f"vllm was not installed from the locally built wheel: direct_url {url!r}"
+
+
+ENGINE_FIELDS_ON_ARGV = ("model", "max_model_len", "trust_remote_code", "quantization", "kv_cache_dtype",
+                         "gpu_memory_utilization", "tensor_parallel_size", "served_model_name", "host", "port")
+
+
+def engine_values(ec) -> dict[str, object]:
+    """The engine config's own field values that reach `vllm serve` as flags (seed 003 section 4)."""
+    out: dict[str, object] = {}
+    for section in ("ModelConfig", "CacheConfig", "ParallelConfig", "ServerConfig"):
+        for k, v in getattr(ec, section).model_dump().items():
+            if k in ENGINE_FIELDS_ON_ARGV and isinstance(v, (str, int, float, bool)):
+                out[k] = v
+    return out
+
+
+def os_release(text: str | None, distro: str, version: str, where: str) -> str | None:
+    fields = dict(line.split("=", 1) for line in (text or "").splitlines() if "=" in line)
+    got = (fields.get("ID", "").strip('"'), fields.get("VERSION_ID", "").strip('"'))
+    return None if got == (distro, version) else f"{where} is {got}, want {(distro, version)}"
+
+
+def compose_has_vllm_no_triton(services: Mapping[str, str], image: str) -> str | None:
+    if "vllm" not in services:
+        return f"compose defines no vllm service: {dict(services)}"
+    if services["vllm"] != image and not services["vllm"].endswith(image.split("/", 1)[-1]):
+        return f"the vllm service runs {services['vllm']}, not {image}"
+    triton = [i for i in services.values() if "tritonserver" in i]
+    return f"compose still runs Triton: {triton}" if triton else None

@@ -21,11 +21,13 @@ def test_venv_is_at_the_configured_path(target, toolchain):
 
 
 @pytest.mark.req("R000-S1-python311-full", "R004-TR.Dep-python")
-def test_venv_python_is_the_profiles_python(target, toolchain, profile):
+def test_venv_python_is_the_profiles_python(target, toolchain, profile, expect):
     venv = expect_ok(target.run([toolchain.python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"]), "venv")
     base = expect_ok(target.run([profile.python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"]), "profile python")
     why = checks.python_version(venv.stdout.strip(), base.stdout.strip(), floor=(3, 10))      # seed 004: 3.10+
     assert not why, why
+    if checks.equal(venv.stdout.strip(), checks.DOC_PYTHON, "venv python"):             # seed 000: python3.11
+        expect("R000-S1-python311-full", venv.stdout.strip(), document=checks.DOC_PYTHON, what="venv python")
     expect_ok(target.run([toolchain.python, "-c", "import ensurepip, venv"]), "python3-full parts (ensurepip, venv)")
 
 

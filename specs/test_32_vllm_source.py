@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from urllib.parse import unquote
 
 import pytest
 
@@ -43,7 +44,7 @@ def source_run(target, settings, toolchain, source_step, profile):
     log = settings.log_dir / "vllm-source.log"
     text = log.read_text(errors="replace") if log.exists() else ""
     run = {"log": parse_source_log(text), "repo": repo_facts(target, toolchain.python, profile.vllm.source.repo_dir),
-           "log_path": str(log), "step": source_step.summary()}
+           "log_path": str(log), "step": source_step.describe(target)}
     settings.out_dir.mkdir(parents=True, exist_ok=True)
     (settings.out_dir / "vllm-source.json").write_text(json.dumps(
         {k: run[k] for k in ("log", "step")} | {"repo": {k: v for k, v in run["repo"].items() if k != "status"}},
@@ -205,7 +206,7 @@ def test_the_built_wheel_is_cached_under_its_key(source_run, target, profile, ev
     wheels = r.stdout.split() if r.succeeded else []
     meta = json.loads(target.read_text(f"{step['cache_dir']}/key.json") or "{}")
     evidence("wheel cache", text=f"{wheels}\n{json.dumps(meta)}")
-    want = cache_fields(step["source"], step["torch"], step["arch_list"], step["device"])
+    want = cache_fields(step["source"], step["torch"], step["arch_list"], step["device"], step["flags"])
     assert len(wheels) == 1 and {k: meta.get(k) for k in want} == want, f"{wheels} {meta}, want {want}"
 
 
@@ -217,7 +218,7 @@ def test_a_cache_install_used_the_wheel_of_its_key(source_run, target, toolchain
         pytest.skip("not verified: this run built vLLM; the cache install is read on the next target")
     r = target.run([toolchain.python, "-c", "import importlib.metadata as m; print(m.distribution('vllm')"
                     ".read_text('direct_url.json'))"], timeout=120)
-    url = json.loads(r.stdout.strip().splitlines()[-1])["url"]
+    url = unquote(json.loads(r.stdout.strip().splitlines()[-1])["url"])   # pip writes "+" as %2B
     evidence("cache install", text=f"{url}: {step.get('cache_install_seconds')} s")
     assert url == f"file://{step['cache_hit']}", f"vllm came from {url}, the cache hit was {step['cache_hit']}"
     assert source_run["log"]["exit"] == 0 and source_run["log"].get("cache_install_seconds") is not None, source_run["log"]

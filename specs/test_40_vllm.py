@@ -12,28 +12,35 @@ pytestmark = pytest.mark.layer("vllm")
 
 
 @pytest.mark.req("R000-S4-vllm-version-cli", "R003-6.2-vllm-version")
-def test_vllm_version_cli_equals_the_pin(target, toolchain, vllm_layer, profile):
+def test_vllm_version_cli_equals_the_pin(target, toolchain, vllm_layer, expect):
     r = expect_ok(target.run([toolchain.vllm, "--version"], timeout=300, env={"HF_HUB_OFFLINE": "1"}), "vllm --version")
-    why = checks.vllm_version(r.stdout.strip().splitlines()[-1].strip(), profile.vllm.version)
-    assert not why, why
+    printed = r.stdout.strip().splitlines()[-1].strip()
+    if checks.vllm_version(printed, checks.DOC_VLLM):
+        expect(None, checks.release(printed), document=checks.DOC_VLLM, what="`vllm --version`")
 
 
 @pytest.mark.req("R001-TR7-verification", "R000-S5-no-pynvml-hack")
-def test_import_vllm_works(target, toolchain, vllm_layer, profile):
+def test_import_vllm_works(target, toolchain, vllm_layer, expect):
     r = expect_ok(target.run([toolchain.python, "-c", "import vllm, sys; print(vllm.__version__)"], timeout=300,
                              env={"HF_HUB_OFFLINE": "1"}), "import vllm")
-    why = checks.vllm_version(r.stdout.strip().splitlines()[-1], profile.vllm.version, "vllm.__version__")
-    assert not why, why
+    printed = r.stdout.strip().splitlines()[-1]
+    if checks.vllm_version(printed, checks.DOC_VLLM, "vllm.__version__"):
+        expect("R001-TR7-verification", checks.release(printed), document=checks.DOC_VLLM, what="vllm.__version__")
 
 
 @pytest.mark.req("R003-3.2-wheel-first", "R003-P2.3-vllm-wheel")
-def test_vllm_came_from_the_pinned_wheel(target, toolchain, vllm_layer, profile, evidence):
+def test_vllm_came_from_the_pinned_wheel(target, toolchain, vllm_layer, profile, evidence, expect):
+    if profile.vllm.strategy == "source":
+        pytest.skip(f"not verified: profile {profile.name} builds vLLM from source by design (no wheel to pin)")
     r = expect_ok(target.run([toolchain.python, "-m", "pip", "show", profile.vllm.package]), "pip show")
     fields = dict(line.split(": ", 1) for line in r.stdout.splitlines() if ": " in line)
     direct = DistDirectUrl(toolchain.python, profile.vllm.package).read(target)
     evidence("pip show / direct_url.json", text=f"{r.stdout}\n{direct}")
-    why = checks.dist_from_wheel(fields, direct, profile.vllm.version)
-    assert not why, why
+    why = checks.dist_from_wheel(fields, direct, checks.DOC_VLLM)
+    if why and checks.dist_from_wheel(fields, direct, checks.release(fields.get("Version"))) is None:
+        expect(None, checks.release(fields.get("Version")), document=checks.DOC_VLLM, what="the installed vLLM wheel")
+    else:
+        assert not why, why
 
 
 @pytest.mark.req("R003-4-mirrors-engine-args")

@@ -25,3 +25,19 @@ def test_fallback_trigger_cuts_long_lines():
 @pytest.mark.parametrize("tag, want", [("v0.3.1", "0.3.1"), ("0.3.0", "0.3.0"), ("v", "")])
 def test_tag_version(tag, want):
     assert tag_version(tag) == want
+
+
+def test_flashinfer_version_parses_the_last_json_line():
+    from provisioners.facts.flashinfer import FlashInferVersion
+
+    out = 'some warning\n{"version": "0.3.1", "error": null}\n'
+    assert FlashInferVersion("/v/bin/python").parse(out) == {"version": "0.3.1", "error": None}
+    assert FlashInferVersion("/v/bin/python").command()[:2] == ["/v/bin/python", "-c"]
+
+
+def test_checkout_tag():
+    from provisioners.facts.flashinfer import CheckoutTag
+
+    assert CheckoutTag("/opt/fi").parse("v0.3.1\n") == "v0.3.1"
+    assert CheckoutTag("/opt/fi").command() == ["git", "-C", "/opt/fi", "describe", "--tags", "--exact-match"]
+    assert CheckoutTag.default is None

@@ -147,3 +147,18 @@ def test_expect_passes_deviates_and_fails_in_a_spec_run(tmp_path):
         assert got["R000-S4-vllm-version-cli"]["status"] == "failed"
     assert r.returncode == 1
     del profile_dir
+
+
+def test_scope_reads_scope_in_the_report_and_in_allure(tmp_path):
+    alluredir = tmp_path / "allure"
+    r = run(tmp_path, '''
+        @pytest.mark.req("R000-S5-no-pynvml-hack")
+        def test_no_hack():
+            assert "uninstall -y pynvml" not in ""
+    ''', f"--alluredir={alluredir}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    row = rows(tmp_path / "out")["R000-S5-no-pynvml-hack"]
+    assert row["status"] == "scope" and "(checked by test_no_hack passed)" in row["reason"]
+    (result,) = [json.loads(p.read_text()) for p in alluredir.glob("*-result.json")]
+    labels = {(lb["name"], lb["value"]) for lb in result["labels"]}
+    assert {("verdict", "scope"), ("tag", "scope"), ("requirement", "R000-S5-no-pynvml-hack")} <= labels, labels

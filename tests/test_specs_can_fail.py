@@ -272,3 +272,59 @@ def test_argv_values_at_vllms_default_may_be_left_off():
     assert checks.argv_has_values(["vllm", "serve", "m"], {"model": "m", "kv_cache_dtype": "auto",
                                                            "tensor_parallel_size": 1}) is None
     assert "kv_cache_dtype" in checks.argv_has_values(["vllm", "serve", "m"], {"kv_cache_dtype": "fp8"})
+
+
+D = "specs/test_90_docker.py::"
+SMI = ("+-----------------------------------------------------------------------------+\n"
+       "| NVIDIA-SMI 575.51.03   Driver Version: 575.51.03   CUDA Version: {cuda}     |\n")
+README = "".join(f"## {g}\n" + "text " * 60 + "\n" for g in ("API usage", "Troubleshooting"))
+CASES += [
+    Case(D + "test_vllm_was_installed_from_the_locally_built_wheel", "local_wheel_url",
+         ("file:///opt/phoenix/dist/0123456789abcdef/vllm-0.10.2-cp312-cp312-linux_x86_64.whl",),
+         ("https://files.pythonhosted.org/packages/vllm-0.10.2-cp38-abi3-manylinux1_x86_64.whl",), "locally built"),
+    Case(D + "test_build_image_nvcc_is_12_8_or_newer", "release_at_least",
+         ("Cuda compilation tools, release 12.8, V12.8.93", r"release (\d+)\.(\d+)", (12, 8), "nvcc"),
+         ("Cuda compilation tools, release 12.6, V12.6.77", r"release (\d+)\.(\d+)", (12, 8), "nvcc"), "12.6 < 12.8"),
+    Case(D + "test_host_driver_supports_cuda_12_8", "release_at_least",
+         (SMI.format(cuda="12.9"), r"CUDA Version:\s*(\d+)\.(\d+)", (12, 8), "driver"),
+         (SMI.format(cuda="12.4"), r"CUDA Version:\s*(\d+)\.(\d+)", (12, 8), "driver"), "12.4 < 12.8"),
+    Case(D + "test_image_python_is_3_10_or_newer", "tool_version", ("3.12\n", (3, 10), "python"),
+         ("3.8\n", (3, 10), "python"), "< (3, 10)"),
+    Case(D + "test_gpus_are_blackwell_with_24gb", "gpus_of_arch",
+         ([["NVIDIA GeForce RTX 5090", "12.0", "32607"]], "12.0"),
+         ([["NVIDIA GeForce RTX 5060 Ti", "12.0", "16311"]], "12.0"), "5060 Ti"),
+    Case(D + "test_engine_runs_gpu_containers", "same_lines",
+         ("GPU 0: RTX 5090 (UUID: a)\n", "GPU 0: RTX 5090 (UUID: a)\n", "gpus"), ("", "GPU 0: RTX 5090 (UUID: a)\n", "gpus"),
+         "!="),
+    Case(D + "test_torch_uses_nccl_2_26_5_or_newer", "tool_version", ("2.27.3", (2, 26, 5), "NCCL"),
+         ("2.21.5", (2, 26, 5), "NCCL"), "NCCL (2, 21, 5)"),
+    Case(D + "test_no_triton_container_left", "nothing_left", ([], "triton"), ([{"name": "triton"}], "triton"), "triton"),
+    Case(D + "test_the_five_guides_exist", "guides", (README, ("API usage",)), (README, ("API usage", "vLLM compilation")),
+         "vLLM compilation"),
+]
+
+
+OS = 'ID=ubuntu\nVERSION_ID="{v}"\n'
+CASES += [
+    Case(D + "test_running_command_line_is_the_models_engine_config", "argv_has_values",
+         (ARGV, WANT_ARGV),
+         (ARGV, {**WANT_ARGV, "model": "microsoft/phi-2"}), "phi-2"),
+    Case(D + "test_compose_defines_vllm_and_no_triton", "compose_has_vllm_no_triton",
+         ({"vllm": "localhost/phoenix-vllm:r1", "nginx": "nginx"}, "localhost/phoenix-vllm:r1"),
+         ({"vllm": "localhost/phoenix-vllm:r1", "triton": "nvcr.io/nvidia/tritonserver:24.08"},
+          "localhost/phoenix-vllm:r1"), "Triton"),
+    Case(D + "test_image_and_host_are_ubuntu_24_04", "os_release", (OS.format(v="24.04"), "ubuntu", "24.04", "image"),
+         (OS.format(v="22.04"), "ubuntu", "24.04", "image"), "22.04"),
+    Case(D + "test_torch_is_a_cu128_nightly_and_pip_is_consistent", "torch_nightly",
+         ("2.10.0.dev20250901+cu128", "2.9.0", True), ("2.8.0+cu128", "2.9.0", True), "older than"),
+    Case(D + "test_vllm_version_inside_the_container", "equal", ("0.10.2", "0.10.2", "v"), ("0.10.1", "0.10.2", "v"),
+         "0.10.1"),
+    Case(D + "test_patch_manifest_matches_the_patch_files", "equal", ([("a.patch", "1")], [("a.patch", "1")], "p"),
+         ([], [("a.patch", "1")], "p"), "a.patch"),
+]
+
+
+def test_engine_values_are_the_configs_own():
+    v = checks.engine_values(_ec())
+    assert v["model"] == "meta-llama/Llama-3.2-3B-Instruct" and v["tensor_parallel_size"] == 2
+    assert v["kv_cache_dtype"] == "fp8" and v["max_model_len"] == 8192

@@ -244,7 +244,7 @@ def test_check_accepts_the_cached_wheel_only_under_this_builds_key():
     plan = SourcePlan(python="/p", sdist="vllm==0.11.0", device="cpu", cache_root="/c")
     key = SourceBuild(plan).key_dir("2.13.0+cpu")
     facts = ('{"repo": false, "head": null, "editable_location": null, "version": "0.11.0+cpu", "extensions": [], '
-             f'"wheel_url": "file://{key}/vllm-0.11.0+cpu.whl", "installed_extensions": ["_C.abi3.so"]}}')
+             f'"wheel_url": "file://{key}/vllm-0.11.0%2Bcpu.whl", "installed_extensions": ["_C.abi3.so"]}}')
 
     class T(_CacheTarget):
         def run(self, argv, **kw):
@@ -266,3 +266,27 @@ def test_parse_a_cache_install_log():
     log = parse_source_log(text)
     assert log["from_cache"] and log["cache_install_seconds"] == 9 and log["exit"] == 0 and "build_seconds" not in log
     assert not parse_source_log(text.split("$ env PHX_PY=/p /bin/bash -c '\nset -eu\n' phoenix-vllm-cache")[0])["from_cache"]
+
+
+def test_broken_runtime_pins_are_reinstalled_without_a_rebuild():
+    """vLLM 0.11.0 leaves transformers open-ended; transformers 5 breaks its tokenizer wrapper (seen at serve)."""
+    plan = SourcePlan(python="/p", repo_dir="/opt/vllm_repo", runtime_pins=["transformers>=4.56.0,<5"])
+    facts = ('{"repo": true, "head": null, "editable_location": "/opt/vllm_repo", "version": "0.11.0+cpu", '
+             '"extensions": ["_C.abi3.so"], "pins_broken": ["transformers>=4.56.0,<5 (installed 5.24.0)"]}')
+    obs = SourceBuild(plan).check(_T(facts))
+    assert not obs.satisfied and "runtime pins not met" in obs.reason and obs.state["pins_broken"]
+    assert plan.env(max_jobs=1, cache_dir=None)["PHX_RUNTIME_PINS"] == "transformers>=4.56.0,<5"
+
+    class T:
+        def __init__(self):
+            self.argv = []
+
+        def must(self, argv, **kw):
+            self.argv.append(list(argv))
+
+    t = T()
+    step = SourceBuild(plan)
+    step.apply(t, obs)
+    assert t.argv == [["/p", "-m", "pip", "install", "--progress-bar", "off", "transformers>=4.56.0,<5"]]
+    assert step.build_seconds is None and "runtime pins installed" in step.notes[0]
+    assert load_profile("cpu-source").vllm.source.runtime_pins

@@ -247,6 +247,8 @@ class VllmSource(_Model):
                                    description="built wheels by (commit or version, torch, arch list, device); "
                                    "null = no cache")
     reason: str = Field(default="", description="why this source (commit, tag or release) is the known-good one")
+    runtime_pins: list[str] = Field(default=[], description="requirements installed after vLLM (build or cached "
+                                    "wheel) and checked: what a release's open-ended requirements let break later")
 
 
 class VllmExpect(_Model):
@@ -255,6 +257,9 @@ class VllmExpect(_Model):
     version: str
     fallback: Literal["source", "none"] = "source"
     source: VllmSource = VllmSource()
+    lock: str | None = Field(default=None, description="pip pins (a file beside the profile) installed with --no-deps "
+                             "together with vllm: the exact set verified to serve, where vLLM's declared dependencies "
+                             "cannot all be met offline")
 
 
 class FlashInferExpect(_Model):
@@ -402,6 +407,25 @@ def load_profile(name: str, directory: Path = PROFILES_DIR) -> Profile:
         EngineConfig.model_validate({"ModelConfig": {"model": "placeholder"}}).merged(profile.engine_overrides)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, str(path), prefix=("engine_overrides",))) from None
+    if profile.vllm.lock and lock_path(profile.vllm.lock, directory) is None:
+        raise ConfigError(f"{path}: vllm.lock: {profile.vllm.lock} is not a file in {directory} or {PROFILES_DIR}")
     register_env(profile.service.env)
     register_env(profile.build_env)
     return profile
+
+
+def lock_path(lock: str, directory: Path = PROFILES_DIR) -> Path | None:
+    """A profile's lock file: beside the profile, else among the shipped profiles."""
+    for d in (directory, PROFILES_DIR):
+        if (d / lock).is_file():
+            return d / lock
+    return None
+
+
+def lock_pins(lock: str, directory: Path = PROFILES_DIR) -> list[str]:
+    """The `name==version` lines of a profile's lock file (comments and blanks dropped)."""
+    path = lock_path(lock, directory)
+    if path is None:
+        raise ConfigError(f"vllm.lock: {lock} is not a file in {directory} or {PROFILES_DIR}")
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line]

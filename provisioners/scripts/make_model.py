@@ -41,10 +41,11 @@ def tokenizer(out: str, vocab: int) -> None:
     hf.save_pretrained(out)
 
 
-def main(kind: str, out: str) -> None:
+def main(kind: str, out: str, overrides: str = "{}") -> None:
+    """overrides: JSON of config keys over the kind's shape (a profile's model.architecture, e.g. the 3B shape)."""
     tmp = out.rstrip("/") + ".partial"
     os.makedirs(tmp, exist_ok=True)
-    shape = TINY if kind == "tiny-llama" else LLAMA_32_1B
+    shape = {**(TINY if kind == "tiny-llama" else LLAMA_32_1B), **json.loads(overrides)}
     tokenizer(tmp, shape["vocab_size"])
     cfg = LlamaConfig(**shape, bos_token_id=1, eos_token_id=2, pad_token_id=3,
                       **({"tie_word_embeddings": False} if kind == "tiny-llama" else {}))
@@ -67,4 +68,4 @@ def main(kind: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:4])

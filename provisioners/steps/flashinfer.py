@@ -16,14 +16,10 @@ from __future__ import annotations
 from provisioners.core.step import Observed, Step
 from provisioners.config.phoenix import FlashInferExpect
 from provisioners.core.errors import ProvisionError
-from provisioners.facts.flashinfer import tag_version
+from provisioners.facts.flashinfer import CheckoutTag, FlashInferVersion, tag_version
 
 PACKAGE = "flashinfer-python"
 SAMPLER_ENV = "VLLM_USE_FLASHINFER_SAMPLER"
-
-_VERSION = ("import json\ntry:\n import flashinfer; v = flashinfer.__version__\nexcept Exception as e:\n"
-            " v = None; print(json.dumps({'version': None, 'error': repr(e)[-300:]})); raise SystemExit(0)\n"
-            "print(json.dumps({'version': v, 'error': None}))")
 
 # One shell; values come in as positional parameters, never spliced into the text.
 _GIT_INSTALL = r"""
@@ -44,8 +40,11 @@ class FlashInfer(Step):
     name = "flashinfer"
 
     def __init__(self, python: str, want: FlashInferExpect, *, wheelhouse: str | None = None,
-                 log_path: str | None = None, timeout: float = 3600):
+                 log_path: str | None = None, timeout: float = 3600, no_deps: bool = False):
         self.python, self.want, self.wheelhouse, self.log_path, self.timeout = python, want, wheelhouse, log_path, timeout
+        # with a profile lock its dependencies are the lock's (installed by the vllm step): resolving them again
+        # offline fails on nvidia-cutlass-dsl's default CUDA 12 flavour, which the lock replaces with cu13
+        self.no_deps = no_deps
         self.tags = [t for t in (want.tag, want.fallback_tag) if t]
         self.tag = self.tags[0]
         self.sampler = want.sampler           # False once fallback 2 is active
@@ -53,15 +52,10 @@ class FlashInfer(Step):
 
     # -- facts ------------------------------------------------------------------------------
     def installed(self, target) -> dict:
-        r = target.run([self.python, "-c", _VERSION], timeout=600)
-        if r.failed or not r.stdout.strip():
-            return {"version": None, "error": (r.stderr or r.stdout)[-300:]}
-        import json
-        return json.loads(r.stdout.strip().splitlines()[-1])
+        return FlashInferVersion(self.python).read(target, timeout=600)
 
     def checkout_tag(self, target) -> str | None:
-        r = target.run(["git", "-C", self.want.repo_dir, "describe", "--tags", "--exact-match"])
-        return r.stdout.strip() if r.succeeded else None
+        return CheckoutTag(self.want.repo_dir).read(target)
 
     def engine_env(self) -> dict[str, str]:
         """What the service unit must set for the sampler (seed 003 P3.2 / 7.2)."""
@@ -84,7 +78,7 @@ class FlashInfer(Step):
     def _install(self, target, tag: str) -> None:
         if self.wheelhouse:
             argv = [self.python, "-m", "pip", "install", "--progress-bar", "off", "--no-index", "--find-links",
-                    self.wheelhouse, f"{PACKAGE}=={tag_version(tag)}"]
+                    self.wheelhouse, *(["--no-deps"] if self.no_deps else []), f"{PACKAGE}=={tag_version(tag)}"]
         else:
             argv = ["/bin/sh", "-c", _GIT_INSTALL, "phoenix-flashinfer", self.want.repo_url, self.want.repo_dir,
                     tag, self.python]

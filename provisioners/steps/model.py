@@ -20,8 +20,10 @@ NEEDED = {"tiny-llama": ("config.json", "tokenizer.json", "tokenizer_config.json
 class ModelDir(Step):
     name = "model"
 
-    def __init__(self, layout: Layout, kind: str, path: str, log_path: str | None = None):
+    def __init__(self, layout: Layout, kind: str, path: str, log_path: str | None = None,
+                 architecture: dict | None = None):
         self.layout, self.kind, self.path, self.log_path = layout, kind, path, log_path
+        self.architecture = dict(architecture or {})     # config keys over the kind's default shape
 
     def check(self, target) -> Observed:
         if self.kind == "hub":
@@ -35,11 +37,14 @@ class ModelDir(Step):
         state["shape"] = made.get("shape", {})
         if made.get("kind") != self.kind:
             return Observed(False, state, f"model dir holds a {made.get('kind')} model, want {self.kind}")
+        off = {k: v for k, v in self.architecture.items() if state["shape"].get(k) != v}
+        if off:
+            return Observed(False, state, f"model dir shape differs from the profile's architecture: {off}")
         return Observed(True, state, f"{self.kind} model at {self.path}")
 
     def apply(self, target, observed: Observed) -> None:
         script = posixpath.join(self.layout.state_dir, "make_model.py")
         target.put(script, read_script("make_model.py"))
-        target.must([self.layout.python, script, self.kind, self.path], step=self.name,
+        target.must([self.layout.python, script, self.kind, self.path, json.dumps(self.architecture)], step=self.name,
                     what=f"could not generate the {self.kind} model", log_path=self.log_path,
                     progress=f"{self.name}: generating {self.kind}", env={"HF_HUB_OFFLINE": "1"}, timeout=900)

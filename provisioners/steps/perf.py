@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from provisioners.core.step import Observed, Step
+from provisioners.core.step import Observed, Step, StepResult
 from provisioners.facts.benchmark import KEYS
 from provisioners.steps.benchmark import Workload, bench_argv
 from provisioners.config.engine import EngineConfig, to_cli_args
@@ -65,22 +65,65 @@ class Variant:
                 "changes": self.changes, "args": to_cli_args(self.engine), "env": dict(self.env), "key": self.key}
 
 
-def make_variants(engine: EngineConfig, env: dict[str, str]) -> list[Variant]:
-    """fp8+sampler (the documents' config), bf16+sampler (quantization off), fp8 without the sampler.
+def make_variants(engine: EngineConfig, env: dict[str, str], gpus: int = 1) -> list[Variant]:
+    """fp8+sampler (the documents' config), bf16+sampler, fp8 without the sampler, and with two GPUs or
+    more bf16 at TP 2.
 
     Pairs: FP8 vs BF16 = fp8_sampler1 vs bf16_sampler1 (only --quantization differs);
     sampler on vs off = fp8_sampler1 vs fp8_sampler0 (only VLLM_USE_FLASHINFER_SAMPLER differs), as
-    seed 003 6.5 asks ("+20% on FP8").
+    seed 003 6.5 asks ("+20% on FP8"); TP 2 vs TP 1 = bf16_sampler1_tp2 vs bf16_sampler1.
     """
-    def v(name: str, quant: str | None, sampler: bool, changes: str) -> Variant:
+    def v(name: str, quant: str | None, sampler: bool, changes: str, tp: int | None = None) -> Variant:
         e = engine.merged({"CacheConfig": {"quantization": quant}})
+        if tp:
+            e = e.merged({"ParallelConfig": {"tensor_parallel_size": tp}})
         envs = dict(env)
         envs[SAMPLER_ENV] = "1" if sampler else "0"
         return Variant(name, e, tuple(sorted(envs.items())), quant, sampler, changes)
 
-    return [v("fp8_sampler1", "fp8", True, "baseline: --quantization fp8, FlashInfer sampler on"),
-            v("bf16_sampler1", None, True, "no --quantization (bf16 weights)"),
-            v("fp8_sampler0", "fp8", False, f"{SAMPLER_ENV}=0")]
+    out = [v("fp8_sampler1", "fp8", True, "baseline: --quantization fp8, FlashInfer sampler on"),
+           v("bf16_sampler1", None, True, "no --quantization (bf16 weights)"),
+           v("fp8_sampler0", "fp8", False, f"{SAMPLER_ENV}=0")]
+    if gpus >= 2:
+        out.append(v("bf16_sampler1_tp2", None, True, "--tensor-parallel-size 2 (bf16, sampler on)", tp=2))
+    return out
+
+
+def decode_workload(w: Workload, prompts: int = 8, output_len: int = 128) -> Workload:
+    """Concurrency 1: one sequence decoding, where the decode step is a pass over the weights + its KV."""
+    return Workload(prompts, w.input_len, output_len, 1, w.top_p, w.top_k, w.seed)
+
+
+def spread(runs: list[dict], key: str = "output_throughput") -> dict:
+    vals = sorted(r[key] for r in runs if isinstance(r.get(key), (int, float)))
+    if not vals:
+        return {"n": 0, "median": None, "min": None, "max": None, "spread_pct": None}
+    med = statistics.median(vals)
+    return {"n": len(vals), "median": med, "min": vals[0], "max": vals[-1],
+            "spread_pct": (vals[-1] - vals[0]) / med * 100 if med else None}
+
+
+def threshold_verdict(a: dict, b: dict, threshold_pct: float | None, min_runs: int = 3) -> dict:
+    """passed / failed / within noise for "a is threshold% faster than b", from the runs' spread, never one run.
+
+    worst = a_min / b_max - 1 and best = a_max / b_min - 1: passed when even the worst case meets the
+    threshold, failed when even the best case misses it, within noise otherwise."""
+    out = {"gain_pct": gain_pct(a.get("median"), b.get("median")), "threshold_pct": threshold_pct,
+           "worst_pct": None, "best_pct": None, "verdict": "not measured"}
+    if a.get("n", 0) < min_runs or b.get("n", 0) < min_runs:
+        out["why"] = f"fewer than {min_runs} runs (a {a.get('n', 0)}, b {b.get('n', 0)})"
+        return out
+    out["worst_pct"] = gain_pct(a["min"], b["max"])
+    out["best_pct"] = gain_pct(a["max"], b["min"])
+    if threshold_pct is None:
+        out["verdict"] = "measured"
+    elif out["worst_pct"] >= threshold_pct:
+        out["verdict"] = "passed"
+    elif out["best_pct"] < threshold_pct:
+        out["verdict"] = "failed"
+    else:
+        out["verdict"] = "within noise"
+    return out
 
 
 # ------------------------------------------------------------------------- numbers
@@ -174,6 +217,7 @@ class PerfResult:
     weight_gib_logged: float | None = None
     log_excerpt: str = ""
     error: str | None = None
+    decode_runs: list[dict] = field(default_factory=list)
 
     def medians(self) -> dict[str, float | None]:
         return {k: median_of(self.runs, k) for k in METRICS}
@@ -188,7 +232,8 @@ class PerfMatrix(Step):
                  served: str, tokenizer: str, state_dir: str, service_for: ServiceFactory, converge: Callable,
                  repeats: int = 3, warmups: int | None = None, temperature: float = 1.0,
                  bench_env: dict[str, str] | None = None, deadline_s: float | None = None,
-                 log_path: str | None = None):
+                 log_path: str | None = None, decode: Workload | None = None):
+        self.decode = decode
         self.variants, self.workload, self.vllm_bin, self.python = variants, workload, vllm_bin, python
         self.base_url, self.served, self.tokenizer = base_url, served, tokenizer
         self.dir = posixpath.join(state_dir, "perf")
@@ -198,8 +243,14 @@ class PerfMatrix(Step):
         self.temperature, self.bench_env = temperature, bench_env or {}
         self.deadline = time.monotonic() + deadline_s if deadline_s else None
         self.log_path = log_path
+        self.stopped: str | None = None
         wl = json.dumps(asdict(workload), sort_keys=True)
         self.wkey = hashlib.sha256(f"{wl}|{self.warmups}|{temperature}".encode()).hexdigest()[:8]
+        dl = json.dumps(asdict(decode), sort_keys=True) if decode else ""
+        self.dkey = hashlib.sha256(f"{dl}|{temperature}".encode()).hexdigest()[:8]
+
+    def decode_path(self, v: Variant, rep: int) -> str:
+        return posixpath.join(self.dir, f"{v.name}-{v.key}-{self.dkey}-c1-r{rep}.json")
 
     def run_path(self, v: Variant, rep: int) -> str:
         return posixpath.join(self.dir, f"{v.name}-{v.key}-{self.wkey}-r{rep}.json")
@@ -214,8 +265,14 @@ class PerfMatrix(Step):
         except json.JSONDecodeError:
             return None
 
-    def _complete(self, run: dict | None) -> bool:
-        return bool(run) and run.get("completed") == self.workload.num_prompts and not run.get("failed")
+    def _complete(self, run: dict | None, w: Workload | None = None) -> bool:
+        return bool(run) and run.get("completed") == (w or self.workload).num_prompts and not run.get("failed")
+
+    def _decode_runs(self, target, v: Variant) -> list[dict]:
+        if not self.decode:
+            return []
+        return [r for rep in range(self.repeats)
+                if self._complete(r := self._read(target, self.decode_path(v, rep)), self.decode)]
 
     def results(self, target) -> dict[str, PerfResult]:
         out = {}
@@ -224,7 +281,7 @@ class PerfMatrix(Step):
             runs = [r for rep in range(self.repeats) if self._complete(r := self._read(target, self.run_path(v, rep)))]
             out[v.name] = PerfResult(v.describe(), [_numbers(r) for r in runs],
                                      meta.get("startup_s"), meta.get("weight_gib_logged"), meta.get("log_excerpt", ""),
-                                     meta.get("error"))
+                                     meta.get("error"), [_numbers(r) for r in self._decode_runs(target, v)])
         return out
 
     def check(self, target) -> Observed:
@@ -232,9 +289,37 @@ class PerfMatrix(Step):
         done = {n: len(r.runs) for n, r in res.items()}
         state = {"runs": done, "workload": asdict(self.workload), "dir": self.dir}
         missing = [n for n, c in done.items() if c < self.repeats]
+        if self.decode:
+            state["decode_runs"] = {n: len(r.decode_runs) for n, r in res.items()}
+            missing += [n for n, r in res.items() if len(r.decode_runs) < self.repeats and n not in missing]
         if missing:
             return Observed(False, state, f"variants without {self.repeats} complete runs: {', '.join(missing)}")
         return Observed(True, state, f"{len(done)} variants x {self.repeats} runs present")
+
+    def converge(self, target, *, audit: bool = False, ledger=None) -> StepResult:
+        """As every step, except that a matrix the time budget stopped is recorded as measured so far
+        ("changed", the note says what is left), not failed: the next run resumes it."""
+        self.stopped = None
+        if audit or self.check(target).satisfied:
+            return super().converge(target, audit=audit, ledger=ledger)
+        start = time.monotonic()
+        before = self.check(target)
+        emit(f"{self.name}: converging ({before.reason})")
+        self.apply(target, before)
+        after = self.check(target)
+        if not after.satisfied and not self.stopped:
+            err = ProvisionError(f"still not converged after apply: {after.reason}", step=self.name, log_path=self.log_path)
+            if ledger is not None:
+                ledger.record(StepResult(self.name, "failed", False, before.state, after.state,
+                                         time.monotonic() - start, note=after.reason, log=self.log_path, error=str(err)))
+            raise err
+        note = before.reason if after.satisfied else f"partial: {after.reason}; {self.stopped}"
+        result = StepResult(self.name, "changed", after.state != before.state, before.state, after.state,
+                            time.monotonic() - start, note=note, log=self.log_path)
+        if ledger is not None:
+            ledger.record(result)
+        emit(f"{self.name}: changed ({note})")
+        return result
 
     def _time_left(self) -> float:
         return self.deadline - time.monotonic() if self.deadline else float("inf")
@@ -243,10 +328,14 @@ class PerfMatrix(Step):
         target.must(["mkdir", "-p", self.dir])
         for v in self.variants:
             reps = [rep for rep in range(self.repeats) if not self._complete(self._read(target, self.run_path(v, rep)))]
-            if not reps:
+            decode_done = not self.decode or len(self._decode_runs(target, v)) >= self.repeats
+            if not reps and decode_done:
                 continue
+            if (self._read(target, self.meta_path(v)) or {}).get("error"):
+                continue                     # it did not start in this run already: not again and again
             if self._time_left() < 240:
-                emit(f"{self.name}: stopping before {v.name}: {self._time_left():.0f}s left of this run's budget")
+                self.stopped = f"stopped by the time budget before {v.name} ({self._time_left():.0f}s left)"
+                emit(f"{self.name}: {self.stopped}")
                 break
             self._measure(target, v, reps)
 
@@ -272,7 +361,8 @@ class PerfMatrix(Step):
         target.put(self.meta_path(v), json.dumps(meta, indent=1))
         for rep in reps:
             if self._time_left() < 60:
-                emit(f"{self.name}: {v.name} repeat {rep} not started (run budget)")
+                self.stopped = f"stopped by the time budget before {v.name} run {rep + 1}"
+                emit(f"{self.name}: {self.stopped}")
                 break
             tmp = posixpath.basename(self.run_path(v, rep)) + ".partial"
             argv = bench_argv(self.vllm_bin, base_url=self.base_url, served=self.served, tokenizer=self.tokenizer,
@@ -286,6 +376,8 @@ class PerfMatrix(Step):
                 emit(f"{self.name}: {v.name} run {rep + 1} incomplete (rc {r.rc})")
                 continue
             target.must(["mv", "-f", posixpath.join(self.dir, tmp), self.run_path(v, rep)])
+        if self.decode:
+            self._measure_decode(target, v)
         log = svc.current_log(target) if hasattr(svc, "current_log") else ""
         jit = [line for line in log.splitlines() if "JIT" in line or "jit" in line]
         if jit:
@@ -293,54 +385,100 @@ class PerfMatrix(Step):
             target.put(self.meta_path(v), json.dumps(meta, indent=1))
 
 
+    def _measure_decode(self, target, v: Variant) -> None:
+        """Concurrency 1 after the main runs (the JIT is warm by then): the decode-roofline workload."""
+        for rep in range(self.repeats):
+            if self._complete(self._read(target, self.decode_path(v, rep)), self.decode):
+                continue
+            if self._time_left() < 30:
+                self.stopped = f"stopped by the time budget before {v.name} concurrency-1 run {rep + 1}"
+                emit(f"{self.name}: {self.stopped}")
+                break
+            tmp = posixpath.basename(self.decode_path(v, rep)) + ".partial"
+            argv = bench_argv(self.vllm_bin, base_url=self.base_url, served=self.served, tokenizer=self.tokenizer,
+                              w=self.decode, result_dir=self.dir, result_file=tmp)
+            argv += ["--num-warmups", "2", "--temperature", str(self.temperature), "--disable-tqdm"]
+            r = target.run(argv, env={"HF_HUB_OFFLINE": "1", **self.bench_env}, log_path=self.log_path,
+                           progress=f"{self.name}: {v.name} concurrency 1 run {rep + 1}/{self.repeats}",
+                           timeout=max(30.0, min(600.0, self._time_left() - 5)))
+            data = self._read(target, posixpath.join(self.dir, tmp))
+            if r.failed or not self._complete(data, self.decode):
+                emit(f"{self.name}: {v.name} concurrency-1 run {rep + 1} incomplete (rc {r.rc})")
+                continue
+            target.must(["mv", "-f", posixpath.join(self.dir, tmp), self.decode_path(v, rep)])
+
+
 # ------------------------------------------------------------------------- report
+def _bytes_per_step(res: PerfResult, model_config: dict) -> tuple[float, float, str, int]:
+    """(weight bytes, KV bytes per token of context, kv dtype, tensor-parallel size) of a variant."""
+    quant = "fp8" if res.variant.get("quantization") == "fp8" else None
+    wb = (res.weight_gib_logged * 2**30) if res.weight_gib_logged else weight_bytes(model_config, quant)
+    args = res.variant.get("args", [])
+    kv_dtype = args[args.index("--kv-cache-dtype") + 1] if "--kv-cache-dtype" in args else "auto"
+    kv = llama_params(model_config)["kv_bytes_per_token_bf16"] / (2 if kv_dtype.startswith("fp8") else 1)
+    tp = int(args[args.index("--tensor-parallel-size") + 1]) if "--tensor-parallel-size" in args else 1
+    if res.weight_gib_logged and tp > 1:
+        wb *= tp                          # vLLM logs one rank's share
+    return wb, kv, kv_dtype, tp
+
+
 def build_report(results: dict[str, PerfResult], *, workload: Workload, bandwidth: dict | None,
-                 model_config: dict | None, thresholds: dict, gpu: str = "", notes: list[str] | None = None) -> dict:
-    """The performance report: per-variant medians, roofline fractions, the two comparisons."""
+                 model_config: dict | None, thresholds: dict, gpu: str = "", notes: list[str] | None = None,
+                 decode: Workload | None = None, min_runs: int = 3) -> dict:
+    """The performance report: per-variant medians with their spread, roofline fractions (at the
+    workload's concurrency and, with `decode`, at concurrency 1), the comparisons with their verdicts."""
     batch = workload.max_concurrency or workload.num_prompts
     mean_ctx = workload.input_len + workload.output_len / 2
     variants = {}
     for name, res in results.items():
         med = res.medians()
         entry = {"variant": res.variant, "repeats": len(res.runs), "runs": res.runs, "medians": med,
-                 "startup_s": res.startup_s, "weight_gib_logged": res.weight_gib_logged, "error": res.error,
+                 "output_throughput": spread(res.runs), "startup_s": res.startup_s,
+                 "weight_gib_logged": res.weight_gib_logged, "error": res.error,
                  "flashinfer_sampler_logged": bool(FLASHINFER_SAMPLER_LINE.search(res.log_excerpt)),
-                 "log_excerpt": res.log_excerpt[-2500:]}
-        tpot = med.get("median_tpot_ms")
-        if bandwidth and model_config and tpot:
-            quant = res.variant.get("quantization")
-            quant = "fp8" if quant == "fp8" else None
-            wb = (res.weight_gib_logged * 2**30) if res.weight_gib_logged else weight_bytes(model_config, quant)
-            kv = llama_params(model_config)["kv_bytes_per_token_bf16"]
-            args = res.variant.get("args", [])
-            kv_dtype = args[args.index("--kv-cache-dtype") + 1] if "--kv-cache-dtype" in args else "auto"
-            kv = kv / 2 if kv_dtype.startswith("fp8") else kv
-            decode = batch * 1000.0 / tpot
-            roof = roofline(bw_bytes_s=bandwidth["bw_bytes_s"], weight_b=wb, kv_b_per_token=kv, batch=batch,
-                            mean_ctx=mean_ctx)
-            roof_w = roofline(bw_bytes_s=bandwidth["bw_bytes_s"], weight_b=wb, kv_b_per_token=0, batch=batch, mean_ctx=0)
-            entry["roofline"] = {"weight_bytes": wb, "weight_bytes_source": "vLLM log" if res.weight_gib_logged
-                                 else "config.json", "kv_bytes_per_token": kv, "kv_cache_dtype": kv_dtype,
-                                 "batch": batch, "mean_context": mean_ctx, "decode_tok_s": decode,
-                                 "roofline_tok_s": roof, "fraction": decode / roof,
-                                 "roofline_weights_only_tok_s": roof_w, "fraction_weights_only": decode / roof_w}
+                 "log_excerpt": res.log_excerpt[-2500:], "decode_c1": None}
+        if bandwidth and model_config:
+            wb, kv, kv_dtype, tp = _bytes_per_step(res, model_config)
+            bw = bandwidth["bw_bytes_s"] * tp                     # TP: every GPU reads its share at once
+            tpot = med.get("median_tpot_ms")
+            if tpot:
+                rate = batch * 1000.0 / tpot
+                roof = roofline(bw_bytes_s=bw, weight_b=wb, kv_b_per_token=kv, batch=batch, mean_ctx=mean_ctx)
+                roof_w = roofline(bw_bytes_s=bw, weight_b=wb, kv_b_per_token=0, batch=batch, mean_ctx=0)
+                entry["roofline"] = {"weight_bytes": wb, "weight_bytes_source": "vLLM log" if res.weight_gib_logged
+                                     else "config.json", "kv_bytes_per_token": kv, "kv_cache_dtype": kv_dtype,
+                                     "tensor_parallel": tp, "batch": batch, "mean_context": mean_ctx,
+                                     "decode_tok_s": rate, "roofline_tok_s": roof, "fraction": rate / roof,
+                                     "roofline_weights_only_tok_s": roof_w, "fraction_weights_only": rate / roof_w}
+            d_tpot = [r["median_tpot_ms"] for r in res.decode_runs if r.get("median_tpot_ms")]
+            if decode and d_tpot:
+                ctx = decode.input_len + decode.output_len / 2
+                step_bytes = wb + kv * ctx
+                floor_ms = step_bytes / bw * 1000
+                t_med = statistics.median(d_tpot)
+                entry["decode_c1"] = {"runs": len(d_tpot), "tpot_ms_median": t_med, "tpot_ms_min": min(d_tpot),
+                                      "tpot_ms_max": max(d_tpot), "bytes_per_token": step_bytes,
+                                      "weight_bytes": wb, "kv_bytes": kv * ctx, "mean_context": ctx,
+                                      "bandwidth_bytes_s": bw, "floor_ms": floor_ms, "roofline_tok_s": 1000 / floor_ms,
+                                      "tok_s": 1000 / t_med, "fraction": floor_ms / t_med}
         variants[name] = entry
 
-    def out_tps(n: str) -> float | None:
-        return variants.get(n, {}).get("medians", {}).get("output_throughput")
+    def sp(n: str) -> dict:
+        return variants.get(n, {}).get("output_throughput") or {"n": 0}
 
-    comparisons = {
-        "fp8_vs_bf16": {"a": "fp8_sampler1", "b": "bf16_sampler1", "metric": "output_throughput (median)",
-                        "gain_pct": gain_pct(out_tps("fp8_sampler1"), out_tps("bf16_sampler1")),
-                        "threshold_pct": thresholds.get("fp8_gain_pct")},
-        "sampler_on_vs_off": {"a": "fp8_sampler1", "b": "fp8_sampler0", "metric": "output_throughput (median)",
-                              "gain_pct": gain_pct(out_tps("fp8_sampler1"), out_tps("fp8_sampler0")),
-                              "threshold_pct": thresholds.get("sampler_gain_pct")},
-    }
-    for c in comparisons.values():
-        c["holds"] = None if c["gain_pct"] is None or c["threshold_pct"] is None else c["gain_pct"] >= c["threshold_pct"]
-    return {"gpu": gpu, "workload": asdict(workload), "bandwidth": bandwidth, "variants": variants,
-            "comparisons": comparisons, "model": "Llama-3.2-1B-shaped config, --load-format dummy (random weights)",
+    comparisons = {}
+    for key, a, b, thr in (("fp8_vs_bf16", "fp8_sampler1", "bf16_sampler1", thresholds.get("fp8_gain_pct")),
+                           ("sampler_on_vs_off", "fp8_sampler1", "fp8_sampler0", thresholds.get("sampler_gain_pct")),
+                           ("tp2_vs_tp1", "bf16_sampler1_tp2", "bf16_sampler1", None)):
+        if key == "tp2_vs_tp1" and a not in variants:
+            continue
+        c = {"a": a, "b": b, "metric": "output_throughput (median of runs; verdict from min/max)",
+             **threshold_verdict(sp(a), sp(b), thr, min_runs)}
+        c["holds"] = {"passed": True, "failed": False}.get(c["verdict"])
+        comparisons[key] = c
+    return {"gpu": gpu, "workload": asdict(workload), "decode_workload": asdict(decode) if decode else None,
+            "bandwidth": bandwidth, "variants": variants, "comparisons": comparisons,
+            "model": (model_config or {}).get("_shape", "Llama-shaped config, --load-format dummy (random weights)"),
             "notes": notes or []}
 
 
@@ -411,3 +549,12 @@ def bandwidth_cached(target, python: str, state_dir: str) -> dict:
     target.must(["mkdir", "-p", posixpath.dirname(path)])
     target.put(path, json.dumps(bw, indent=1))
     return bw
+
+
+def gpu_count(target, python: str) -> int:
+    """GPUs torch sees on the target (CUDA_VISIBLE_DEVICES applies); 0 when torch or CUDA is missing."""
+    r = target.run([python, "-c", "import torch; print(torch.cuda.device_count())"], timeout=120)
+    try:
+        return int(r.stdout.strip().splitlines()[-1]) if r.succeeded else 0
+    except (ValueError, IndexError):
+        return 0

@@ -17,7 +17,7 @@ import posixpath
 import re
 import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 
@@ -121,11 +121,43 @@ class Endpoint:
         return httpx.Client(base_url=self.base_url, verify=verify, timeout=timeout)
 
 
-def wait_healthy(endpoint: Endpoint, *, timeout: float, alive, log_tail, label: str) -> float:
-    """Poll GET /health every 0.5 s. alive() -> bool says if the server process still exists."""
+# vLLM's engine core runs in child processes: when it dies during start-up the API server may hang on
+# instead of exiting (seen with TP 2 on two H200s), so the wait reads the log too, not only the process
+_ENGINE_DEAD = re.compile(r"Engine core initialization failed|EngineCore failed to start|EngineDeadError|"
+                          r"WorkerProc hit an exception|Worker failed with error|CUDA error: |"
+                          r"CUDA out of memory|torch\.OutOfMemoryError")
+_EXC_LINE = re.compile(r"\b((?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception)): (.+)")
+_PREFIX = re.compile(r"^(\(\w+ pid=\d+\)\s*)?((ERROR|WARNING|INFO|CRITICAL) \S+ \S+ \[[^\]]*\]\s*)?")
+_NOT_ROOT = re.compile(r"See root cause above|Engine core initialization failed|EngineDeadError")
+
+
+def engine_death(log: str) -> str | None:
+    """The root error line when the log shows the engine core died, else None.
+
+    The root is the first exception line (`SomeError: message`) of the log, with the process and log
+    prefixes stripped; the API server's own "Engine core initialization failed. See root cause above"
+    is never the root. Falls back to the first line that matched the death pattern."""
+    lines = log.splitlines()
+    hits = [i for i, line in enumerate(lines) if _ENGINE_DEAD.search(line)]
+    if not hits:
+        return None
+    in_traceback = False
+    for line in lines:            # a warning's "SomeError: ..." without a traceback is not a root
+        body = _PREFIX.sub("", line.strip())
+        in_traceback = in_traceback or body.startswith("Traceback (most recent call last)")
+        m = _EXC_LINE.search(body)
+        if m and not _NOT_ROOT.search(body) and (in_traceback or "CUDA error" in body):
+            return body[m.start():][:400]
+    return _PREFIX.sub("", lines[hits[0]].strip())[:400]
+
+
+def wait_healthy(endpoint: Endpoint, *, timeout: float, alive, log_tail, label: str, dead=None) -> float:
+    """Poll GET /health every 0.5 s. alive() -> bool says if the server process still exists;
+    dead() -> root error line or None says if its engine died while the process lives on (read every 2 s)."""
     beat = Heartbeat(label)
     start = time.monotonic()
     last = ""
+    polls = 0
     with endpoint.client(timeout=5) as c:
         while time.monotonic() - start < timeout:
             try:
@@ -136,8 +168,16 @@ def wait_healthy(endpoint: Endpoint, *, timeout: float, alive, log_tail, label: 
             except httpx.HTTPError as exc:
                 last = f"{type(exc).__name__}"
             if not alive():
-                raise ProvisionError(f"the vLLM server exited before /health answered ({endpoint.log_hint})",
-                                     stderr=log_tail())
+                root = dead() if dead else None
+                raise ProvisionError(f"the vLLM server exited before /health answered"
+                                     f"{': ' + root if root else ''} ({endpoint.log_hint})", stderr=log_tail())
+            polls += 1
+            if dead and polls % 4 == 0:
+                root = dead()
+                if root:
+                    raise ProvisionError(f"the vLLM engine died during start-up after "
+                                         f"{time.monotonic() - start:.0f}s: {root} ({endpoint.log_hint})",
+                                         stderr=log_tail())
             beat.tick(f"waiting for {endpoint.base_url}/health ({last})")
             time.sleep(0.5)
     raise ProvisionError(f"/health did not answer within {timeout:.0f}s ({last}; {endpoint.log_hint})",
@@ -155,7 +195,7 @@ def kill_group(target, pgid: int) -> None:
 class _ServiceStep(Step):
     def __init__(self, unit: UnitModel, endpoint: Endpoint, *, state_dir: str, startup_timeout: float):
         self.unit, self.endpoint, self.state_dir, self.startup_timeout = unit, endpoint, state_dir, startup_timeout
-        endpoint.log_hint = self.log_hint
+        self.endpoint = replace(endpoint, log_hint=self.log_hint)     # a copy: the caller's endpoint is theirs
 
     @property
     def log_hint(self) -> str:
@@ -269,7 +309,8 @@ class SupervisedService(_ServiceStep):
             return self._pid(target, "supervisor") is not None and not target.exists(self.base + ".restarts")
 
         self.startup_seconds = wait_healthy(self.endpoint, timeout=self.startup_timeout, alive=alive,
-                                            log_tail=lambda: self.log_tail(target), label="service: vLLM start")
+                                            log_tail=lambda: self.log_tail(target), label="service: vLLM start",
+                                            dead=lambda: engine_death(self.current_log(target)))
 
     def restart(self, target) -> None:
         self.apply(target, self.check(target))
@@ -339,7 +380,8 @@ class SystemdUnit(_ServiceStep):
                 and st["restarts"] == restarts_before
 
         self.startup_seconds = wait_healthy(self.endpoint, timeout=self.startup_timeout, alive=alive,
-                                            log_tail=lambda: self.log_tail(target), label="service: vLLM start")
+                                            log_tail=lambda: self.log_tail(target), label="service: vLLM start",
+                                            dead=lambda: engine_death(self.current_log(target)))
 
     def restart(self, target) -> None:
         self.apply(target, self.check(target))

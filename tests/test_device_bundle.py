@@ -1,0 +1,113 @@
+"""The device bundle: what tools/device/pack_parts.sh (via build_bundle.sh) writes is exactly what
+tools/device/run.sh reads, call by call, as tools/device/README.md tells a newcomer to carry it.
+
+Real scripts, real xz/split/sha256sum, a small wheelhouse: no device needed.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEVICE = ROOT / "tools" / "device"
+
+pytestmark = pytest.mark.skipif(not all(shutil.which(b) for b in ("xz", "split", "sha256sum", "tar")),
+                                reason="needs xz, split, sha256sum and tar")
+
+
+def _wheelhouse(w: Path) -> dict[str, str]:
+    wh = w / "wheelhouse"
+    wh.mkdir(parents=True)
+    digests = {}
+    for i in range(3):
+        p = wh / f"pkg{i}-1.0-py3-none-any.whl"
+        p.write_bytes(os.urandom(3000 + 1000 * i))            # random: xz cannot shrink it below the part size
+        digests[p.name] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return digests
+
+
+def test_run_sh_reassembles_what_pack_parts_wrote(tmp_path):
+    w, repo, acc = tmp_path / "w", tmp_path / "repo", tmp_path / "acc"
+    want = _wheelhouse(w)
+    parts = repo / ".whl"
+    env = {**os.environ, "PART_BYTES": "4000", "XZ_OPT": "-0"}
+    subprocess.run(["bash", str(DEVICE / "pack_parts.sh"), str(w), str(parts)], check=True, env=env,
+                   capture_output=True, text=True)
+    n = int((parts / "parts.txt").read_text())
+    assert n >= 2, "the test wants several parts"
+    assert sorted(p.name for p in parts.iterdir()) == sorted([*(f"p{i}" for i in range(n)), "parts.txt"])
+    assert (parts / "p0" / "wheelhouse.sha256").exists()
+
+    (repo / "tools" / "device").mkdir(parents=True)
+    shutil.copy(DEVICE / "run.sh", repo / "tools" / "device" / "run.sh")
+    carried = repo / ".whl"
+    stash = tmp_path / "all-parts"
+    shutil.move(carried, stash)
+    run_env = {**os.environ, "ACC": str(acc), "PATH": "/usr/bin:/bin"}
+    for i in range(n):                                      # one call per part: only .whl/pI travels
+        shutil.rmtree(carried, ignore_errors=True)
+        (carried / f"p{i}").mkdir(parents=True)
+        shutil.copytree(stash / f"p{i}", carried / f"p{i}", dirs_exist_ok=True)
+        shutil.copy(stash / "parts.txt", carried / "parts.txt")
+        r = subprocess.run(["bash", "tools/device/run.sh", "recv", str(i)], cwd=repo, env=run_env,
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+    shutil.rmtree(carried)
+    r = subprocess.run(["bash", "tools/device/run.sh", "assemble"], cwd=repo, env=run_env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (acc / "wheelhouse").iterdir()}
+    assert got == want
+
+
+def test_a_damaged_part_stops_the_assembly(tmp_path):
+    w, repo, acc = tmp_path / "w", tmp_path / "repo", tmp_path / "acc"
+    _wheelhouse(w)
+    env = {**os.environ, "PART_BYTES": "4000", "XZ_OPT": "-0"}
+    subprocess.run(["bash", str(DEVICE / "pack_parts.sh"), str(w), str(repo / ".whl")], check=True, env=env,
+                   capture_output=True)
+    part = repo / ".whl" / "p1" / "part.1"
+    part.write_bytes(b"x" + part.read_bytes()[1:])
+    (repo / "tools" / "device").mkdir(parents=True)
+    shutil.copy(DEVICE / "run.sh", repo / "tools" / "device" / "run.sh")
+    r = subprocess.run(["bash", "tools/device/run.sh", "assemble"], cwd=repo, capture_output=True, text=True,
+                       env={**os.environ, "ACC": str(acc), "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 3 and "FAILED" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert not (acc / "wheelhouse").exists()
+
+
+def test_repack_trims_and_keeps_record_consistent(tmp_path):
+    src, dest = tmp_path / "dl", tmp_path / "wh"
+    src.mkdir()
+    whl = src / "vllm-0.26.0-cp38-abi3-manylinux_2_28_x86_64.whl"
+    with zipfile.ZipFile(whl, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("vllm/__init__.py", "x = 1\n")
+        z.writestr("vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so", b"\0" * 100)
+        z.writestr("vllm/vllm-rs", b"\0" * 100)
+        z.writestr("vllm-0.26.0.dist-info/RECORD", "vllm/__init__.py,sha256=a,6\n"
+                   "vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so,sha256=b,100\nvllm/vllm-rs,sha256=c,100\n")
+    (src / "other-1.0-py3-none-any.whl").write_bytes(whl.read_bytes())      # not pinned: left out
+    pins = tmp_path / "pins.txt"
+    pins.write_text("# comment\nvllm==0.26.0\n")
+    subprocess.run([sys.executable, str(DEVICE / "repack_wheels.py"), str(src), str(dest), str(pins)], check=True,
+                   capture_output=True)
+    assert [p.name for p in dest.iterdir()] == [whl.name]
+    with zipfile.ZipFile(dest / whl.name) as z:
+        assert z.namelist() == ["vllm/__init__.py", "vllm-0.26.0.dist-info/RECORD"]
+        assert all(i.compress_type == zipfile.ZIP_STORED for i in z.infolist())
+        assert z.read("vllm-0.26.0.dist-info/RECORD").decode() == "vllm/__init__.py,sha256=a,6\n"
+
+
+def test_readme_makefile_and_scripts_name_the_same_layout():
+    readme = (DEVICE / "README.md").read_text()
+    make = (ROOT / "Makefile").read_text()
+    assert "tools/device/build_bundle.sh" in make and ".whl" in make.split("device-bundle:", 1)[1].split("\n\n")[0]
+    for needle in (".whl/p0", "run.sh recv 0", "run.sh suite", "--wheelhouse"):
+        assert needle in readme, needle
+    assert not list(DEVICE.glob("patch_*.py")), "the suite is never patched at run time"

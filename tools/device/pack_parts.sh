@@ -1,0 +1,21 @@
+#!/bin/bash
+# W/wheelhouse -> PARTS/p0/part.0 (+ PARTS/p0/wheelhouse.sha256), PARTS/p1/part.1, ..., PARTS/parts.txt
+# (the layout tools/device/run.sh reads: `recv N` carries PARTS/pN). Called by build_bundle.sh.
+#   usage: tools/device/pack_parts.sh W PARTS      env PART_BYTES (default 55 MiB), XZ_OPT
+set -euo pipefail
+W=$(realpath -m "$1"); PARTS=$(realpath -m "$2")
+PART_BYTES=${PART_BYTES:-57671680}                 # 55 MiB: a part + the repo (~6 MB) stays under 64 MiB
+[ -d "$W/wheelhouse" ] || { echo "error: no $W/wheelhouse" >&2; exit 2; }
+mkdir -p "$PARTS"
+rm -rf "$PARTS"/p[0-9]* "$PARTS/parts.txt" "$W/wheelhouse.tar.xz" "$W"/part.[0-9]*
+t=$(date +%s)
+tar -cf - -C "$W" wheelhouse | xz ${XZ_OPT:--6 -T0} > "$W/wheelhouse.tar.xz"
+echo "xz_s=$(( $(date +%s) - t )) size=$(stat -c %s "$W/wheelhouse.tar.xz")"
+split -b "$PART_BYTES" -d -a 1 "$W/wheelhouse.tar.xz" "$W/part."
+n=0
+for f in "$W"/part.[0-9]; do
+  i=${f##*.}; mkdir -p "$PARTS/p$i"; mv "$f" "$PARTS/p$i/part.$i"; n=$((n + 1))
+done
+( cd "$W" && sha256sum wheelhouse.tar.xz ) > "$PARTS/p0/wheelhouse.sha256"
+echo "$n" > "$PARTS/parts.txt"
+ls -la "$PARTS"/p*
