@@ -509,3 +509,32 @@ def guides(readme: str, names: Sequence[str], min_chars: int = 200) -> str | Non
 def local_wheel_url(url: str) -> str | None:
     ok = re.fullmatch(r"file:///opt/phoenix/dist/[0-9a-f]{16}/vllm-[^/]+\.whl", url or "")
     return None if ok else f"vllm was not installed from the locally built wheel: direct_url {url!r}"
+
+
+ENGINE_FIELDS_ON_ARGV = ("model", "max_model_len", "trust_remote_code", "quantization", "kv_cache_dtype",
+                         "gpu_memory_utilization", "tensor_parallel_size", "served_model_name", "host", "port")
+
+
+def engine_values(ec) -> dict[str, object]:
+    """The engine config's own field values that reach `vllm serve` as flags (seed 003 section 4)."""
+    out: dict[str, object] = {}
+    for section in ("ModelConfig", "CacheConfig", "ParallelConfig", "ServerConfig"):
+        for k, v in getattr(ec, section).model_dump().items():
+            if k in ENGINE_FIELDS_ON_ARGV and isinstance(v, (str, int, float, bool)):
+                out[k] = v
+    return out
+
+
+def os_release(text: str | None, distro: str, version: str, where: str) -> str | None:
+    fields = dict(line.split("=", 1) for line in (text or "").splitlines() if "=" in line)
+    got = (fields.get("ID", "").strip('"'), fields.get("VERSION_ID", "").strip('"'))
+    return None if got == (distro, version) else f"{where} is {got}, want {(distro, version)}"
+
+
+def compose_has_vllm_no_triton(services: Mapping[str, str], image: str) -> str | None:
+    if "vllm" not in services:
+        return f"compose defines no vllm service: {dict(services)}"
+    if services["vllm"] != image and not services["vllm"].endswith(image.split("/", 1)[-1]):
+        return f"the vllm service runs {services['vllm']}, not {image}"
+    triton = [i for i in services.values() if "tritonserver" in i]
+    return f"compose still runs Triton: {triton}" if triton else None

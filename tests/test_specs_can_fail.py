@@ -302,3 +302,29 @@ CASES += [
     Case(D + "test_the_five_guides_exist", "guides", (README, ("API usage",)), (README, ("API usage", "vLLM compilation")),
          "vLLM compilation"),
 ]
+
+
+OS = 'ID=ubuntu\nVERSION_ID="{v}"\n'
+CASES += [
+    Case(D + "test_running_command_line_is_the_models_engine_config", "argv_has_values",
+         (ARGV, WANT_ARGV),
+         (ARGV, {**WANT_ARGV, "model": "microsoft/phi-2"}), "phi-2"),
+    Case(D + "test_compose_defines_vllm_and_no_triton", "compose_has_vllm_no_triton",
+         ({"vllm": "localhost/phoenix-vllm:r1", "nginx": "nginx"}, "localhost/phoenix-vllm:r1"),
+         ({"vllm": "localhost/phoenix-vllm:r1", "triton": "nvcr.io/nvidia/tritonserver:24.08"},
+          "localhost/phoenix-vllm:r1"), "Triton"),
+    Case(D + "test_image_and_host_are_ubuntu_24_04", "os_release", (OS.format(v="24.04"), "ubuntu", "24.04", "image"),
+         (OS.format(v="22.04"), "ubuntu", "24.04", "image"), "22.04"),
+    Case(D + "test_torch_is_a_cu128_nightly_and_pip_is_consistent", "torch_nightly",
+         ("2.10.0.dev20250901+cu128", "2.9.0", True), ("2.8.0+cu128", "2.9.0", True), "older than"),
+    Case(D + "test_vllm_version_inside_the_container", "equal", ("0.10.2", "0.10.2", "v"), ("0.10.1", "0.10.2", "v"),
+         "0.10.1"),
+    Case(D + "test_patch_manifest_matches_the_patch_files", "equal", ([("a.patch", "1")], [("a.patch", "1")], "p"),
+         ([], [("a.patch", "1")], "p"), "a.patch"),
+]
+
+
+def test_engine_values_are_the_configs_own():
+    v = checks.engine_values(_ec())
+    assert v["model"] == "meta-llama/Llama-3.2-3B-Instruct" and v["tensor_parallel_size"] == 2
+    assert v["kv_cache_dtype"] == "fp8" and v["max_model_len"] == 8192

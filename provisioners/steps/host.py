@@ -88,6 +88,10 @@ PODMAN_NEEDS = [
     Need("podman", "the docker:// target's engine", commands=("podman",)),
     Need("podman-compose", "the compose stack", commands=("podman-compose",)),
     Need("runc", "podman's OCI runtime", commands=("runc",)),
+    # Debian 12's podman 4.3 runs CNI networks; only this plugin gives them DNS, so nginx can resolve
+    # `vllm` (without it: "vllm could not be resolved (3: Host not found)", a 502 through nginx)
+    Need("golang-github-containernetworking-plugin-dnsname", "container names resolve on the compose network",
+         paths=("/usr/lib/cni/dnsname",)),
     Need("debootstrap", "the base image is made locally (no image registry)", commands=("debootstrap",)),
 ]
 DOCKER_NEEDS = [

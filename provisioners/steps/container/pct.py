@@ -103,7 +103,7 @@ class PctDriver(ContainerDriver):
                 "memory_mb": ct.memory_mb, "swap_mb": ct.swap_mb, "ip": str(net.ip), "gw": str(net.gw),
                 "bridge": net.bridge, "iface": net.name, "mac": ct.mac_address, "nesting": ct.nesting,
                 "unprivileged": ct.unprivileged, "rootfs_gb": ct.storage_size_gb, "gpu": self.gpu_lines(ct),
-                "pending": [], "systemd_ready": True}
+                "pending": [], "systemd_ready": True, "hostname_live": ct.name}
 
     # -- observe -------------------------------------------------------------------------
     def observe(self, ctid: str, ct: ContainerConfig) -> dict[str, Any]:
@@ -128,8 +128,10 @@ class PctDriver(ContainerDriver):
             state["systemd"] = r.stdout.strip() or None
             state["systemd_ready"] = state["systemd"] in READY
             state["origin"] = _origin(self._exec(ctid)(["cat", PROVENANCE]).stdout)
+            state["hostname_live"] = self._live_hostname(ctid)
         else:
             state["systemd_ready"] = False
+            state["hostname_live"] = None
         return state
 
     def gpu_present(self, ct: ContainerConfig, cfg: PveConfig) -> list[str]:
@@ -231,10 +233,13 @@ class PctDriver(ContainerDriver):
         gpu_changed = self._ensure_gpu(ctid, ct, cur)
         running = self.facts.status(ctid) == "running"
         pending = self.facts.pending(ctid)
+        # hostname is written to the config at once on a running CT; Proxmox sets it inside at start
+        renamed = running and self._live_hostname(ctid) != ct.name
         started = False
-        if running and (gpu_changed or pending):
+        if running and (gpu_changed or pending or renamed):
             why = ", ".join(filter(None, ["GPU passthrough" if gpu_changed else "",
-                                          f"pending {', '.join(sorted(pending))}" if pending else ""]))
+                                          f"pending {', '.join(sorted(pending))}" if pending else "",
+                                          f"hostname {ct.name}" if renamed else ""]))
             emit(f"pct {ctid}: rebooting to apply {why}")
             t0 = time.monotonic()
             _must(self._run(["pct", "reboot", str(ctid)], log_path=log_path, timeout=600), f"pct reboot {ctid}")
@@ -249,6 +254,9 @@ class PctDriver(ContainerDriver):
         if origin:
             r = pct_put(self.host, ctid, PROVENANCE, _provenance(ctid, ct, origin), 0o644, pct=self.pct)
             _must(r, f"write {PROVENANCE} in CT {ctid}")
+
+    def _live_hostname(self, ctid: str) -> str | None:
+        return self._exec(ctid)(["cat", "/proc/sys/kernel/hostname"]).stdout.strip() or None
 
     def _resize(self, ctid: str, ct: ContainerConfig, log_path: str | None) -> None:
         """`pct resize`; its exit code says nothing about the worker (no upid_exit), so the size is read back."""
@@ -302,8 +310,9 @@ class PctDriver(ContainerDriver):
                                      f"{(r.stderr or r.stdout).strip().splitlines()[-1:] or ['no output']}{note}",
                                      argv=r.argv, rc=r.rc, stderr=r.stderr or r.stdout, log_path=r.log_path)
             self.timings["clone_s"] = round(time.monotonic() - t0, 2)
-            snap = f"@{ct.clone_snapshot}" if "--snapname" in argv else ""
-            return f"clone:{ct.clone_from_ctid}{snap}"
+            if "--snapname" in argv:
+                emit(f"pct {ctid}: cloned from snapshot {ct.clone_snapshot} of the running CT {ct.clone_from_ctid}")
+            return f"clone:{ct.clone_from_ctid}"
         if not ct.template:
             raise ConfigError(f"lxc_configs.{ctid}: needs clone_from_ctid or template to be created")
         _must(self._run(self.create_argv(ctid, ct), log_path=log_path, timeout=3600,
