@@ -278,6 +278,12 @@ def test_exec_exit_codes_preserved_lxc(lxc_921):
     _assert_exit_codes(Target(LxcBackend("phoenix-ci-921")))
 
 
+def test_lxc_attach_gets_each_hostile_value_as_one_item(lxc_921):
+    from tests.test_safety_injection import check_lxc_attach_injection
+
+    check_lxc_attach_injection("phoenix-ci-921")
+
+
 def test_network_reaches_out_through_the_bridge(lxc_921):
     inside = Target(LxcBackend("phoenix-ci-921"))
     fetch = "import urllib.request as u; print(u.urlopen('https://pypi.org/simple/pip/', timeout=30).status)"

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from provisioners.backends.lxc import LxcBackend, LxcHost
+from provisioners.backends.lxc import LxcBackend
 from provisioners.backends.pct import PctBackend, pct_put
 from provisioners.backends.remote import DockerBackend, SshBackend
 from provisioners.config.engine import EngineConfig, to_cli_args
@@ -215,26 +215,9 @@ def test_docker_exec_gets_each_value_as_one_item(canary, record):
 
 
 # -------------------------------------------------------------------------- lxc-attach, real
-def _running_container() -> str | None:
-    names = [os.environ.get("PHOENIX_SAFETY_LXC", "")]
-    try:                                   # the container tests' names (tests/test_container_lxc.py)
-        from tests.test_container_lxc import LXC_NAMES, PCT_PREFIX
-
-        names += [*LXC_NAMES.values(), f"{PCT_PREFIX}9922"]
-    except Exception:  # noqa: BLE001 - their module may not exist yet, or fail to import
-        pass
-    if not shutil.which("lxc-attach"):
-        return None
-    host = LxcHost()
-    return next((n for n in names if n and host.state(n) == "RUNNING"), None)
-
-
-@pytest.mark.real_target
-def test_lxc_attach_gets_each_value_as_one_item():
-    name = _running_container()
-    if name is None:
-        pytest.skip("no running phoenix LXC container (tests/test_container_lxc.py builds phoenix-ci-921; "
-                    "or set PHOENIX_SAFETY_LXC=NAME)")
+def check_lxc_attach_injection(name: str) -> None:
+    """Every hostile value reaches the program inside the running container `name` as one argv item,
+    and none of them runs. Called by tests/test_container_lxc.py on the container it builds itself."""
     ct = Target(LxcBackend(name))
     canary = f"/tmp/phoenix-safety-canary-{uuid.uuid4().hex[:8]}"
     nasty = [p for p in payloads(canary) if p]            # the container's python: argv via /proc is NUL-split
