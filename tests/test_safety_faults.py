@@ -186,6 +186,7 @@ def test_a_filelock_left_by_a_killed_run_is_free_at_once(tmp_path):
             holder.wait()
 
 
+@pytest.mark.demonstrates("R004-Ph4.2-failure-scenarios")  # a real vLLM that cannot come back fails the wait
 @pytest.mark.real_target
 def test_real_vllm_with_a_broken_model_dir_fails_with_the_server_log_not_a_hang(tmp_path, local, services,
                                                                                request, converged_local):
