@@ -202,6 +202,15 @@ class _ServiceStep(Step):
         """Where an operator reads this service's log."""
         raise NotImplementedError
 
+    def _wait_started(self, target, alive) -> None:
+        """Wait for /health; fail early when `alive()` says the server died or its log shows a dead engine."""
+        self.startup_seconds = wait_healthy(self.endpoint, timeout=self.startup_timeout, alive=alive,
+                                            log_tail=lambda: self.log_tail(target), label="service: vLLM start",
+                                            dead=lambda: engine_death(self.current_log(target)))
+
+    def restart(self, target) -> None:
+        self.apply(target, self.check(target))
+
     def healthy(self) -> bool:
         try:
             with self.endpoint.client(timeout=5) as c:
@@ -308,12 +317,7 @@ class SupervisedService(_ServiceStep):
             # a restart during startup means the server died (crash loop): fail now with its log
             return self._pid(target, "supervisor") is not None and not target.exists(self.base + ".restarts")
 
-        self.startup_seconds = wait_healthy(self.endpoint, timeout=self.startup_timeout, alive=alive,
-                                            log_tail=lambda: self.log_tail(target), label="service: vLLM start",
-                                            dead=lambda: engine_death(self.current_log(target)))
-
-    def restart(self, target) -> None:
-        self.apply(target, self.check(target))
+        self._wait_started(target, alive)
 
     def status(self, target) -> dict:
         """The service manager's view: manager, active, main_pid, restarts, since."""
@@ -379,12 +383,7 @@ class SystemdUnit(_ServiceStep):
             return st["active"] in ("active", "activating") and st["sub"] != "auto-restart" \
                 and st["restarts"] == restarts_before
 
-        self.startup_seconds = wait_healthy(self.endpoint, timeout=self.startup_timeout, alive=alive,
-                                            log_tail=lambda: self.log_tail(target), label="service: vLLM start",
-                                            dead=lambda: engine_death(self.current_log(target)))
-
-    def restart(self, target) -> None:
-        self.apply(target, self.check(target))
+        self._wait_started(target, alive)
 
     def status(self, target) -> dict:
         return {**UnitStatus(self.unit.name).read(target), "definition": self.path}
