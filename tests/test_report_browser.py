@@ -456,7 +456,7 @@ def test_allure_report_is_one_file_that_opens_from_disk(tmp_path):
         pytest.skip(str(e))
     (tmp_path / "test_x.py").write_text(
         "import pytest\n"
-        "def test_observed_ok():\n    assert True\n"
+        "def test_observed_ok():\n    import sys\n    assert sys.version_info.major == 3, sys.version\n"
         "def test_observed_wrong():\n    assert 12.1 == 12.8, 'torch.version.cuda is 12.1'\n"
         "def test_blocked():\n    pytest.skip('not verified: layer toolchain failed')\n")
     results, report = tmp_path / "results", tmp_path / "report"
