@@ -75,9 +75,12 @@ def test_bad_requests_get_a_4xx_json_error(client, service, body, status):
 
 
 @pytest.mark.req("R004-Ph4.3-monitoring")
-def test_metrics_expose_vllm_series(client, evidence):
-    r = client.get("/metrics")
-    assert r.status_code == 200
+def test_metrics_expose_vllm_series(monitoring_endpoint, evidence):
+    """/metrics where the monitoring reads it: the server itself; on docker:// the vLLM port Prometheus
+    scrapes (nginx, the API's public entry, does not expose /metrics)."""
+    with monitoring_endpoint.client(timeout=60) as c:
+        r = c.get("/metrics")
+    assert r.status_code == 200, f"GET {monitoring_endpoint.base_url}/metrics: {r.status_code} {r.text[:200]}"
     series = sorted({line.split("{")[0].split(" ")[0] for line in r.text.splitlines() if line.startswith("vllm:")})
     evidence("vllm metric series", text="\n".join(series))
     why = checks.metric_series(series)

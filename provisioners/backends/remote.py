@@ -36,7 +36,8 @@ class SshBackend(Backend):
 
 
 class DockerBackend(Backend):
-    """docker://NAME (PHOENIX_DOCKER=podman to use podman). argv goes through exec unshelled."""
+    """docker://NAME: exec into the vLLM container NAME with the run's engine (docker or podman, see
+    backends/engine.py). argv goes through exec unshelled."""
 
     scheme = "docker"
 

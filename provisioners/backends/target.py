@@ -32,8 +32,8 @@ class Target:
         self.backend = backend
 
     @classmethod
-    def from_url(cls, url: str) -> Target:
-        return cls(backend_for(url))
+    def from_url(cls, url: str, *, engine: str | None = None) -> Target:
+        return cls(backend_for(url, engine=engine))
 
     @property
     def url(self) -> str:

@@ -83,7 +83,8 @@ class HealthSettings(_Model):
 
 
 class VllmServiceSettings(_Model):
-    container_name: str = "phoenix-vllm"
+    container_name: str = Field(default="phoenix-vllm", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$",
+                                description="the vLLM container; a run's --target docker://NAME deploys it as NAME")
     shm_size: str = "16gb"
     memory_limit: str | None = Field(default=None, description="default the container entry's memory_mb")
     cpus: float | None = Field(default=None, description="default the container entry's cores")
@@ -213,6 +214,18 @@ class DockerDeployment(_Model):
         if not self.models:
             return None
         return next(m for m in self.models if m.name == (self.active_model or self.models[0].name))
+
+    def with_container_name(self, name: str) -> DockerDeployment:
+        """The same deployment with its vLLM container named `name` (docker://NAME is the deployed name)."""
+        taken = {f"{self.project}-nginx", f"{self.project}-prometheus", *self.triton.containers}
+        if name in taken or name.endswith("-candidate"):
+            raise ConfigError(f"--target docker://{name}: that name belongs to another container of the deployment "
+                              f"({', '.join(sorted(taken))}, or a canary's <name>-candidate); choose another")
+        try:
+            vllm = VllmServiceSettings.model_validate({**self.vllm.model_dump(), "container_name": name})
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, f"--target docker://{name}: vllm")) from None
+        return self.model_copy(update={"vllm": vllm})
 
     def with_model(self, name: str) -> DockerDeployment:
         """The same deployment serving another of its models (model switching)."""

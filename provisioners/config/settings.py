@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisioners.backends import parse_target
+from provisioners.backends.engine import EngineChoice, choose_engine
 from provisioners.core.errors import ConfigError
 from provisioners.core.secrets import register_env
 
@@ -64,6 +65,7 @@ class Settings:
     out_dir: Path
     run_id: str
     destructive: bool = False    # run fault-injection specs (they kill the service)
+    engine: EngineChoice | None = None   # docker:// only: the container engine, decided once (backends/engine.py)
 
     @property
     def target_scheme(self) -> str:
@@ -131,7 +133,19 @@ def build_settings(*, ctid: str | None, target: str | None, config: str | None, 
         if not wh.is_dir():
             raise ConfigError(f"--wheelhouse {wheelhouse}: not a directory")
     out = Path(out_dir) if out_dir else rootdir / "reports" / "out"
+    engine = choose_engine(configured=configured_engine(prof)) if target_url.startswith("docker://") else None
     return Settings(target_url=target_url, ctid=str(ctid) if ctid is not None else None,
                     config_path=config_path.resolve(), profile=prof, profile_reason=reason, audit=audit,
                     wheelhouse=wh, out_dir=out.resolve(), run_id=time.strftime("%Y%m%dT%H%M%S"),
-                    destructive=destructive)
+                    destructive=destructive, engine=engine)
+
+
+def configured_engine(profile: str) -> str | None:
+    """deploy/docker/deployment.yaml's `engine_host.binary` for the profile (None: detect). A deployment
+    that does not load leaves detection on; the docker fixtures report its error with the path."""
+    from provisioners.config.docker import load_deployment
+
+    try:
+        return load_deployment(profile).engine_host.binary
+    except ConfigError:
+        return None

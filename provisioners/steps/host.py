@@ -2,7 +2,8 @@
 
 The one list lives here, per purpose: `local` (the cpu default: venv, the local Step-CA), `lxc`
 (classic LXC with a private bridge and NAT), `pct` (a Proxmox host's `pct`; over ssh: the ssh client),
-`ssh`, `docker` (podman with PHOENIX_DOCKER=podman, else docker) and `tests` (the suite's own tests:
+`ssh`, `docker` (the engine of provisioners/backends/engine.py: docker when its daemon answers, else podman;
+PHOENIX_DOCKER overrides) and `tests` (the suite's own tests:
 every real part, the pct stand-in on LXC, podman, and chromium for the browser test).
 
 `HostPrerequisites` is a Step like any other: check() reads commands on PATH, files and kernel
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisioners.backends.base import Backend
+from provisioners.backends.engine import EngineChoice, EngineError, choose_engine
 from provisioners.backends.local import LocalBackend
 from provisioners.core.errors import ProvisionError
 from provisioners.core.step import Ledger, Observed, Step, StepResult
@@ -127,9 +129,12 @@ def _dedup_kernel(features: Sequence[KernelFeature]) -> list[KernelFeature]:
     return list(seen.values())
 
 
-def needs_for(purpose: str, env: Mapping[str, str] | None = None, *, via_ssh: bool = False
-              ) -> tuple[list[Need], list[KernelFeature]]:
+def needs_for(purpose: str, env: Mapping[str, str] | None = None, *, via_ssh: bool = False,
+              engine: EngineChoice | None = None) -> tuple[list[Need], list[KernelFeature]]:
     """The packages and kernel features the machine running pytest needs for `purpose`.
+
+    docker: those of `engine` (default: choose_engine(env)); a docker client whose daemon does not
+    answer is no engine, so such a host gets podman.
 
     >>> [n.package for n in needs_for("lxc", {})[0]][-2:]
     ['nftables', 'iproute2']
@@ -151,7 +156,7 @@ def needs_for(purpose: str, env: Mapping[str, str] | None = None, *, via_ssh: bo
     elif purpose == "ssh":
         needs += SSH_NEEDS
     elif purpose == "docker":
-        if (env.get("PHOENIX_DOCKER") or "docker") == "podman":
+        if (engine or choose_engine(env)).is_podman:
             needs += PODMAN_NEEDS
         else:
             needs += DOCKER_NEEDS
@@ -190,8 +195,8 @@ class HostPrerequisites(Step):
     """
 
     def __init__(self, purpose: str, needs: Sequence[Need], kernel: Sequence[KernelFeature] = (), *,
-                 host: Backend | None = None, log_path: str | None = None):
-        self.purpose, self.needs, self.kernel = purpose, list(needs), list(kernel)
+                 host: Backend | None = None, log_path: str | None = None, engine: EngineChoice | None = None):
+        self.purpose, self.needs, self.kernel, self.engine = purpose, list(needs), list(kernel), engine
         self.host = host or LocalBackend()
         self.log_path = log_path
         self.name = f"host-{purpose}"
@@ -206,6 +211,8 @@ class HostPrerequisites(Step):
         kernel = KernelFeatures(self.kernel).read(self.host)
         state = {"for": self.purpose, "packages": packages, "kernel": kernel,
                  "absent": {p: a for p, a in absent.items() if a}}
+        if self.engine is not None:          # the docker:// engine and why, in the ledger
+            state["engine"] = self.engine.as_dict()
         missing = self.missing(state)
         if not missing:
             return Observed(True, state, f"{len(packages)} packages and {len(kernel)} kernel features present")
@@ -234,8 +241,9 @@ class HostPrerequisites(Step):
 
     def line(self, observed: Observed, why: str) -> str:
         """One line: what is missing, why nothing was installed, and the command that installs it."""
+        tried = f" (engine {self.engine.binary}; tried: {'; '.join(self.engine.tried)})" if self.engine else ""
         return (f"host prerequisites for {self.purpose} missing ({why}): {'; '.join(self.missing(observed.state))}."
-                f" Install as root: {self.how_to_install(observed.state)}")
+                f" Install as root: {self.how_to_install(observed.state)}{tried}")
 
     # -- apply ---------------------------------------------------------------------------
     def _must(self, argv: list[str], what: str, **kw) -> None:
@@ -265,13 +273,16 @@ class HostPrerequisites(Step):
 
 def preflight(purpose: str, *, audit: bool = False, ledger: Ledger | None = None, via_ssh: bool = False,
               env: Mapping[str, str] | None = None, host: Backend | None = None,
-              log_path: str | None = None) -> StepResult:
+              log_path: str | None = None, engine: EngineChoice | None = None) -> StepResult:
     """Check the host for `purpose`; install what is missing when root and not auditing.
 
     Raises MissingPrerequisites (one line; nothing changed) without root or under --audit.
+    docker: `engine` is the run's choice (default: choose_engine(env)); it is recorded in the step's state.
     """
-    needs, kernel = needs_for(purpose, env, via_ssh=via_ssh)
-    step = HostPrerequisites(purpose, needs, kernel, host=host, log_path=log_path)
+    if purpose == "docker" and engine is None:
+        engine = choose_engine(env)
+    needs, kernel = needs_for(purpose, env, via_ssh=via_ssh, engine=engine)
+    step = HostPrerequisites(purpose, needs, kernel, host=host, log_path=log_path, engine=engine)
     start = time.monotonic()
     observed = step.check()
     if observed.satisfied:              # the usual case: recorded, and quiet (a run's output starts with its own lines)
@@ -307,9 +318,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     purpose, via_ssh = (a.purpose, False) if a.purpose else purpose_of(a.target)
     ledger = Ledger(a.ledger) if a.ledger else None
     try:
-        result = preflight(purpose, audit=a.audit, ledger=ledger, via_ssh=via_ssh, log_path=a.log)
-    except MissingPrerequisites as exc:
-        print(exc.line, file=sys.stderr)
+        engine = choose_engine() if purpose == "docker" else None
+        if engine is not None:
+            print(engine.line(), file=sys.stderr)
+        result = preflight(purpose, audit=a.audit, ledger=ledger, via_ssh=via_ssh, log_path=a.log, engine=engine)
+    except (MissingPrerequisites, EngineError) as exc:
+        print(str(exc), file=sys.stderr)
         return EXIT_MISSING
     except ProvisionError as exc:
         print(str(exc), file=sys.stderr)

@@ -1,10 +1,10 @@
 """The engine CLI (docker or podman) and compose on the docker host, through a Target (argv only)."""
 from __future__ import annotations
 
-import os
 import posixpath
 from dataclasses import dataclass, field, replace
 
+from provisioners.backends.engine import choose_engine
 from provisioners.backends.target import Target
 from provisioners.config.docker import VENV, DockerDeployment
 from provisioners.core.errors import tail
@@ -34,7 +34,7 @@ class DockerHost:
 
     @classmethod
     def for_deployment(cls, target: Target, d: DockerDeployment, binary: str | None = None) -> DockerHost:
-        binary = binary or os.environ.get("PHOENIX_DOCKER") or d.engine_host.binary or "docker"
+        binary = binary or choose_engine(configured=d.engine_host.binary).binary
         if d.engine_host.compose:
             compose = tuple(d.engine_host.compose)
         elif binary == "podman":

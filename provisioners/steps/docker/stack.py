@@ -46,6 +46,12 @@ class DockerStack:
         return f"http://{v.publish}:{v.publish_port or self.rel.api_port}" if v.publish else None
 
     @property
+    def metrics_url(self) -> str | None:
+        """vLLM's own port as published on the docker host: the port Prometheus scrapes on the compose
+        network (`vllm:<api port>`); nginx does not expose /metrics. None when vLLM is not published."""
+        return self.api_url
+
+    @property
     def prometheus_url(self) -> str:
         p = self.rel.deployment.prometheus
         return f"http://{'127.0.0.1' if p.bind in ('0.0.0.0', '') else p.bind}:{p.port}"
