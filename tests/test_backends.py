@@ -84,7 +84,7 @@ def test_testinfra_host_over_our_backend(local, tmp_path):
     ("docker://vllm", ["docker", "exec", "-i", "vllm", "echo", "a b"]),
 ])
 def test_wrap_prefixes(url, expected):
-    argv = backend_for(url).wrap(["echo", "a b"])
+    argv = backend_for(url, engine="docker").wrap(["echo", "a b"])     # docker://: the run's engine
     assert argv[: len(expected)] == expected and argv[-2:] == ["echo", "a b"]
 
 
@@ -105,11 +105,12 @@ def test_pct_over_ssh_quotes_the_whole_pct_command():
     assert "'$(id)'" in argv[5] and argv[5].startswith("pct exec 921 --")
 
 
-@pytest.mark.parametrize("bad", ["", "http://x", "pct://abc", "lxc://", "ftp://x"])
+@pytest.mark.parametrize("bad", ["", "http://x", "pct://abc", "lxc://", "ftp://x", "docker://-x", "docker://a b"])
 def test_bad_target_urls(bad):
     with pytest.raises(ConfigError, match="--target"):
         parse_target(bad)
 
 
 def test_lxc_and_docker_classes():
-    assert isinstance(backend_for("lxc://x"), LxcBackend) and isinstance(backend_for("docker://x"), DockerBackend)
+    assert isinstance(backend_for("lxc://x"), LxcBackend) and isinstance(backend_for("docker://x", engine="podman"),
+                                                                         DockerBackend)
