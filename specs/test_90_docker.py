@@ -1,7 +1,8 @@
 """Docker target of seed 004: image, compose stack, nginx/TLS, Prometheus, load, rollback, Triton.
 
-Run: `pytest specs/test_90_docker.py --target docker://phoenix-vllm [--profile cpu]`
-(PHOENIX_DOCKER=podman for podman). `target` is `docker exec` into the vLLM container; image
+Run: `pytest specs/ --target docker://vllm [--profile cpu]`: the vLLM container is deployed as `vllm`,
+with docker when its daemon answers, else podman (PHOENIX_DOCKER overrides). `target` is
+`<engine> exec` into the vLLM container; image
 and engine facts are read on the docker host through `docker_stack.host`. The catalog's
 profile/target applicability skips automatically; the explicit skips below say why a fact
 cannot be read on this host (no GPU, fewer than 2 GPUs, no model list, ...).

@@ -173,7 +173,8 @@ class ChecksSettings(_Model):
 
 
 class EngineHost(_Model):
-    binary: Literal["docker", "podman"] | None = Field(default=None, description="default $PHOENIX_DOCKER, else docker")
+    binary: Literal["docker", "podman"] | None = Field(default=None, description="null: detected (provisioners/backends/engine.py); "
+                                                                              "PHOENIX_DOCKER overrides it")
     compose: list[str] | None = Field(default=None, description="default `docker compose`, or podman-compose")
     podman_runtime: str | None = Field(default=None, description="podman only: OCI runtime (runc on cgroup hybrid hosts)")
     podman_ulimits: dict[str, int] = Field(default={}, description="podman only: default ulimits at or below the "
