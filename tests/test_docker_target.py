@@ -241,3 +241,46 @@ def test_a_choice_that_is_no_engine_stops_the_run_and_the_host_step_with_exit_4(
                        capture_output=True, text=True, timeout=120, env={**os.environ, "PHOENIX_DOCKER": "nerdctl"})
     assert h.returncode == 4 and h.stderr.strip().startswith("PHOENIX_DOCKER=nerdctl: not a container engine"), h
     assert len(h.stderr.strip().splitlines()) == 1 and not h.stdout
+
+
+# ------------------------------------------------------ a renamed vLLM container is replaced, not left
+class CannedEngine:
+    """The engine reads ComposeRollout makes, from canned records (name -> inspect record, project rows)."""
+
+    is_podman = False
+
+    def __init__(self, inspect: dict[str, dict], project: list[dict]):
+        self._inspect, self._project, self.calls = inspect, project, []
+
+    def inspect(self, name):
+        return self._inspect.get(name)
+
+    def read(self, fact, timeout=60):
+        self.calls.append(type(fact).__name__)
+        return self._project
+
+    def health(self, name):
+        return "healthy" if name in self._inspect else None
+
+
+def _running(release: str) -> dict:
+    return {"State": {"Running": True}, "Config": {"Labels": {"ai.phoenix.release": release}}}
+
+
+def test_the_rollout_sees_the_vllm_container_under_its_old_name():
+    from provisioners.steps.docker.steps import ComposeRollout
+
+    rel = _release(load_deployment("cpu").with_container_name("vllm"))
+    old = "5bbbf9f76921"
+    host = CannedEngine({"phoenix-vllm": _running(old), "phoenix-vllm-nginx": _running(old),
+                         "phoenix-vllm-prometheus": _running(old)},
+                        [{"name": "phoenix-vllm", "service": "vllm", "release": old, "running": True},
+                         {"name": "phoenix-vllm-nginx", "service": "nginx", "release": old, "running": True}])
+    o = ComposeRollout(rel, host).check(None)
+    assert not o.satisfied and "project phoenix-vllm also has phoenix-vllm" in o.reason
+    assert o.state["others"] == ["phoenix-vllm"] and o.state["release"] == old and o.state["serving"] is True
+    same = _release(load_deployment("cpu"))                  # the name unchanged: nothing else in the project
+    host2 = CannedEngine({n: _running(same.release_id) for n in ("phoenix-vllm", "phoenix-vllm-nginx",
+                                                                 "phoenix-vllm-prometheus")},
+                         [{"name": "phoenix-vllm", "service": "vllm", "release": same.release_id, "running": True}])
+    assert ComposeRollout(same, host2).check(None).satisfied

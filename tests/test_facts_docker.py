@@ -11,6 +11,7 @@ from provisioners.facts.docker import (
     ContainerMemory,
     Containers,
     ImageInspect,
+    ProjectContainers,
     ProjectServices,
     ReleaseDirs,
     compose_config_services,
@@ -92,6 +93,24 @@ def test_containers_parse_docker_and_podman(stdout, want):
 ])
 def test_project_services_from_labels(stdout, want):
     assert ProjectServices(project="p").parse(stdout) == want
+
+
+@pytest.mark.parametrize("stdout, want", [
+    # podman 4.3: one JSON array, Names a list, Labels a map
+    ('[{"Names": ["phoenix-vllm"], "State": "running", "Labels": {"com.docker.compose.service": "vllm", '
+     '"ai.phoenix.release": "5bbbf9f76921"}}, {"Names": ["p-nginx"], "State": "exited", '
+     '"Labels": {"com.docker.compose.service": "nginx"}}]',
+     [{"name": "phoenix-vllm", "service": "vllm", "release": "5bbbf9f76921", "running": True},
+      {"name": "p-nginx", "service": "nginx", "release": None, "running": False}]),
+    # docker: one object a line, Labels "k=v,k=v"
+    ('{"Names": "vllm", "State": "running", "Labels": "com.docker.compose.service=vllm,ai.phoenix.release=abc"}\n',
+     [{"name": "vllm", "service": "vllm", "release": "abc", "running": True}]),
+    ("", []),
+])
+def test_project_containers_whatever_their_names(stdout, want):
+    assert ProjectContainers(project="p").parse(stdout) == want
+    assert ProjectContainers(project="p", binary="podman").command() == [
+        "podman", "ps", "-a", "--filter", "label=com.docker.compose.project=p", "--format", "{{json .}}"]
 
 
 @pytest.mark.parametrize("stdout, want", [

@@ -174,6 +174,36 @@ class ProjectServices(EngineFact):
         return out
 
 
+@dataclass(kw_only=True)
+class ProjectContainers(EngineFact):
+    """[{name, service, release, running}] of the containers labelled with a compose project, whatever their
+    names: a service whose container_name changed still has its old container there."""
+
+    project: str
+    default: ClassVar[Any] = []
+
+    def args(self):
+        return ["ps", "-a", "--filter", f"label=com.docker.compose.project={self.project}", "--format", "{{json .}}"]
+
+    def read(self, target, *, timeout: float = 60):
+        r = target.run(self.command(), env=self.env or None, timeout=timeout)
+        return self.parse_result(r) if r.succeeded else []
+
+    def parse(self, stdout):
+        out = []
+        for row in _json_rows(stdout):
+            labels = row.get("Labels") or {}
+            if isinstance(labels, str):       # docker: "k=v,k=v"
+                labels = dict(kv.split("=", 1) for kv in labels.split(",") if "=" in kv)
+            names = row.get("Names") or row.get("Name") or ""
+            if isinstance(names, list):
+                names = ",".join(names)
+            out.append({"name": str(names).lstrip("/"), "service": labels.get("com.docker.compose.service", ""),
+                        "release": labels.get("ai.phoenix.release"),
+                        "running": str(row.get("State", "")).lower() == "running"})
+        return out
+
+
 def compose_config_services(stdout: str) -> dict[str, str] | None:
     """{service: image} from `compose config` output; None when the output holds no services document."""
     import yaml

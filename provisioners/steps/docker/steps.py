@@ -27,7 +27,7 @@ from provisioners.config.docker import (
 from provisioners.core.errors import CommandFailed, ProvisionError, tail
 from provisioners.core.progress import Heartbeat, emit
 from provisioners.core.step import Observed, Step
-from provisioners.facts.docker import ReleaseDirs
+from provisioners.facts.docker import ProjectContainers, ReleaseDirs
 from provisioners.scripts import read as read_script
 from provisioners.steps.docker.engine import DockerHost
 from provisioners.steps.docker.release import Release, _sha
@@ -342,7 +342,7 @@ class ComposeRollout(Step):
     def check(self, target: Target) -> Observed:
         rel = self.rel
         names = {"vllm": rel.container_name, "nginx": f"{self.project}-nginx", "prometheus": f"{self.project}-prometheus"}
-        state: dict[str, Any] = {"release": None, "services": {}}
+        state: dict[str, Any] = {"release": None, "services": {}, "serving": False}
         problems = []
         for svc, cname in names.items():
             info = self.host.inspect(cname)
@@ -354,6 +354,16 @@ class ComposeRollout(Step):
             elif rel_label.get(f"{LABEL_NS}.release") != rel.release_id:
                 problems.append(f"{svc} runs release {rel_label.get(f'{LABEL_NS}.release')}")
         state["release"] = state["services"]["vllm"]["release"]
+        state["serving"] = state["services"]["vllm"]["running"]
+        # containers of the project this release does not name: a renamed vLLM (docker://NAME changed) or an
+        # orphan; the switch removes them (what `up --remove-orphans` promises, and podman-compose 1.0.3 skips)
+        others = [c for c in self.host.read(ProjectContainers(project=self.project)) if c["name"] not in names.values()]
+        if others:
+            state["others"] = sorted(c["name"] for c in others)
+            problems.append(f"project {self.project} also has {', '.join(state['others'])}")
+            old = next((c for c in others if c["service"] == "vllm"), None)
+            if old is not None and state["release"] is None:     # the release serving under the old name
+                state["release"], state["serving"] = old["release"], old["running"]
         if not problems:
             status = self.host.health(rel.container_name)
             if status != "healthy" and self.host.is_podman:
@@ -400,17 +410,29 @@ class ComposeRollout(Step):
         finally:
             self.host.compose_run(proj, rel.candidate_file, "down", timeout=300)
 
-    def _up(self, target: Target, compose_file: str) -> float:
+    def _names(self, target: Target, compose_file: str) -> dict[str, str]:
+        """{service: container_name} of a compose file on the docker host (this release's or a previous one)."""
+        import yaml
+
+        doc = yaml.safe_load(target.read_text(compose_file) or "") or {}
+        return {svc: str(spec.get("container_name") or svc) for svc, spec in (doc.get("services") or {}).items()}
+
+    def _up(self, target: Target, compose_file: str, label: str = "vllm") -> float:
         rel = self.rel
+        names = self._names(target, compose_file)
+        for c in self.host.read(ProjectContainers(project=self.project)):
+            if c["name"] not in names.values():          # renamed or orphaned: it would hold the ports
+                self._event("remove", container=c["name"], service=c["service"], release=c["release"])
+                self.host.run("rm", "-f", c["name"], timeout=300)
         r = self.host.compose_run(self.project, compose_file, "up", "-d", "--force-recreate", "--remove-orphans",
                                   timeout=1800, log_path=self.log_path, progress=f"{self.name}: compose up")
         if r.failed:
             raise CommandFailed("compose up failed", argv=r.argv, rc=r.rc, stderr=r.stderr or r.stdout,
                                 step=self.name, log_path=self.log_path)
-        secs = wait_container_healthy(self.host, rel.container_name, timeout=rel.startup_timeout,
-                                      label=f"{self.name}: vllm")
-        for side in (f"{self.project}-nginx", f"{self.project}-prometheus"):
-            if not self.host.running(side):  # depends_on: service_healthy is not honoured by every compose
+        secs = wait_container_healthy(self.host, names.get("vllm", rel.container_name), timeout=rel.startup_timeout,
+                                      label=f"{self.name}: {label}")
+        for svc, side in names.items():
+            if svc != "vllm" and not self.host.running(side):  # depends_on: service_healthy is not honoured by every compose
                 self.host.run("start", side, timeout=120)
         return secs
 
@@ -418,8 +440,7 @@ class ComposeRollout(Step):
         rel = self.rel
         prev = observed.state.get("release")
         prev_file = self._previous_compose(target, prev)
-        if rel.deployment.rollout.strategy == "canary" and observed.state["services"]["vllm"]["running"] \
-                and prev != rel.release_id:
+        if rel.deployment.rollout.strategy == "canary" and observed.state.get("serving") and prev != rel.release_id:
             self._candidate(target)
         self._event("switch", frm=prev, to=rel.release_id)
         try:
@@ -436,10 +457,7 @@ class ComposeRollout(Step):
                 raise
             self._event("rollback", to=prev, why=exc.message)
             try:
-                self.host.compose_run(self.project, prev_file, "up", "-d", "--force-recreate", "--remove-orphans",
-                                      timeout=1800, log_path=self.log_path)
-                wait_container_healthy(self.host, rel.container_name, timeout=rel.startup_timeout,
-                                       label=f"{self.name}: rollback to {prev}")
+                self._up(target, prev_file, label=f"rollback to {prev}")
                 self._event("rolled-back", to=prev)
             except ProvisionError as exc2:
                 exc.message += f"; the rollback to {prev} failed too: {exc2.message}"
