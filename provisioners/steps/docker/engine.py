@@ -35,14 +35,15 @@ class DockerHost:
     @classmethod
     def for_deployment(cls, target: Target, d: DockerDeployment, binary: str | None = None) -> DockerHost:
         binary = binary or choose_engine(configured=d.engine_host.binary).binary
+        podman = posixpath.basename(binary) == "podman"
         if d.engine_host.compose:
             compose = tuple(d.engine_host.compose)
-        elif binary == "podman":
+        elif podman:
             compose = ("podman-compose",)
         else:
             compose = (binary, "compose")
         env: dict[str, str] = {}
-        if binary == "podman" and (d.engine_host.podman_runtime or d.engine_host.podman_ulimits):
+        if podman and (d.engine_host.podman_runtime or d.engine_host.podman_ulimits):
             env["CONTAINERS_CONF"] = posixpath.join(d.deploy_dir, "containers.conf")
         return cls(target, binary, compose, env)
 
