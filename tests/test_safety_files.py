@@ -331,8 +331,9 @@ def test_a_refused_run_leaves_the_last_ledger_report_and_allure_results(tmp_path
     assert r.returncode == 4, text[-3000:]
     one_error_line(text)
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    refused = after.pop(Path("refused.json"))
+    refused = after.pop(Path("refused.json"), None)
     assert after == before, sorted(set(after) ^ set(before)) or [p for p in after if after[p] != before.get(p)]
+    assert refused, "the refused run left no refused.json"
     doc = json.loads(refused)
     assert doc["steps"] and doc["reason"] and doc["reason"] in text, doc
     assert [p.name for p in allure.iterdir()] == ["last-run-result.json"]

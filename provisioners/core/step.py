@@ -109,8 +109,9 @@ class Ledger:
     `pass_no` counts converge passes: pass 2 is the idempotence check.
     `held=True`: entries stay in memory until `admit()` (the run passed every preflight), so a run that
     is refused never replaces the last real run's ledger; `set_aside_as(path)` writes them elsewhere.
-    Every write is atomic (provisioners.core.files); a write that fails (a full disk) leaves the old
-    file whole, is said once in a progress line and kept in `write_error`, and never fails a step.
+    Every write is atomic (provisioners.core.files); a write that fails (a full disk, a read-only
+    checkout) leaves the old file whole, is kept in `write_error` (the run's last lines say it) and
+    never fails a step.
     """
 
     def __init__(self, path: str | os.PathLike | None = None, *, held: bool = False):
@@ -144,7 +145,7 @@ class Ledger:
         try:
             return write_json(path, {**about, "steps": self.entries()}, default=str)
         except WriteFailed as exc:
-            emit(f"ledger: {exc}")
+            self.write_error = str(exc)
             return None
 
     def write(self) -> None:
@@ -152,9 +153,7 @@ class Ledger:
             return
         try:
             write_json(self.path, self.entries(), default=str)
-        except WriteFailed as exc:
-            if self.write_error != str(exc):
-                emit(f"ledger: {exc}")
+        except WriteFailed as exc:          # said once, at the end of the run (fixtures/reporting.py)
             self.write_error = str(exc)
         else:
             self.write_error = None
