@@ -319,7 +319,8 @@ def load_earlier(path: str | os.PathLike, notes: list[str] | None = None,
         (notes.append(line) if notes is not None else print(line, file=sys.stderr))
         return None
     except (ValueError, RecursionError) as exc:      # JSONDecodeError, UnicodeDecodeError, DuplicateKey
-        why = f"{exc.msg} at char {exc.pos}" if isinstance(exc, json.JSONDecodeError) else str(exc).split(": ", 1)[-1]
+        why = (f"{exc.msg}: line {exc.lineno} column {exc.colno} (char {exc.pos})" if isinstance(exc, json.JSONDecodeError)
+               else str(exc).split(": ", 1)[-1])
         set_aside(path, why, notes)
         return None
     if not valid(data):
