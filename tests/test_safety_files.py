@@ -235,6 +235,7 @@ def test_full_disk_then_the_next_good_run(tiny_fs):
     assert r.returncode == 1 and "Traceback" not in text, text[-3000:]
     bad = [ln for ln in text.splitlines() if "not written" in ln]
     assert len(bad) == 1 and re.search(rf"cannot write {re.escape(str(out))}/\S+: \[Errno 28 ENOSPC\]", bad[0]), text
+    assert f"phoenix: ledger not up to date: cannot write {out / 'ledger.json'}: [Errno 28 ENOSPC]" in text, text
     assert {p: (out / p).read_bytes() for p in good} == good, "the last report or ledger was changed"
     assert _temps(out) == []
 

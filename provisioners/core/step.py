@@ -137,8 +137,7 @@ class Ledger:
         """The run is a real one: from now on (and for what it recorded so far) the ledger is written."""
         with self._lock:
             self.held = False
-            if self.results:
-                self.write()
+            self.write()
 
     def set_aside_as(self, path: str | os.PathLike, **about: Any) -> Path | None:
         """A refused run's entries, written to `path` (not over the last real run's ledger)."""
