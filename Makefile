@@ -73,7 +73,9 @@ test:
 gate: venv
 	$(BIN)/python -m reports.gate --compliance $(OUT)/compliance.json
 
-## Allure report with history, the diff against the previous run, and the job summary.
+## Allure report of the last run (each spec run empties the results folder when it starts, so the report
+## holds one run), with trends and each spec's history carried from the previous report's history/; the
+## diff against the previous run, and the job summary.
 report: venv
 	$(BIN)/python -m reports.diff --out $(OUT)
 	$(BIN)/python -m reports.allure generate --results $(ALLURE) --report reports/allure-report

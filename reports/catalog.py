@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
+from provisioners.core.files import load_yaml
 
 CATALOG_PATH = Path(__file__).resolve().parent.parent / "specs" / "requirements.yaml"
 
@@ -66,7 +66,7 @@ def load_catalog(path: Path = CATALOG_PATH) -> Catalog:
 
 @lru_cache(maxsize=4)
 def _load(path: str) -> Catalog:
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    data = load_yaml(path) or {}
     reqs = {}
     for r in data.get("requirements", []):
         src = r.get("source", {})

@@ -15,6 +15,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from provisioners.core.files import write_together
 from provisioners.core.secrets import redact_obj
 from reports.catalog import Catalog, load_catalog
 from reports.html import render_html
@@ -133,8 +134,8 @@ def write_compliance(outcomes: list[dict], *, settings, environment: dict | None
     out.mkdir(parents=True, exist_ok=True)
     doc = redact_obj({"meta": meta, "summary": summary, "requirements": rows})
     paths = {"json": out / "compliance.json", "md": out / "compliance.md", "html": out / "compliance.html"}
-    paths["json"].write_text(json.dumps(doc, indent=2))
-    paths["md"].write_text(_md(doc["requirements"], summary, meta))
-    paths["html"].write_text(render_html(doc, out_dir=out))
+    # all three or none, each whole: a full disk leaves the last report as it was (WriteFailed)
+    write_together({paths["html"]: render_html(doc, out_dir=out), paths["md"]: _md(doc["requirements"], summary, meta),
+                    paths["json"]: json.dumps(doc, indent=2)})
     t = summary["total"]
     return {**{k: str(v) for k, v in paths.items()}, "summary": ", ".join(f"{t[s]} {s}" for s in STATUSES)}

@@ -21,6 +21,8 @@ from collections import defaultdict
 from functools import lru_cache
 from pathlib import Path
 
+from provisioners.core.files import load_json
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "reports" / "out"
 from reports.verdict import STATUSES  # noqa: E402  (passed, deviation, failed, not verified, scope, conflict)
@@ -80,8 +82,8 @@ def collect_bench(doc: dict, out_dir: Path) -> list[dict]:
             continue
         seen.add(p)
         try:
-            data = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
+            data = load_json(p)
+        except (OSError, ValueError):
             continue
         if isinstance(data, dict) and ("output_throughput" in data or "completed" in data):
             results.append({"label": bench_label(p), "path": p, "data": data})

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from provisioners.core.files import write_atomic
 from reports.catalog import CATALOG_PATH, load_catalog
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,7 +74,7 @@ def main(argv: list[str]) -> int:
         for rid in diffs:
             print(f"{rid}: catalog lists {list(catalog.requirements[rid].specs)}, markers say {wanted.get(rid, [])}")
         return 1 if diffs else 0
-    CATALOG_PATH.write_text(rewrite(CATALOG_PATH.read_text(), wanted))
+    write_atomic(CATALOG_PATH, rewrite(CATALOG_PATH.read_text(), wanted))
     print(f"synced {len(diffs)} requirement(s); {sum(1 for r in catalog.requirements if wanted.get(r))} "
           f"of {len(catalog.requirements)} have a spec")
     return 0

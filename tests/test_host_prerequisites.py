@@ -234,8 +234,9 @@ def test_pytest_preflight_under_audit_is_one_line_before_anything_else(tmp_path,
     assert len(lines) == 1 and lines[0].startswith("ERROR: host prerequisites for "), lines
     assert f"{package} ({hide})" in lines[0] and "(--audit changes nothing)" in lines[0], lines[0]
     assert digest(DPKG_STATUS) == before
-    assert sorted(p.name for p in out.iterdir()) == ["ledger.json"], "the run went past the preflight"
-    entries = json.loads((out / "ledger.json").read_text())
+    # a refused run keeps what it recorded apart: ledger.json stays the last real run's
+    assert sorted(p.name for p in out.iterdir()) == ["refused.json"], "the run went past the preflight"
+    entries = json.loads((out / "refused.json").read_text())["steps"]
     assert [(e["name"], e["status"]) for e in entries] == [(f"host-{purpose_of(_url(args))[0]}", "drift")]
 
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from provisioners.config.engine import EngineConfig
 from provisioners.core.errors import ConfigError
+from provisioners.core.files import json_path, loads_json, loads_yaml
 from provisioners.core.secrets import register_env
 
 LEGACY_KEYS = {
@@ -330,23 +331,6 @@ class Profile(_Model):
 
 
 # ------------------------------------------------------------------------------- loading
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def json_path(loc) -> str:
-    """A pydantic error location as the JSON path an operator reads. Keys that are not plain
-    (spaces, dots, control characters, non-ASCII) are shown JSON-quoted, so none hides in a terminal.
-
-    >>> json_path(("lxc_configs", "921", "cores")), json_path(("lxc_configs", "9.21 x", 0))
-    ('lxc_configs.921.cores', 'lxc_configs["9.21 x"].0')
-    """
-    out = ""
-    for part in loc:
-        part = str(part)
-        out += f".{part}" if _PLAIN_KEY.fullmatch(part) else f"[{json.dumps(part)}]"
-    return out.lstrip(".")
-
-
 def _visible(text: str) -> str:
     """Escape characters a terminal would not show (\r, \x1b, U+202E...) in a message."""
     return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
@@ -371,7 +355,7 @@ def _read(path: Path) -> Any:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})") from None
     try:
-        return yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+        return loads_yaml(text, str(path)) if path.suffix in (".yaml", ".yml") else loads_json(text, str(path))
     except RecursionError:
         raise ConfigError(f"{path}: nested too deeply to be a config") from None
     except json.JSONDecodeError as exc:
@@ -409,6 +393,8 @@ def load_profile(name: str, directory: Path = PROFILES_DIR) -> Profile:
         raise ConfigError(format_validation_error(exc, str(path), prefix=("engine_overrides",))) from None
     if profile.vllm.lock and lock_path(profile.vllm.lock, directory) is None:
         raise ConfigError(f"{path}: vllm.lock: {profile.vllm.lock} is not a file in {directory} or {PROFILES_DIR}")
+    if profile.vllm.lock:
+        lock_pins(profile.vllm.lock, directory)     # a package pinned twice stops the run here (exit 4)
     register_env(profile.service.env)
     register_env(profile.build_env)
     return profile
@@ -427,5 +413,15 @@ def lock_pins(lock: str, directory: Path = PROFILES_DIR) -> list[str]:
     path = lock_path(lock, directory)
     if path is None:
         raise ConfigError(f"vllm.lock: {lock} is not a file in {directory} or {PROFILES_DIR}")
-    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
-    return [line for line in lines if line]
+    pins, first = [], {}
+    for no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name = re.sub(r"[-_.]+", "-", re.split(r"[\s<>=!~;\[@]", line, maxsplit=1)[0]).lower()
+        if name in first:       # pip would refuse a double pin only at install time; say it now, with both lines
+            raise ConfigError(f"{path}: {name} is pinned twice (line {first[name]} and line {no}): a package may "
+                              "appear once")
+        first[name] = no
+        pins.append(line)
+    return pins
