@@ -538,3 +538,13 @@ def compose_has_vllm_no_triton(services: Mapping[str, str], image: str) -> str |
         return f"the vllm service runs {services['vllm']}, not {image}"
     triton = [i for i in services.values() if "tritonserver" in i]
     return f"compose still runs Triton: {triton}" if triton else None
+
+
+# ---- vLLM built from source (seed 000 step 3, seed 001 4.1 and TR2-TR6, seed 002 G2-G3) ---------------
+def tracks_main(repo: Mapping) -> str | None:
+    """Seed 001 4.1 phase 1: the unpinned source checkout is on main."""
+    if not repo.get("work_tree"):
+        return f"the source tree is not a git checkout (no branch to read): {repo}"
+    if repo.get("branch") != "main":
+        return f"the source checkout is on {repo.get('branch')!r}, not main (seed 001 4.1 phase 1), HEAD {repo.get('head')}"
+    return None
