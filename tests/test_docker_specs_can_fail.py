@@ -145,3 +145,124 @@ def test_the_route_spec_fails_when_an_inference_route_is_missing():
     no_chat = {**doc, "paths": {p: v for p, v in doc["paths"].items() if p != "/v1/chat/completions"}}
     with pytest.raises(AssertionError):
         docker.test_openapi_lists_the_inference_routes(_Client(no_chat))
+
+
+# ---- facts read from a real podman deployment (tests/data/podman/, release 1a270e6d74ee of profile cpu) ----------
+from provisioners.backends.base import CommandResult  # noqa: E402
+
+PODMAN = ROOT / "tests" / "data" / "podman"
+INSPECT = json.loads((PODMAN / "inspect-phoenix-vllm.json").read_text())[0]
+RUNTIME_SIZE, BUILD_SIZE = (int(line.split()[1]) for line in (PODMAN / "image-sizes.txt").read_text().splitlines())
+
+
+def _ok(stdout: str = "", rc: int = 0) -> CommandResult:
+    return CommandResult(argv=[], rc=rc, stdout=stdout, stderr="", duration=0.0)
+
+
+class _Podman:
+    """The docker host as the specs read it, answering from podman's recorded output."""
+    is_podman = True
+
+    def __init__(self, inspect: dict, history: str = "", sizes: tuple[int, int] = (RUNTIME_SIZE, BUILD_SIZE)):
+        self._inspect, self._history, self._sizes = inspect, history, sizes
+
+    def inspect(self, name):
+        return self._inspect
+
+    def health(self, name):
+        return ((self._inspect.get("State") or {}).get("Health") or {}).get("Status")
+
+    def drive_healthcheck(self, name):
+        return None
+
+    def image_inspect(self, ref):
+        return {"Size": self._sizes[0] if ref == "runtime" else self._sizes[1]}
+
+    def run(self, *argv, **kw):
+        return _ok(self._history)
+
+
+def _rel(**kw) -> NS:
+    return NS(container_name="phoenix-vllm", build_image="build", vllm_image="runtime", flavour="cpu", gpu_ids=None,
+              profile=NS(name="cpu"), models_dir="/var/lib/phoenix/docker/models",
+              deployment=NS(vllm=NS(shm_size="1gb")), engine=NS(ModelConfig=NS(model="/models/tiny-llama")), **kw)
+
+
+@pytest.mark.demonstrates("R004-Ph3.3-health-checks")
+def test_the_health_spec_fails_on_a_container_without_its_health_check():
+    docker.test_vllm_container_is_healthy(NS(rel=_rel(), host=_Podman(INSPECT)))
+    bare = json.loads(json.dumps(INSPECT))
+    bare["Config"]["Healthcheck"] = None
+    with pytest.raises(AssertionError):
+        docker.test_vllm_container_is_healthy(NS(rel=_rel(), host=_Podman(bare)))
+    sick = json.loads(json.dumps(INSPECT))
+    sick["State"]["Health"]["Status"] = "unhealthy"
+    with pytest.raises(AssertionError, match="unhealthy"):
+        docker.test_vllm_container_is_healthy(NS(rel=_rel(), host=_Podman(sick)))
+
+
+@pytest.mark.demonstrates("R004-Ph3.3-resource-limits")
+def test_the_limits_spec_fails_on_a_container_without_a_memory_limit():
+    docker.test_vllm_container_has_resource_limits(NS(rel=_rel(), host=_Podman(INSPECT)), lambda *a, **k: None)
+    unlimited = json.loads(json.dumps(INSPECT))
+    unlimited["HostConfig"]["Memory"] = 0
+    with pytest.raises(AssertionError):
+        docker.test_vllm_container_has_resource_limits(NS(rel=_rel(), host=_Podman(unlimited)), lambda *a, **k: None)
+
+
+class _Container:
+    """`docker exec` into the vLLM container, answering from its recorded environment."""
+
+    def __init__(self, env: list[str]):
+        self.env = env
+
+    def run(self, argv, **kw):
+        assert "/proc/1/environ" in argv[-1], argv
+        return _ok("\n".join(self.env) + "\n")
+
+    def exists(self, path):
+        return path == "/models/tiny-llama/config.json"
+
+
+@pytest.mark.demonstrates("R004-Ph3.1-models-prepared")
+def test_the_models_spec_fails_when_the_models_are_not_the_mounted_volume():
+    env = INSPECT["Config"]["Env"]
+    docker.test_models_come_from_a_mounted_volume_offline(NS(rel=_rel(), host=_Podman(INSPECT)), _Container(env))
+    elsewhere = json.loads(json.dumps(INSPECT))
+    elsewhere["Mounts"] = [{**m, "Source": "/root/.cache/huggingface"} for m in elsewhere["Mounts"]]
+    with pytest.raises(AssertionError):
+        docker.test_models_come_from_a_mounted_volume_offline(NS(rel=_rel(), host=_Podman(elsewhere)), _Container(env))
+    online = [e for e in env if not e.startswith("HF_HUB_OFFLINE=")]
+    with pytest.raises(AssertionError):
+        docker.test_models_come_from_a_mounted_volume_offline(NS(rel=_rel(), host=_Podman(INSPECT)), _Container(online))
+
+
+@pytest.mark.demonstrates("R004-Ph1.2-build-dockerfile")
+def test_the_build_stage_spec_fails_on_an_image_that_built_nothing():
+    build = (PODMAN / "history-build-image.txt").read_text()
+    runtime = (PODMAN / "history-runtime-image.txt").read_text()        # the runtime stage only copies the venv
+    docker.test_build_stage_compiles_vllm(NS(rel=_rel(), host=_Podman(INSPECT, build)), lambda *a, **k: None)
+    with pytest.raises(AssertionError, match="no vLLM build step"):
+        docker.test_build_stage_compiles_vllm(NS(rel=_rel(), host=_Podman(INSPECT, runtime)), lambda *a, **k: None)
+
+
+class _Runtime:
+    """The runtime container: no toolchain, no source tree (what `command -v` and `test -e` answer there)."""
+
+    def run(self, argv, **kw):
+        return _ok(rc=1)
+
+    def exists(self, path):
+        return False
+
+
+@pytest.mark.demonstrates("R004-Ph2.3-optimised-image")
+def test_the_optimised_image_spec_fails_on_the_recorded_cpu_images():
+    # recorded: the cpu runtime image (4.17 GB) is larger than its build image (3.72 GB): the spec fails on it
+    assert RUNTIME_SIZE > BUILD_SIZE
+    with pytest.raises(AssertionError):
+        docker.test_runtime_image_has_no_toolchain_and_is_smaller(NS(rel=_rel(), host=_Podman(INSPECT)), _Runtime(),
+                                                                   lambda *a, **k: None)
+    smaller = _Podman(INSPECT, sizes=(BUILD_SIZE // 2, BUILD_SIZE))
+    docker.test_runtime_image_has_no_toolchain_and_is_smaller(NS(rel=_rel(), host=smaller), _Runtime(),
+                                                               lambda *a, **k: None)
