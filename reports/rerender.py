@@ -212,7 +212,8 @@ def write(path: Path, doc: dict) -> None:
 
 def main(argv: list[str]) -> int:
     check = "--check" in argv
-    roots = [a for a in argv if not a.startswith("--")] or ["docs/evidence"]
+    # a pytest log named after a report (the old tool's second argument) is found beside it by itself
+    roots = [a for a in argv if not a.startswith("--") and not a.endswith(".log")] or ["docs/evidence"]
     stale = 0
     for root in roots:
         for path in reports_under(Path(root)):
