@@ -27,6 +27,11 @@ class ServiceHandle:
         return cls(endpoint=step.endpoint, target=target, unit=step.unit, result=result, _step=step)
 
     @property
+    def step(self):
+        """The configured service step (converged again to put the configured unit back after a variant)."""
+        return self._step
+
+    @property
     def systemd(self) -> bool:
         """True when systemd manages the service (PID 1 is systemd on the target)."""
         return isinstance(self._step, SystemdUnit)
