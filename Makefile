@@ -46,7 +46,7 @@ source-build-cpu: venv
 	nice -n 10 $(PYTEST) specs/test_32_vllm_source.py specs/test_40_vllm.py -p no:randomly --profile cpu-source \
 	  --target local:// $(SPECS_ARGS)
 
-## The offline vLLM bundle for the borrowed H100 (tools/device/README.md).
+## The offline vLLM bundle for the offline H100 host (tools/device/README.md).
 device-bundle:
 	nice -n 19 tools/device/build_bundle.sh /tmp/dev .whl
 

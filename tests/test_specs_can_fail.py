@@ -328,3 +328,56 @@ def test_engine_values_are_the_configs_own():
     v = checks.engine_values(_ec())
     assert v["model"] == "meta-llama/Llama-3.2-3B-Instruct" and v["tensor_parallel_size"] == 2
     assert v["kv_cache_dtype"] == "fp8" and v["max_model_len"] == 8192
+
+
+# ---- vLLM built from source: facts read from the real build logs kept in docs/evidence ------------------------
+def _evidence_log(name: str) -> dict:
+    from pathlib import Path
+
+    from provisioners.steps.vllm_source import parse_source_log
+    return parse_source_log((Path(__file__).resolve().parent.parent / "docs" / "evidence" / name).read_text(errors="replace"))
+
+
+BUILT = _evidence_log("source-build-0.11.0-cpu-local.log")      # vLLM 0.11.0 compiled here (it stopped at numa.h)
+GUARDED = _evidence_log("source-build-0.10.2-guard.log")        # 0.10.2: a torch pin survived; the guard stopped it
+SUITE = _evidence_log("source-build-cpu-suite.log")             # the cpu-source build that finished (1,352 s)
+REPO = {"exists": True, "work_tree": True, "origin": "https://github.com/vllm-project/vllm.git",
+        "head": "b8b302cde434df8c9289a2b465406b47ebab1c2d", "branch": "HEAD", "status": [" M requirements/build.txt"],
+        "torch_pins": []}
+S = "specs/test_32_vllm_source.py::"
+CASES += [
+    Case(S + "test_the_fallback_is_recorded_with_its_reason", "fallback_recorded",
+         (["the wheel's kernels lack sm_120: falling back to the source build"],), ([],), "without a recorded reason"),
+    Case(S + "test_source_checkout_is_a_clone_of_vllm", "clone_of_vllm",
+         (REPO, "https://github.com/vllm-project/vllm.git"),
+         ({**REPO, "origin": "https://example.org/fork/llm.git"}, "https://github.com/vllm-project/vllm.git"), "fork"),
+    Case(S + "test_checkout_is_at_the_configured_commit", "checkout_at",
+         (REPO, REPO["head"]), ({**REPO, "status": [" M vllm/config.py"]}, REPO["head"]), "vllm/config.py"),
+    Case(S + "test_checkout_is_at_the_configured_commit", "sdist_at",
+         ("Metadata-Version: 2.1\nName: vllm\nVersion: 0.11.0\n", "0.11.0+cpu", "vllm==0.11.0", "/opt/vllm_repo"),
+         ("Metadata-Version: 2.1\nName: vllm\nVersion: 0.10.2\n", "0.10.2+cpu", "vllm==0.11.0", "/opt/vllm_repo"),
+         "PKG-INFO says 0.10.2"),
+    Case(S + "test_unpinned_source_tracks_main", "tracks_main",
+         ({**REPO, "branch": "main"},), (REPO,), "not main"),
+    Case(S + "test_build_ran_with_the_exported_build_env", "build_env",
+         (BUILT["env"], "", "cpu", 2), ({**BUILT["env"], "VLLM_FLASH_ATTN_VERSION": "3"}, "", "cpu", 2),
+         "VLLM_FLASH_ATTN_VERSION='3'"),
+    Case(S + "test_max_jobs_fits_the_memory", "max_jobs_fit",
+         (int(BUILT["env"]["MAX_JOBS"]), 23.4, 8.0), (int(SUITE["env"]["MAX_JOBS"]) * 4, 23.4, 8.0), "MAX_JOBS=8"),
+    Case(S + "test_stages_ran_in_order_in_one_shell", "stages_in_one_shell", (BUILT,), (GUARDED,), "build stages ran as"),
+    Case(S + "test_use_existing_torch_removed_the_torch_pins", "no_torch_pins",
+         ([],), (["requirements/build.txt: torch==2.8.0"],), "torch==2.8.0"),
+    Case(S + "test_build_requirements_are_installed", "build_requirements",
+         (["cmake", "ninja"], {"cmake": "3.31.6", "ninja": "1.11.1"}), (["cmake", "ninja"], {"cmake": "3.31.6"}),
+         "['ninja']"),
+    Case(S + "test_vllm_is_the_editable_build_from_the_checkout", "editable_build",
+         (True, "", "/opt/vllm_repo", "/opt/vllm_repo", SUITE["exit"]),
+         (True, "", "/opt/vllm_repo", "/opt/vllm_repo", BUILT["exit"]), "did not exit 0 (exit 1)"),
+    Case(S + "test_build_time_is_within_the_documents_window", "build_minutes",
+         (SUITE["build_seconds"], 45), (SUITE["build_seconds"] * 3.4, 45), "above the documents' 45 min"),
+    Case(S + "test_build_artifacts_stay", "artifacts_stay", (True, True, "/opt/vllm_repo"), (True, False, "/opt/vllm_repo"),
+         "no build directory"),
+    Case(S + "test_vllm_torch_requirement_is_the_installed_torch", "torch_requirement_met",
+         (["torch==2.8.0"], "2.8.0+cpu", "2.8.0+cpu"), (["torch==2.8.0"], "2.13.0+cpu", "2.13.0+cpu"),
+         "the venv has torch 2.13.0+cpu"),
+]
