@@ -31,6 +31,7 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
+from provisioners.core.files import load_json, write_atomic
 from reports.catalog import Catalog, load_catalog, spec_applies
 from reports.compliance import _md, requirement_rows, summarize
 from reports.verdict import PASSED, failure_message
@@ -204,10 +205,10 @@ def changes(old: dict, new: dict) -> list[str]:
 
 
 def write(path: Path, doc: dict) -> None:
-    path.write_text(json.dumps(doc, indent=2) + "\n")
+    write_atomic(path, json.dumps(doc, indent=2) + "\n")
     md = path.with_suffix(".md")
     if md.exists() and "summary" in doc:
-        md.write_text(_md(doc["requirements"], doc["summary"], doc["meta"]))
+        write_atomic(md, _md(doc["requirements"], doc["summary"], doc["meta"]))
 
 
 def main(argv: list[str]) -> int:
@@ -217,7 +218,7 @@ def main(argv: list[str]) -> int:
     stale = 0
     for root in roots:
         for path in reports_under(Path(root)):
-            old = json.loads(path.read_text())
+            old = load_json(path)
             new = rerender(old, log=log_beside(path))
             diff = changes(old, new)
             total = new.get("summary", new.get("summary_full_catalog", {})).get("total", {})
