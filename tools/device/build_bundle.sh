@@ -1,5 +1,5 @@
 #!/bin/bash
-# Build the offline wheelhouse for the borrowed GPU machine (no network there) and split it into
+# Build the offline wheelhouse for an offline GPU host (no network there) and split it into
 # parts that fit one `run` call each (the working tree a call carries is at most 64 MiB).
 #   usage: tools/device/build_bundle.sh [WORKDIR] [PARTS_DIR]     (make device-bundle)
 # Layout written (run.sh and tools/device/README.md read exactly this; tests/test_device_bundle.py checks it):
