@@ -237,3 +237,143 @@ def test_group_kill_hits_only_the_group_even_with_procps_4_0_2(tmp_path):
     pgid, bystander_rc, group_rc = r.stdout.split()
     assert int(pgid) >= 100 and group_rc == "-9", r.stdout
     assert bystander_rc == "None", f"a process outside the group was killed (rc {bystander_rc})"
+
+
+# ------------------------------------------------------------------ restarts, busy ports, crashed starts, logs
+
+def load_spec_module(name: str, monkeypatch):
+    """A spec module of specs/ as pytest loads it there (its `from conftest import ...` is specs/conftest.py)."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    helper = importlib.util.spec_from_file_location("phoenix_specs_conftest", root / "specs" / "conftest.py")
+    helpers = importlib.util.module_from_spec(helper)
+    helper.loader.exec_module(helpers)
+    monkeypatch.setitem(sys.modules, "conftest", helpers)
+    spec = importlib.util.spec_from_file_location(f"phoenix_{name}", root / "specs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.demonstrates("R003-6.3-service-status")
+def test_restart_count_spec_fails_after_a_kill_and_restart(tmp_path, local, fake_bin, services, monkeypatch):
+    """The spec of R003-6.3 ("no restarts since the last deploy") run on a real supervised server: it
+    passes after the deploy, fails once the server was killed and restarted by the supervisor, and a
+    restart the suite injected itself (the --destructive kill) is told from a crash."""
+    from provisioners.steps.service_handle import ServiceHandle
+
+    import inspect
+
+    spec_fn = load_spec_module("test_70_service", monkeypatch).test_service_is_active_and_running
+
+    def spec(status, svc, evidence):                     # with the fixtures the spec asks for
+        given = {"status": status, "svc": svc, "service_unit": svc, "evidence": evidence}
+        return spec_fn(**{name: given[name] for name in inspect.signature(spec_fn).parameters})
+
+    svc = make_service(tmp_path, vllm_bin=fake_bin, model="/m")
+    services.append(svc)
+    handle = ServiceHandle.of(svc, local, svc.converge(local))
+    seen: list[str] = []
+
+    def evidence(name, text=None, path=None):
+        seen.append(text)
+
+    spec(handle.status(), handle, evidence)              # just deployed: passes
+    first = handle.status()["main_pid"]
+    os.kill(first, signal.SIGKILL)                       # a crash
+    wait_for(lambda: handle.status()["main_pid"] not in (0, first) and healthy(svc), 30, "no restart")
+    status = handle.status()
+    assert status["active"] == "active" and status["restarts"] == 1, status
+    with pytest.raises(AssertionError) as err:
+        spec(status, handle, evidence)                   # running and healthy, but restarted: fails
+    assert "1 restart(s) by phoenix-supervise since the deploy at" in str(err.value), err.value
+    assert svc.server_log in str(err.value)
+    # a second kill, noted as the suite's own (what specs/test_88_resilience.py does): still one crash
+    second = status["main_pid"]
+    handle.record_injected_restart(f"SIGKILL to {second} (test)")
+    os.kill(second, signal.SIGKILL)
+    wait_for(lambda: handle.status()["restarts"] == 2 and healthy(svc), 30, "no second restart")
+    with pytest.raises(AssertionError) as err:
+        spec(handle.status(), handle, evidence)
+    assert "1 restart(s)" in str(err.value) and "1 injected by the suite" in str(err.value), err.value
+    svc.restart(local)                                   # a new deploy: counted from here again
+    spec(handle.status(), handle, evidence)
+    assert handle.deployed()["restarts"] == 0 and handle.deployed()["injected"] == []
+
+
+PORT_HOLDER = textwrap.dedent('''
+    import socket, sys, time
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+    s.listen()
+    print("listening", flush=True)
+    time.sleep(600)
+''')
+
+
+def test_busy_port_is_named_with_its_holder_and_nothing_starts(tmp_path, local, fake_bin, services, request):
+    svc = make_service(tmp_path, vllm_bin=fake_bin, model="/m", restart_sec=1)
+    services.append(svc)
+    port = int(svc.endpoint.base_url.rsplit(":", 1)[1])
+    script = tmp_path / "phoenix_port_holder.py"
+    script.write_text(PORT_HOLDER)
+    holder = subprocess.Popen([sys.executable, str(script), str(port)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "listening"
+        start = time.monotonic()
+        with pytest.raises(ProvisionError) as err:
+            svc.converge(local)
+        took = time.monotonic() - start
+        request.node.user_properties.append(("busy_port_refusal_s", round(took, 2)))
+        text = str(err.value)
+        first = text.splitlines()[0]
+        assert f"port {port} is in use by pid {holder.pid} ({sys.executable} {script} {port})" in first, text
+        assert "not started" in first and "output tail" not in text, text
+        assert took < 10, f"{took:.1f}s"
+        # no start attempted: no supervisor, no server log, and the holder untouched
+        assert not Path(svc.base + ".supervisor.pid").exists() and not Path(svc.server_log).exists()
+        assert holder.poll() is None
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_server_dying_at_start_is_stopped_and_its_root_error_is_the_headline(tmp_path, local, fake_bin, services):
+    """A server that dies at start (here a traceback, then exit 1): the error's first line is the root
+    error of its log, and the supervisor is stopped, not left restarting it in the background."""
+    svc = make_service(tmp_path, vllm_bin=fake_bin, model="/models/broken", env={"PHOENIX_FAKE_FAIL": "1"},
+                       restart_sec=1, startup_timeout=120)
+    services.append(svc)
+    with pytest.raises(ProvisionError) as err:
+        svc.converge(local)
+    first = str(err.value).splitlines()[0]
+    assert "ValueError: cannot load the model at /models/broken: no config.json" in first, first
+    assert "stopped, so no restart loop is left running" in first, first
+    assert svc._pid(local, "supervisor") is None, "the supervisor still runs after the failed start"
+    starts = Path(svc.server_log).read_text().count("-- phoenix-supervise: starting")
+    time.sleep(3 * svc.unit.restart_sec + 1)
+    assert Path(svc.server_log).read_text().count("-- phoenix-supervise: starting") == starts, \
+        "the server was started again after the error was reported"
+
+
+def test_server_logs_are_rotated_never_emptied(tmp_path, local, fake_bin, services):
+    """The log of a crash the supervisor restarted from survives the next start (as .1), and only the
+    last KEEP_LOGS logs are kept."""
+    svc = make_service(tmp_path, vllm_bin=fake_bin, model="/m")
+    services.append(svc)
+    svc.converge(local)
+    first = svc.status(local)["main_pid"]
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: svc.status(local)["restarts"] == 1 and healthy(svc), 30, "no restart")
+    crash = Path(svc.server_log).read_text()
+    assert "exited rc=-9" in crash
+    svc.restart(local)                                   # a start by the suite
+    assert Path(svc.server_log + ".1").read_text().startswith(crash), "the log of the crash is gone"
+    assert "exited rc=-9" not in Path(svc.server_log).read_text()
+    for _ in range(svc.KEEP_LOGS + 1):
+        svc.restart(local)
+    kept = sorted(p.name for p in Path(svc.server_log).parent.glob(Path(svc.server_log).name + ".*"))
+    assert kept == [f"{Path(svc.server_log).name}.{i}" for i in range(1, svc.KEEP_LOGS + 1)], kept
+    assert all(Path(f"{svc.server_log}.{i}").stat().st_size > 0 for i in range(1, svc.KEEP_LOGS + 1))

@@ -47,7 +47,7 @@ _USER = re.compile(r'\("([^"]*)",pid=(\d+),')
 
 def _split_addr(text: str) -> tuple[str, int]:
     addr, _, port = text.rpartition(":")
-    return addr.strip("[]"), int(port)
+    return addr.strip("[]").split("%", 1)[0], int(port)        # 127.0.0.53%lo:53 -> 127.0.0.53
 
 
 @dataclass
@@ -138,7 +138,9 @@ class SocketOwners(Fact):
 
 def _cmdline(target, pid: int) -> str:
     raw = target.get(f"/proc/{pid}/cmdline") or b""
-    return " ".join(a.decode(errors="replace") for a in raw.split(b"\0") if a)
+    text = " ".join(a.decode(errors="replace") for a in raw.split(b"\0") if a)
+    text = " ".join(text.split())                       # one line, whatever the argv holds
+    return text if len(text) <= 200 else text[:199] + "…"
 
 
 def port_listeners(target, port: int) -> list[dict]:
