@@ -34,8 +34,8 @@ def local():
 
 
 def make_service(tmp_path: Path, *, vllm_bin: str, model: str, env: dict | None = None, restart_sec: int = 1,
-                 startup_timeout: float = 60) -> SupervisedService:
-    port = free_port()
+                 startup_timeout: float = 60, port: int | None = None) -> SupervisedService:
+    port = port or free_port()
     engine = EngineConfig.model_validate({"ModelConfig": {"model": model},
                                           "ServerConfig": {"host": "127.0.0.1", "port": port,
                                                            "served_model_name": "safety-probe"}})
@@ -207,6 +207,11 @@ def test_real_vllm_with_a_broken_model_dir_fails_with_the_server_log_not_a_hang(
     assert took < 300, f"took {took:.0f}s"
     assert "exited before /health answered" in text and "output tail:" in text, text
     assert str(model) in svc.log_tail(local, 400), "the log tail does not show which model failed"
+    # the headline is the root error of the server's log, and no restart loop is left behind
+    import re
+
+    assert re.search(r"exited before /health answered: \S*(Error|Exception): ", text.splitlines()[0]), text
+    assert svc._pid(local, "supervisor") is None, "the supervisor still restarts the broken server"
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/unshare").exists(), reason="needs root and unshare(1)")
@@ -377,3 +382,54 @@ def test_server_logs_are_rotated_never_emptied(tmp_path, local, fake_bin, servic
     kept = sorted(p.name for p in Path(svc.server_log).parent.glob(Path(svc.server_log).name + ".*"))
     assert kept == [f"{Path(svc.server_log).name}.{i}" for i in range(1, svc.KEEP_LOGS + 1)], kept
     assert all(Path(f"{svc.server_log}.{i}").stat().st_size > 0 for i in range(1, svc.KEEP_LOGS + 1))
+
+
+@pytest.mark.real_target
+def test_the_run_says_where_the_service_answers_and_its_curl_line_works(converged_local):
+    """The end of a run and the compliance report name the endpoint and the CA file that verifies it,
+    with a curl line that works as printed (plain curl fails: the certificate is the Step-CA's)."""
+    import shlex
+
+    text = (converged_local / "pytest-output.txt").read_text()
+    meta = json.loads((converged_local / "compliance.json").read_text())["meta"]
+    svc = meta["service"]
+    assert svc["endpoint"] == "https://127.0.0.1:8000" and Path(svc["ca_file"]).is_file(), svc
+    assert f"phoenix: the service answers at {svc['endpoint']}; CA file {svc['ca_file']}" in text, text[-3000:]
+    assert f"phoenix: try: {svc['curl']}" in text
+    md = (converged_local / "compliance.md").read_text()
+    assert f"The service answers at `{svc['endpoint']}` (CA file `{svc['ca_file']}`): `{svc['curl']}`" in md
+    assert svc["curl"] in (converged_local / "compliance.html").read_text().replace("&#x27;", "'")
+    ok = subprocess.run([*shlex.split(svc["curl"]), "-sS", "--max-time", "60"], capture_output=True, text=True)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["data"][0]["id"] == svc["model"], ok.stdout + ok.stderr
+    plain = subprocess.run(["curl", "-sS", "--max-time", "60", svc["endpoint"] + "/v1/models"],
+                           capture_output=True, text=True)
+    assert plain.returncode == 60, (plain.returncode, plain.stderr)      # 60: the peer certificate is not trusted
+
+
+@pytest.mark.real_target
+def test_real_vllm_on_a_busy_port_dies_with_address_in_use_as_the_root_error(tmp_path, converged_local):
+    """The real `vllm serve` on a port another process holds: the root error read from its log is
+    `OSError: [Errno 98] Address already in use` (the line a start failure puts first), and the
+    service step names the holder before it would start it."""
+    from provisioners.steps.service import root_cause
+
+    port = free_port()
+    script = tmp_path / "phoenix_port_holder.py"
+    script.write_text(PORT_HOLDER)
+    holder = subprocess.Popen([sys.executable, str(script), str(port)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "listening"
+        r = subprocess.run(["/opt/vllm/bin/vllm", "serve", "/opt/phoenix/models/tiny-llama", "--host", "127.0.0.1",
+                            "--port", str(port), "--dtype", "float32", "--max-model-len", "512", "--enforce-eager"],
+                           capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1",
+                                                                             "VLLM_CPU_KVCACHE_SPACE": "1"})
+        log = r.stdout + r.stderr
+        assert r.returncode != 0, log[-3000:]
+        assert root_cause(log) == "OSError: [Errno 98] Address already in use", log[-3000:]
+        svc = make_service(tmp_path, vllm_bin="/opt/vllm/bin/vllm", model="/opt/phoenix/models/tiny-llama", port=port)
+        with pytest.raises(ProvisionError) as err:
+            svc.converge(Target.from_url("local://"))
+        assert f"port {port} is in use by pid {holder.pid}" in str(err.value).splitlines()[0]
+    finally:
+        holder.kill()
+        holder.wait()
