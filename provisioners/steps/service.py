@@ -200,8 +200,8 @@ def wait_healthy(endpoint: Endpoint, *, timeout: float, alive, log_tail, label: 
                 root = dead()
                 if root:
                     raise ServerExited(f"the vLLM engine died during start-up after "
-                                         f"{time.monotonic() - start:.0f}s: {root} ({endpoint.log_hint})",
-                                         stderr=log_tail())
+                                       f"{time.monotonic() - start:.0f}s: {root} ({endpoint.log_hint})",
+                                       stderr=log_tail())
             beat.tick(f"waiting for {endpoint.base_url}/health ({last})")
             time.sleep(0.5)
     raise ProvisionError(f"/health did not answer within {timeout:.0f}s ({last}; {endpoint.log_hint})",
@@ -265,9 +265,8 @@ class _ServiceStep(Step):
     def record_injected_restart(self, target, what: str) -> None:
         """A restart the suite caused on purpose (the --destructive kill): kept in the deploy record, so
         the restart-count spec tells it from a crash."""
-        record = self.deployed(target)
-        if record is None:
-            return
+        # no record (deployed by an older suite): counted from the manager's start, as the spec does then
+        record = self.deployed(target) or {"at": None, "unit": self.unit.name, "restarts": 0, "injected": []}
         record.setdefault("injected", []).append({"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "what": what})
         target.put(self.deploy_path, json.dumps(record, indent=2) + "\n", 0o644)
 
