@@ -251,10 +251,10 @@ def load_spec_module(name: str, monkeypatch):
     import importlib.util
 
     root = Path(__file__).resolve().parents[1]
-    helper = importlib.util.spec_from_file_location("phoenix_specs_conftest", root / "specs" / "conftest.py")
-    helpers = importlib.util.module_from_spec(helper)
-    helper.loader.exec_module(helpers)
-    monkeypatch.setitem(sys.modules, "conftest", helpers)
+    shared = importlib.util.spec_from_file_location("phoenix_specs_conftest", root / "specs" / "conftest.py")
+    spec_conftest = importlib.util.module_from_spec(shared)
+    shared.loader.exec_module(spec_conftest)
+    monkeypatch.setitem(sys.modules, "conftest", spec_conftest)
     spec = importlib.util.spec_from_file_location(f"phoenix_{name}", root / "specs" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

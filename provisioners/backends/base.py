@@ -138,7 +138,7 @@ class Backend(ABC):
 
     @staticmethod
     def _kill(proc: subprocess.Popen, grace: float = 5.0) -> None:
-        """End the command's whole process group (it runs in its own session): TERM, up to `grace` s, then
+        """End the command's whole process group (started with setsid, it is the group's leader): TERM, up to `grace` s, then
         KILL, and wait until no process of the group is left (pip's own children included), at most 10 s
         more: an interrupted run returns only when nothing it started still writes."""
         pgid = proc.pid
