@@ -12,5 +12,6 @@ pytest_plugins = [
     "fixtures.tls",
     "fixtures.docker",
     "fixtures.reporting",
+    "fixtures.interrupt",
     "fixtures.evidence",
 ]

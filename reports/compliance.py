@@ -20,7 +20,7 @@ from pathlib import Path
 from provisioners.core.files import write_together
 from provisioners.core.secrets import redact_obj
 from reports.catalog import Catalog, load_catalog
-from reports.html import render_html
+from reports.html import interrupted_text, render_html
 from reports.verdict import CONFLICT, DEVIATION, FAILED, NOT_VERIFIED, PASSED, SCOPE, STATUSES
 
 
@@ -132,7 +132,15 @@ def summarize(rows: list[dict]) -> dict:
 
 def _md(rows, summary, meta) -> str:
     t = summary["total"]
-    lines = [f"# Compliance: {meta['profile']} on {meta['target']}", "",
+    lines = [f"# {'INTERRUPTED ' if meta.get('interrupted') else ''}Compliance: {meta['profile']} on {meta['target']}",
+             ""]
+    if meta.get("interrupted"):
+        lines += [f"> **INTERRUPTED** {interrupted_text(meta['interrupted'])}", ""]
+    if meta.get("service"):
+        svc = meta["service"]
+        lines += [f"The service answers at `{svc['endpoint']}`"
+                  + (f" (CA file `{svc['ca_file']}`)" if svc.get("ca_file") else "") + f": `{svc['curl']}`", ""]
+    lines += [
              f"Run {meta['run_id']} - {summary['requirements']} requirements: "
              + ", ".join(f"**{t[s]} {s}**" for s in STATUSES) + ".", "",
              "| document | " + " | ".join(STATUSES) + " |", "|---" * (len(STATUSES) + 1) + "|"]
@@ -148,7 +156,10 @@ def _md(rows, summary, meta) -> str:
 
 
 def write_compliance(outcomes: list[dict], *, settings, environment: dict | None = None,
-                     catalog: Catalog | None = None) -> dict:
+                     catalog: Catalog | None = None, interrupted: dict | None = None,
+                     service: dict | None = None, name: str = "compliance") -> dict:
+    """Write <out>/<name>.{json,md,html}. `interrupted` (signal, step, spec, at) marks a partial run at
+    the top of all three; `service` (endpoint, ca_file, curl) says where the service answers."""
     catalog = catalog or load_catalog()
     from provisioners.backends import parse_target
 
@@ -158,12 +169,31 @@ def write_compliance(outcomes: list[dict], *, settings, environment: dict | None
     meta = {"run_id": settings.run_id, "profile": settings.profile, "target": settings.target_url,
             "audit": settings.audit, "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "environment": environment or {}}
+    if interrupted:
+        meta["interrupted"] = interrupted
+    if service:
+        meta["service"] = service
     out = Path(settings.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     doc = redact_obj({"meta": meta, "summary": summary, "requirements": rows})
-    paths = {"json": out / "compliance.json", "md": out / "compliance.md", "html": out / "compliance.html"}
+    paths = {"json": out / f"{name}.json", "md": out / f"{name}.md", "html": out / f"{name}.html"}
     # all three or none, each whole: a full disk leaves the last report as it was (WriteFailed)
     write_together({paths["html"]: render_html(doc, out_dir=out), paths["md"]: _md(doc["requirements"], summary, meta),
                     paths["json"]: json.dumps(doc, indent=2)})
     t = summary["total"]
     return {**{k: str(v) for k, v in paths.items()}, "summary": ", ".join(f"{t[s]} {s}" for s in STATUSES)}
+
+
+def latest_interruption(compliance: Path | str) -> str | None:
+    """One line when the run after this complete report was interrupted (compliance-interrupted.json
+    beside it), for the gate and the summary that read the complete one; else None."""
+    partial = Path(compliance).with_name("compliance-interrupted.json")
+    try:
+        meta = json.loads(partial.read_text()).get("meta", {})
+    except (OSError, ValueError):
+        return None
+    stop = meta.get("interrupted") or {}
+    where = f" during step {stop['step']}" if stop.get("step") else ""
+    return (f"the latest run ({meta.get('run_id', '?')}) was interrupted by {stop.get('signal', '?')}{where} at "
+            f"{stop.get('at', '?')}; its partial report is {partial.with_suffix('.md')}; this reads the last "
+            f"complete report")

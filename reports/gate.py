@@ -180,6 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     except GateConfigError as e:
         print(f"gate: {e}", file=sys.stderr)
         return 2
+    from reports.compliance import latest_interruption
+
+    note = latest_interruption(a.compliance)
+    if note:
+        print(f"gate: note: {note} (run {doc.get('meta', {}).get('run_id', '?')})")
     v = evaluate(doc, gate, a.profile, accept)
     print("\n".join(v.lines()))
     return 0 if v.ok else 1

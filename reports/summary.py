@@ -122,6 +122,12 @@ def main(argv: list[str] | None = None) -> int:
         diff = path.parent / "compliance-diff.md"
         text = render(doc, out_dir=path.parent, gate=gate, diff_md=diff.read_text() if diff.is_file() else None,
                       accept=accept)
+        from reports.compliance import latest_interruption
+
+        note = latest_interruption(path)
+        if note:
+            head, _, rest = text.partition("\n")
+            text = f"{head}\n\n> **Note:** {note} (run {doc.get('meta', {}).get('run_id', '?')}).\n{rest}"
     if a.out:
         with open(a.out, "a", encoding="utf-8") as f:
             f.write(text)

@@ -239,6 +239,23 @@ def service_running(status: Mapping) -> str | None:
     return None
 
 
+def restarts_since_deploy(status: Mapping, deployed: Mapping | None) -> str | None:
+    """No restart by the service manager since the last deploy (seed 003 6.3). `status["restarts"]` is the
+    manager's own counter (systemd's NRestarts, phoenix-supervise's count); `deployed` is the record the
+    service step wrote at its last start: the counter then, and the restarts the suite injected on purpose.
+    A counter below the deploy's (a reboot, a manual restart) counts from zero."""
+    now = int(status.get("restarts") or 0)
+    base = int((deployed or {}).get("restarts") or 0)
+    injected = len((deployed or {}).get("injected") or []) if now >= base else 0
+    crashes = (now - base if now >= base else now) - injected
+    if crashes <= 0:
+        return None
+    since = f"the deploy at {deployed['at']}" if deployed and deployed.get("at") else "the service manager's start"
+    return (f"{crashes} restart(s) by {status.get('manager', 'the service manager')} since {since}: restart count "
+            f"{base} at deploy, {now} now" + (f", {injected} injected by the suite" if injected else "")
+            + f"; the server died and was restarted (log: {status.get('log') or '?'})")
+
+
 def unit_enabled(is_enabled: str, need_reload: str) -> str | None:
     if is_enabled != "enabled":
         return f"systemctl is-enabled: {is_enabled!r}"

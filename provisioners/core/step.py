@@ -33,7 +33,7 @@ class Observed:
 @dataclass
 class StepResult:
     name: str
-    status: str               # "unchanged" | "changed" | "drift" (audit) | "failed"
+    status: str               # "unchanged" | "changed" | "drift" (audit) | "failed" | "interrupted"
     changed: bool
     before: dict[str, Any]
     after: dict[str, Any]
@@ -62,7 +62,21 @@ class Step(ABC):
 
     def converge(self, target, *, audit: bool = False, ledger: Ledger | None = None) -> StepResult:
         start = time.monotonic()
+        self._phase, self._before = "check", None
+        try:
+            return self._converge(target, audit=audit, ledger=ledger, start=start)
+        except KeyboardInterrupt as exc:       # Ctrl-C or SIGTERM (core.errors.Interrupted): say where it stopped
+            if ledger is not None:
+                how = getattr(exc, "signal_name", "SIGINT")
+                ledger.record(StepResult(self.name, "interrupted", False, self._before or {}, {},
+                                         time.monotonic() - start, note=f"interrupted by {how} during {self._phase}",
+                                         log=self.log_path, error=f"interrupted by {how}"))
+            emit(f"{self.name}: interrupted during {self._phase} ({time.monotonic() - start:.1f}s)")
+            raise
+
+    def _converge(self, target, *, audit: bool, ledger: Ledger | None, start: float) -> StepResult:
         before = self.check(target)
+        self._before = before.state
         if before.satisfied:
             result = StepResult(self.name, "unchanged", False, before.state, before.state,
                                 time.monotonic() - start, note=before.reason or "already in the desired state",
@@ -74,7 +88,9 @@ class Step(ABC):
         else:
             emit(f"{self.name}: converging ({before.reason or 'not in the desired state'})")
             try:
+                self._phase = "apply"
                 self.apply(target, before)
+                self._phase = "the check after apply"
                 after = self.check(target)
             except ProvisionError as exc:
                 exc.step = exc.step or self.name
