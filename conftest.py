@@ -14,4 +14,5 @@ pytest_plugins = [
     "fixtures.reporting",
     "fixtures.interrupt",
     "fixtures.evidence",
+    "fixtures.performance",
 ]

@@ -17,7 +17,8 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from provisioners.core.files import write_together
+from provisioners.core.files import load_json, write_together
+from provisioners.core.errors import ConfigError
 from provisioners.core.secrets import redact_obj
 from reports.catalog import Catalog, load_catalog
 from reports.html import interrupted_text, render_html
@@ -189,8 +190,8 @@ def latest_interruption(compliance: Path | str) -> str | None:
     beside it), for the gate and the summary that read the complete one; else None."""
     partial = Path(compliance).with_name("compliance-interrupted.json")
     try:
-        meta = json.loads(partial.read_text()).get("meta", {})
-    except (OSError, ValueError):
+        meta = load_json(partial).get("meta", {})
+    except (OSError, ValueError, ConfigError):
         return None
     stop = meta.get("interrupted") or {}
     where = f" during step {stop['step']}" if stop.get("step") else ""

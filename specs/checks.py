@@ -692,3 +692,33 @@ def torch_requirement_met(requires: Sequence[str], torch: str, torch_after_step:
     if torch_after_step != torch:
         return f"torch changed after the torch step: {torch_after_step} -> {torch}"
     return None
+
+
+# ------------------------------------------------------------------ the performance sweep (specs/test_87_sweep.py)
+def sweep_gaps(report: dict) -> str | None:
+    """Cells (shape / variant) that did not start, and points with fewer runs than the workload's rounds."""
+    want = report["workload"]["repeats"]
+    bad = []
+    for shape, s in report["shapes"].items():
+        for name, v in s["variants"].items():
+            if v.get("error"):
+                bad.append(f"{shape}/{name}: {v['error']}")
+                continue
+            short = {c: p["output_throughput"].get("n", 0) for c, p in v["points"].items()
+                     if p["output_throughput"].get("n", 0) < want}
+            if short:
+                bad.append(f"{shape}/{name}: runs per concurrency {short} of {want}")
+    return "; ".join(bad) or None
+
+
+def sweep_verdicts(comparisons: dict[str, dict], label: str) -> str | None:
+    """None unless a point's verdict is failed: `comparisons` is {shape: {concurrency: threshold_verdict}}."""
+    failed = [f"{shape} c={c}: median {v['gain_pct']:+.1f}% (best {v['best_pct']:+.1f}%) < {v['threshold_pct']}%"
+              for shape, per in comparisons.items() for c, v in per.items() if v.get("verdict") == "failed"]
+    return f"{label}: " + "; ".join(failed) if failed else None
+
+
+def roofline_fractions(fractions: dict[str, float | None]) -> str | None:
+    """Each concurrency-1 roofline fraction must be a measured share of the bandwidth floor, in (0, 1]."""
+    bad = {k: f for k, f in fractions.items() if f is None or not 0 < f <= 1.0}
+    return f"roofline fraction outside (0, 1]: {bad}" if bad else None

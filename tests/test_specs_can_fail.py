@@ -388,3 +388,25 @@ CASES += [
          (["torch==2.8.0"], "2.8.0+cpu", "2.8.0+cpu"), (["torch==2.8.0"], "2.13.0+cpu", "2.13.0+cpu"),
          "the venv has torch 2.13.0+cpu"),
 ]
+
+# the performance sweep (specs/test_87_sweep.py); numbers as measured on an H100 (docs/evidence/gpu-h100/decode-8b)
+_SWEEP_POINT = {"output_throughput": {"n": 3}}
+_SWEEP = {"workload": {"repeats": 3}, "shapes": {"llama-3.1-8b": {"variants": {
+    "fp8_sampler1": {"points": {"1": _SWEEP_POINT}}, "bf16_sampler1": {"points": {"1": _SWEEP_POINT}}}}}}
+_SWEEP_SHORT = {"workload": {"repeats": 3}, "shapes": {"llama-3.1-8b": {"variants": {
+    "fp8_sampler1": {"points": {"1": {"output_throughput": {"n": 1}}}},
+    "bf16_sampler1": {"error": "server did not start: the vLLM engine died", "points": {}}}}}}
+_PASSED = {"verdict": "passed", "gain_pct": 49.8, "best_pct": 50.9, "threshold_pct": 10}
+_FAILED = {"verdict": "failed", "gain_pct": 5.2, "best_pct": 12.9, "threshold_pct": 20}
+CASES += [
+    Case("specs/test_87_sweep.py::test_every_shape_variant_and_concurrency_was_measured", "sweep_gaps",
+         (_SWEEP,), (_SWEEP_SHORT,), "did not start"),
+    Case("specs/test_87_sweep.py::test_fp8_is_faster_than_bf16_where_decode_is_memory_bound", "sweep_verdicts",
+         ({"llama-3.1-8b": {"1": _PASSED}}, "FP8 vs BF16"), ({"llama-3.1-8b": {"1": _FAILED}}, "FP8 vs BF16"),
+         "llama-3.1-8b c=1: median +5.2%"),
+    Case("specs/test_87_sweep.py::test_flashinfer_sampler_gain_at_every_concurrency", "sweep_verdicts",
+         ({"llama-3.2-3b": {"1": _PASSED, "32": _PASSED}}, "sampler"),
+         ({"llama-3.2-3b": {"1": _PASSED, "32": _FAILED}}, "sampler"), "c=32"),
+    Case("specs/test_87_sweep.py::test_decode_roofline_fraction_per_shape", "roofline_fractions",
+         ({"llama-3.1-8b/bf16_sampler1": 0.81},), ({"llama-3.1-8b/bf16_sampler1": 1.7},), "outside (0, 1]"),
+]

@@ -294,6 +294,16 @@ class BenchmarkExpect(_Model):
     repeats: int = Field(default=1, ge=1)
 
 
+class SweepExpect(_Model):
+    """The performance sweep (provisioners/steps/sweep.py): model shapes (Llama config keys over the 1B default,
+    served with --load-format dummy) x the variants x these concurrencies, `repeats` rounds after a warm-up."""
+    shapes: dict[str, dict[str, Any]] = {}
+    concurrency: list[int] = [1, 8, 32, 128]
+    input_len: int = Field(default=512, ge=1)
+    output_len: int = Field(default=128, ge=2)
+    repeats: int = Field(default=3, ge=1)
+
+
 class Thresholds(_Model):
     fp8_gain_pct: float = 0.0
     sampler_gain_pct: float = 20.0
@@ -325,6 +335,7 @@ class Profile(_Model):
     engine_overrides: dict[str, Any] = {}
     service: ServiceExpect = ServiceExpect()
     benchmark: BenchmarkExpect = BenchmarkExpect()
+    sweep: SweepExpect | None = None
     thresholds: Thresholds = Thresholds()
     build_env: dict[str, str] = {}
     substitutes: dict[str, Substitute] = Field(default={}, description="catalog id -> declared substitute")
