@@ -6,6 +6,7 @@ from conftest import expect_ok
 
 from provisioners.config.engine import to_cli_args
 from provisioners.facts import DistDirectUrl
+from provisioners.facts.pins import PipCheck
 from specs import checks
 
 pytestmark = pytest.mark.layer("vllm")
@@ -57,4 +58,14 @@ def test_the_only_vllm_is_the_venvs(target, toolchain, vllm_layer, profile):
     r = target.run(["find", "/", "-xdev", "-maxdepth", "7", "-type", "d", "-name", "vllm*.dist-info",
                     "-not", "-path", "/proc/*"], timeout=300)
     why = checks.only_venv_vllm(system.succeeded, r.stdout.split(), toolchain.venv)
+    assert not why, why
+
+
+@pytest.mark.req("R002-G2-no-torch-conflict")
+def test_pip_check_after_vllm(target, toolchain, vllm_layer, evidence):
+    """The venv as pip sees it once vLLM is in: every requirement met, the torch pin above all
+    (catalog R003-3.2-conflict-wheel-pins-torch: a silent swap is a failure, not a pass)."""
+    got = PipCheck(toolchain.python).read(target)
+    evidence("pip check", text="\n".join(got["lines"]))
+    why = checks.pip_check_clean(got)
     assert not why, why
