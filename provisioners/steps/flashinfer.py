@@ -30,6 +30,9 @@ from provisioners.facts.flashinfer import CheckoutTag, FlashInferVersion, tag_ve
 from provisioners.facts.pins import DistRequires, JitNvcc, PipCheck, pin_of
 
 CONFLICT_ID = "R003-P2.2-conflict-flashinfer-extra-pin"
+# flashinfer_python-0.3.1.tar.gz: pyproject's build-system (setuptools>=77, packaging>=24) and what its
+# custom_backend.get_requires_for_build_wheel adds (torch, ninja, numpy, requests); torch is the venv's own
+SDIST_BUILD_REQUIRES = ("setuptools>=77", "packaging>=24", "ninja", "numpy", "requests")
 
 PACKAGE = "flashinfer-python"
 SAMPLER_ENV = "VLLM_USE_FLASHINFER_SAMPLER"
@@ -118,8 +121,14 @@ class FlashInfer(Step):
             argv = [self.python, "-m", "pip", "install", "--progress-bar", "off", "--no-index", "--find-links",
                     self.wheelhouse, *(["--no-deps"] if self.no_deps else []), f"{PACKAGE}=={tag_version(tag)}", *jit]
         elif source == "index":
-            # the release's sdist (flashinfer_python-0.3.1.tar.gz): JIT kernels, nothing compiled at install
-            argv = [self.python, "-m", "pip", "install", "--progress-bar", "off", f"{PACKAGE}=={tag_version(tag)}", *jit]
+            # the release's sdist (flashinfer_python-0.3.1.tar.gz): JIT kernels, nothing compiled at install. Built
+            # against the venv's torch like the git path (--no-build-isolation): its build backend asks for torch,
+            # and an isolated build would fetch and unpack another torch with its CUDA wheels (~3 GB) just to build
+            target.must([self.python, "-m", "pip", "install", "--progress-bar", "off", *SDIST_BUILD_REQUIRES],
+                        what="FlashInfer's build requirements did not install", step=self.name,
+                        log_path=self.log_path, timeout=self.timeout)
+            argv = [self.python, "-m", "pip", "install", "--progress-bar", "off", "--no-build-isolation",
+                    f"{PACKAGE}=={tag_version(tag)}", *jit]
         else:
             argv = ["/bin/sh", "-c", _GIT_INSTALL, "phoenix-flashinfer", self.want.repo_url, self.want.repo_dir,
                     tag, self.python]
