@@ -105,7 +105,7 @@ NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1"
 
 
 @pytest.mark.req("R004-Ph1.3-nccl-multi-gpu")
-@pytest.mark.gpu_runtime
+@pytest.mark.gpu_runtime("runs an all-reduce on the GPUs")
 def test_nccl_all_reduce_over_all_gpus(target, toolchain, torch_layer, gpu, evidence, settings):
     """All-reduce over every visible GPU: the right sum, and its bus bandwidth measured (1, 64, 512 MiB)."""
     from provisioners.steps.perf import gpu_count

@@ -13,6 +13,8 @@ pytestmark = pytest.mark.layer("vllm")
 
 
 @pytest.mark.req("R000-S4-vllm-version-cli", "R003-6.2-vllm-version")
+@pytest.mark.gpu_runtime("runs vLLM's CLI, which infers the device when it builds its parser (vLLM 0.10.2 without a GPU: "
+                         "\"RuntimeError: Failed to infer device type\")")
 def test_vllm_version_cli_equals_the_pin(target, toolchain, vllm_layer, expect):
     r = expect_ok(target.run([toolchain.vllm, "--version"], timeout=300, env={"HF_HUB_OFFLINE": "1"}), "vllm --version")
     printed = r.stdout.strip().splitlines()[-1].strip()
@@ -45,6 +47,8 @@ def test_vllm_came_from_the_pinned_wheel(target, toolchain, vllm_layer, profile,
 
 
 @pytest.mark.req("R003-4-mirrors-engine-args")
+@pytest.mark.gpu_runtime("runs vLLM's CLI, which infers the device when it builds its parser (vLLM 0.10.2 without a GPU: "
+                         "\"RuntimeError: Failed to infer device type\")")
 def test_every_rendered_flag_is_known_to_the_installed_vllm(target, toolchain, vllm_layer, served_engine):
     r = expect_ok(target.run([toolchain.vllm, "serve", "--help=all"], timeout=300, env={"HF_HUB_OFFLINE": "1"}),
                   "vllm serve --help=all")

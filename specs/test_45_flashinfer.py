@@ -41,7 +41,7 @@ def test_flashinfer_checkout_is_at_the_tag(target, flashinfer_step, profile):
     tag = flashinfer_step.checkout_tag(target)
     if tag is None and not target.exists(profile.flashinfer.repo_dir):
         pytest.skip(f"not verified: no git checkout at {profile.flashinfer.repo_dir}; FlashInfer came from a "
-                    "wheel (offline wheelhouse / pre-installed), so there is no tag to read")
+                    "wheelhouse, the release's sdist on the index or was pre-installed, so there is no tag to read")
     from specs.checks import equal
     why = equal(tag, flashinfer_step.tag, f"git tag of {profile.flashinfer.repo_dir}")
     assert not why, why

@@ -71,8 +71,9 @@ def test_install_only_runs_install_specs_and_skips_runtime_ones_naming_the_gpu(t
 
 
 def test_gpu_runtime_marker_is_skipped_under_install_only(tmp_path):
-    item = _Item([_Mark("layer", ("torch",)), _Mark("gpu_runtime")], ("gpu",))
-    assert "no sm_120 GPU" in install_only_reason(item, _settings(tmp_path, install_only=True), "12.0")
+    item = _Item([_Mark("layer", ("vllm",)), _Mark("gpu_runtime", ("runs vLLM's CLI",))], ("vllm_layer",))
+    assert install_only_reason(item, _settings(tmp_path, install_only=True), "12.0") == (
+        "not verified: --install-only run (no sm_120 GPU on this host): the vllm spec runs vLLM's CLI")
 
 
 def test_wheel_path_needs_no_nightly_index_the_source_path_does():

@@ -157,9 +157,10 @@ class PipCheck(Fact):
         return {"ok": rc == 0, "rc": rc, "lines": broken or lines[-5:]}
 
 
-# FlashInfer's JIT (flashinfer/jit/cpp_ext.py in 0.3.x) takes $CUDA_HOME, else the nvcc on PATH, else
-# /usr/local/cuda; the venv's nvidia-cuda-nvcc-cu12 wheel (nvidia/cuda_nvcc/bin/nvcc) is where a CUDA 12.8 nvcc
-# can come from on a host whose own toolkit is another release.
+# FlashInfer's JIT (flashinfer/jit/cpp_ext.py in 0.3.1) compiles with torch.utils.cpp_extension.CUDA_HOME: $CUDA_HOME
+# (or $CUDA_PATH), else the nvcc on PATH, else /usr/local/cuda. The venv's nvidia-cuda-nvcc-cu12 wheel
+# (nvidia/cuda_nvcc/bin/nvcc) is where a CUDA 12.8 nvcc can come from on a host whose toolkit is another release;
+# it is used only when CUDA_HOME or PATH points at it, so the fact lists it last, as a candidate.
 _NVCC = r"""
 import glob, json, os, re, shutil, subprocess, sys, sysconfig
 cuda_home = sys.argv[1]
