@@ -17,7 +17,7 @@ from pathlib import Path
 # image would not need from PyPI if torch were installed against them, i.e. --no-deps)
 IN_CUDA_IMAGE = ("nvidia_cublas", "nvidia_cuda_runtime", "nvidia_cufft", "nvidia_curand", "nvidia_cusolver",
                  "nvidia_cusparse_", "nvidia_cuda_nvrtc", "nvidia_nvjitlink", "nvidia_nvtx", "nvidia_cudnn_cu12",
-                 "nvidia_nccl", "nvidia_cuda_cupti")
+                 "nvidia_nccl")
 
 
 def group(name: str) -> str:
