@@ -143,3 +143,12 @@ def test_nightly_first_flaps_and_pip_check_names_it(wheelhouse, tmp_path):
     assert second[0].status == "changed" and second[0].before["torch"] == "2.8.0", second[0]
     why = checks.pip_check_clean(PipCheck(lay.python).read(local))
     assert why and "vllm 0.10.2 has requirement torch==2.8.0, but you have torch 2.9.0.dev20250901+cu128" in why, why
+
+
+def test_source_path_keeps_the_profiles_nightly_and_says_why(tmp_path):
+    """No wheel to follow: the torch step neither reads a pin nor changes the profile's torch."""
+    torch_want, vllm_want = _profile(follow=True)
+    step = TorchInstall(_layout(tmp_path), torch_want, vllm=vllm_want.model_copy(update={"strategy": "source"}))
+    want, res = step.resolve(target=None)            # nothing is read on the source path
+    assert want == torch_want and want.nightly and want.spec == "torch"
+    assert res["path"] == "source" and "use_existing_torch.py" in res["reason"], res
