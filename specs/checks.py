@@ -205,6 +205,22 @@ def release(version: str | None) -> str:
     return (version or "").split("+")[0]
 
 
+def pip_check_clean(result: Mapping) -> str | None:
+    """`pip check` exit 0; else pip's own lines ("vllm 0.10.2 has requirement torch==2.8.0, but you have ...")."""
+    if result.get("ok"):
+        return None
+    return f"pip check (exit {result.get('rc')}): " + "; ".join(result.get("lines") or ["no output"])
+
+
+def torch_is_the_pin(torch_version: str | None, pin: str | None, source: str) -> str | None:
+    """The venv's torch is exactly the release the vLLM wheel pins (R003-3.2-conflict-wheel-pins-torch)."""
+    if pin is None:
+        return f"{source} pins no exact torch, so the wheel path has no torch to follow"
+    if release(torch_version) != pin:
+        return f"torch {torch_version} is in the venv, but {source} requires torch=={pin}"
+    return None
+
+
 def vllm_version(printed: str, want: str, what: str = "`vllm --version`") -> str | None:
     return None if release(printed) == want else f"{what} printed {printed!r}, want {want}"
 

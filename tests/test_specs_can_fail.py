@@ -122,6 +122,22 @@ CASES = [
          ("2.10.0.dev20250901+cu128", "2.9.0", True), ("2.11.0+cu130", "2.9.0", True), "not a nightly"),
     Case("specs/test_30_torch.py::test_torch_comes_from_the_nightly_index", "torch_from_nightly_cu",
          ("2.10.0.dev20250901+cu128",), ("2.9.0.dev20250901+cu129",), "not a +cu128 build"),
+    # R002-G2 / R003-3.2-conflict-wheel-pins-torch: the torch the vLLM wheel pins, and pip's own view after each step
+    Case("specs/test_30_torch.py::test_torch_is_the_one_the_vllm_wheel_pins", "torch_is_the_pin",
+         ("2.8.0", "2.8.0", "vllm==0.10.2"), ("2.9.0.dev20250901+cu128", "2.8.0", "vllm==0.10.2"),
+         "requires torch==2.8.0"),
+    Case("specs/test_30_torch.py::test_pip_check_after_torch", "pip_check_clean",
+         ({"ok": True, "rc": 0, "lines": ["No broken requirements found."]},),
+         ({"ok": False, "rc": 1, "lines": ["torchvision 0.23.0 has requirement torch==2.8.0, but you have torch "
+                                           "2.9.0.dev20250901+cu128."]},), "but you have torch 2.9.0.dev"),
+    Case("specs/test_40_vllm.py::test_pip_check_after_vllm", "pip_check_clean",
+         ({"ok": True, "rc": 0, "lines": ["No broken requirements found."]},),
+         ({"ok": False, "rc": 1, "lines": ["vllm 0.10.2 has requirement torch==2.8.0, but you have torch "
+                                           "2.9.0.dev20250901+cu128."]},), "vllm 0.10.2 has requirement torch==2.8.0"),
+    Case("specs/test_45_flashinfer.py::test_pip_check_after_flashinfer", "pip_check_clean",
+         ({"ok": True, "rc": 0, "lines": ["No broken requirements found."]},),
+         ({"ok": False, "rc": 1, "lines": ["flashinfer-python 0.3.1 requires nvidia-cudnn-frontend, which is not "
+                                           "installed."]},), "nvidia-cudnn-frontend"),
     Case("specs/test_40_vllm.py::test_vllm_version_cli_equals_the_pin", "vllm_version",
          ("0.10.2", "0.10.2"), ("0.26.0", "0.10.2"), "0.26.0"),
     Case("specs/test_40_vllm.py::test_import_vllm_works", "vllm_version",

@@ -231,6 +231,11 @@ class TorchExpect(_Model):
     expect_cuda: str | None = Field(default=None, description='torch.version.cuda, e.g. "12.8"; None = CPU build')
     min_version: str = "0"
     nightly: bool = False
+    follow_vllm_pin: bool = Field(default=False, description="on the vLLM wheel path install the torch the vLLM wheel "
+                                  "pins in its Requires-Dist (catalog R003-3.2-conflict-wheel-pins-torch) instead of "
+                                  "`spec`; the source path keeps `spec` (use_existing_torch.py frees vLLM's pin)")
+    pin_index_url: str | None = Field(default=None, description="index of the pinned torch on the wheel path; "
+                                      "None = pip's default index (PyPI's torch 2.8.0 is the CUDA 12.8 build)")
 
 
 class VllmSource(_Model):
@@ -270,6 +275,11 @@ class FlashInferExpect(_Model):
     tag: str = "v0.3.1"
     fallback_tag: str = "v0.3.0"
     sampler: bool = True
+    sources: list[Literal["git", "index"]] = Field(default=["git"], description="where each tag is installed from, "
+                                                   "in order: the tag's git checkout (seed 003 P2.2), then the "
+                                                   "flashinfer-python sdist of the same version on the package index")
+    jit_nvcc: str | None = Field(default=None, description="pip requirement of the nvcc FlashInfer's JIT compiles "
+                                 "with, installed into the venv (e.g. nvidia-cuda-nvcc-cu12==12.8.93: torch's CUDA)")
 
 
 class ModelProvision(_Model):
