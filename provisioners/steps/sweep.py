@@ -23,7 +23,15 @@ from provisioners.core.errors import ProvisionError
 from provisioners.core.progress import emit
 from provisioners.core.step import Observed, Step, StepResult
 from provisioners.scripts import read as read_script
-from provisioners.steps.perf import Variant, gain_pct, llama_params, spread, threshold_verdict, weight_bytes
+from provisioners.steps.perf import (
+    Variant,
+    gain_pct,
+    llama_params,
+    spread,
+    threshold_verdict,
+    weight_bytes,
+    weight_gib_from_log,
+)
 
 
 @dataclass(frozen=True)
@@ -167,7 +175,6 @@ class PerfSweep(Step):
             return
         meta["startup_s"] = round(time.monotonic() - t0, 1)
         log = svc.current_log(target) if hasattr(svc, "current_log") else ""
-        from provisioners.steps.perf import weight_gib_from_log
         meta["weight_gib_logged"] = weight_gib_from_log(log)
         target.put(self.path(cell, "meta"), json.dumps(meta, indent=1))
         w = self.workload
