@@ -10,7 +10,7 @@ SPECS_ARGS ?=
 ## System python3, before the venv exists (the venv itself needs python3-venv).
 HOST    := $(PY) -m provisioners.steps.host
 
-.PHONY: venv specs specs-lxc audit lint test catalog report gate clean source-build-cpu device-bundle
+.PHONY: venv specs specs-lxc audit lint test catalog report gate clean source-build-cpu device-bundle install-blackwell
 
 # an existing venv (or a link to one) is updated in place, not created again
 $(BIN)/python: requirements.txt
@@ -46,7 +46,18 @@ source-build-cpu: venv
 	nice -n 10 $(PYTEST) specs/test_32_vllm_source.py specs/test_40_vllm.py -p no:randomly --profile cpu-source \
 	  --target local:// $(SPECS_ARGS)
 
-## The offline vLLM bundle for the borrowed H100 (tools/device/README.md).
+## The documents' own GPU stack installed for real on a host without a GPU (profile gpu-blackwell, --install-only):
+## torch as the vLLM 0.10.2 wheel pins it (2.8.0, CUDA 12.8), vLLM 0.10.2, FlashInfer 0.3.1, pip check after each step,
+## the sm_120 kernel check on the installed binaries, and a second converge; runtime specs are not verified (no
+## sm_120 GPU). Its own venv, so it never touches the cpu stack's /opt/vllm (docs/evidence/blackwell-install/).
+BLACKWELL_VENV ?= /opt/vllm-blackwell
+install-blackwell: venv
+	nice -n 10 $(PYTEST) specs/test_20_toolchain.py specs/test_30_torch.py specs/test_31_gpu.py specs/test_40_vllm.py \
+	  specs/test_45_flashinfer.py specs/test_95_idempotence.py -p no:randomly --target local:// --profile gpu-blackwell \
+	  --install-only --venv $(BLACKWELL_VENV) --phoenix-out reports/out-blackwell \
+	  --junitxml=reports/out-blackwell/junit-specs.xml $(SPECS_ARGS)
+
+## The offline vLLM bundle for the offline H100 host (tools/device/README.md).
 device-bundle:
 	nice -n 19 tools/device/build_bundle.sh /tmp/dev .whl
 
@@ -73,7 +84,9 @@ test:
 gate: venv
 	$(BIN)/python -m reports.gate --compliance $(OUT)/compliance.json
 
-## Allure report with history, the diff against the previous run, and the job summary.
+## Allure report of the last run (each spec run empties the results folder when it starts, so the report
+## holds one run), with trends and each spec's history carried from the previous report's history/; the
+## diff against the previous run, and the job summary.
 report: venv
 	$(BIN)/python -m reports.diff --out $(OUT)
 	$(BIN)/python -m reports.allure generate --results $(ALLURE) --report reports/allure-report

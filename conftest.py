@@ -12,5 +12,7 @@ pytest_plugins = [
     "fixtures.tls",
     "fixtures.docker",
     "fixtures.reporting",
+    "fixtures.interrupt",
     "fixtures.evidence",
+    "fixtures.performance",
 ]

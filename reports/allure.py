@@ -32,6 +32,8 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
+from provisioners.core.files import write_json
+
 REPO = Path(__file__).resolve().parent.parent
 ALLURE3 = "allure@3.18.0"                      # npm: Allure Report 3 (Node >= 20)
 ALLURE2 = "allure-commandline@2.46.1"          # npm: Allure 2 CLI with its jars (Java 17)
@@ -40,6 +42,30 @@ HISTORY_LIMIT = 50
 
 class AllureError(RuntimeError):
     """No Allure could be run, or generation failed (the message carries the command and output tail)."""
+
+
+RESULT_FILES = ("*-result.json", "*-container.json", "*-attachment*", "environment.properties", "categories.json",
+                "executor.json")
+
+
+def start_results(results: Path | str) -> int:
+    """Empty the results folder of the previous run's files at the start of a run that executes specs, so a
+    report holds one run (not every run since `make clean`: thousands of files, the same spec counted as
+    "retried"). Trends and each spec's history span runs through Allure's own history/, which `generate`
+    copies from the last report. Only Allure's own file names are removed (and the stale results/history/,
+    rewritten by each generate). Returns how many files went."""
+    results = Path(results)
+    if not results.is_dir():
+        return 0
+    gone = 0
+    for pattern in RESULT_FILES:
+        for f in results.glob(pattern):
+            if f.is_file():
+                f.unlink(missing_ok=True)
+                gone += 1
+    if (results / "history").is_dir():
+        shutil.rmtree(results / "history", ignore_errors=True)
+    return gone
 
 
 def carry_history(previous_report: Path, results: Path) -> list[str]:
@@ -64,11 +90,11 @@ def write_executor(results: Path) -> None:
         return
     base = f"{env.get('GITHUB_SERVER_URL', 'https://github.com')}/{env.get('GITHUB_REPOSITORY', '')}"
     run_url = f"{base}/actions/runs/{env['GITHUB_RUN_ID']}"
-    (results / "executor.json").write_text(json.dumps({
+    write_json(results / "executor.json", {
         "name": "GitHub Actions", "type": "github", "url": base,
         "buildOrder": int(env.get("GITHUB_RUN_NUMBER", "0") or 0),
         "buildName": f"{env.get('GITHUB_WORKFLOW', 'specs')} #{env.get('GITHUB_RUN_NUMBER', '')}",
-        "buildUrl": run_url, "reportUrl": run_url, "reportName": "Phoenix specs"}, indent=2))
+        "buildUrl": run_url, "reportUrl": run_url, "reportName": "Phoenix specs"})
 
 
 def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess:

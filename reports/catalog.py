@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
+from provisioners.core.files import load_yaml
 
 CATALOG_PATH = Path(__file__).resolve().parent.parent / "specs" / "requirements.yaml"
 
@@ -38,6 +38,23 @@ class Requirement:
         return True, ""
 
 
+def spec_applies(spec: str, profile: str, target_scheme: str, *, targets=None, profiles=None) -> tuple[bool, str]:
+    """Whether one spec can verify anything on this run, from its `applies(targets=..., profiles=...)` marker.
+
+    A spec written for one kind of target (the docker stack's nginx, a container's cgroup) says so;
+    on other runs it is left out of the ids it names instead of leaving them not verified.
+
+    >>> spec_applies("test_nginx", "cpu", "local", targets=["docker"])
+    (False, 'test_nginx applies to target docker; active target is local://')
+    """
+    scheme = "local" if target_scheme == "ssh" else target_scheme
+    if targets and scheme not in targets:
+        return False, f"{spec} applies to target {', '.join(targets)}; active target is {target_scheme}://"
+    if profiles and profile not in profiles:
+        return False, f"{spec} applies to profile {', '.join(profiles)}; active profile is {profile}"
+    return True, ""
+
+
 @dataclass
 class Catalog:
     documents: dict[str, dict]
@@ -66,7 +83,7 @@ def load_catalog(path: Path = CATALOG_PATH) -> Catalog:
 
 @lru_cache(maxsize=4)
 def _load(path: str) -> Catalog:
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    data = load_yaml(path) or {}
     reqs = {}
     for r in data.get("requirements", []):
         src = r.get("source", {})

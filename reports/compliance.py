@@ -3,9 +3,11 @@
 Status rules (reports/verdict.py has the vocabulary): *failed* when any spec of the id failed (the
 reason is the failure's message); otherwise a catalog `kind: conflict` entry is *conflict* (reason:
 which document wins and why) and a `kind: scope` entry is *scope* (reason: how it is honoured) --
-neither is ever counted as a runtime pass; otherwise *deviation* when a spec that passed observed the
-profile's declared substitute for the id, *passed* when a spec's call phase ran and passed, and
-*not verified* when every spec was skipped or never reached its call phase (the reason is kept).
+neither is ever counted as a runtime pass; otherwise *not verified* when any spec of it was skipped
+or never reached its call phase (the reason is kept, naming the spec when a sibling passed), then
+*deviation* when a spec that passed observed the profile's declared substitute for the id, and
+*passed* only when every spec mapped to the id ran and passed: the weakest spec decides. A spec that
+does not apply to the run (its `applies` marker) is left out of the ids it names, never counted.
 """
 from __future__ import annotations
 
@@ -15,9 +17,11 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from provisioners.core.files import load_json, write_together
+from provisioners.core.errors import ConfigError
 from provisioners.core.secrets import redact_obj
 from reports.catalog import Catalog, load_catalog
-from reports.html import render_html
+from reports.html import interrupted_text, render_html
 from reports.verdict import CONFLICT, DEVIATION, FAILED, NOT_VERIFIED, PASSED, SCOPE, STATUSES
 
 
@@ -29,9 +33,19 @@ def _first_lines(text: str, n: int = 12) -> str:
 LAYER_FAILED = re.compile(r"^not verified: layer .* failed \(see the error of ")
 
 
+def _unverified_reason(s: dict) -> str:
+    """Why one spec verified nothing, naming the spec."""
+    name = s["nodeid"].split("::")[-1]
+    why = s.get("message") or ("never reached its call phase" if s["outcome"] == "not run" else s["outcome"])
+    return f"{name}: {why}"
+
+
 def _status(req, specs: list[dict]) -> tuple[str, str, list[dict]]:
     """(status, reason, deviations of this id) for one catalog entry and the outcomes of its specs.
-    A spec skipped because its layer failed leaves the id not verified, even when a sibling passed."""
+
+    The weakest spec decides: any failure fails the id; any spec that did not run and pass (skipped,
+    or never reached its call phase) leaves it not verified, even when a sibling passed, with that
+    spec's reason; any deviation makes it a deviation; passed only when every spec ran and passed."""
     outs = Counter(s["outcome"] for s in specs)
     blocked = [s["message"] for s in specs if s["outcome"] == "skipped" and LAYER_FAILED.match(s["message"] or "")]
     devs = [d for s in specs if s["outcome"] == PASSED for d in s.get("deviations", []) if d.get("id") == req.id]
@@ -44,6 +58,14 @@ def _status(req, specs: list[dict]) -> tuple[str, str, list[dict]]:
         return SCOPE, req.honoured_by + (f" (checked by {ran})" if ran else ""), devs
     if blocked:
         return NOT_VERIFIED, blocked[0], devs
+    if not specs:
+        return NOT_VERIFIED, "no spec for it ran in this run", devs
+    unverified = [s for s in specs if s["outcome"] != PASSED]
+    if unverified and not outs[PASSED]:
+        reasons = sorted({s["message"] for s in unverified if s["message"]})
+        return NOT_VERIFIED, "; ".join(reasons) if reasons else "no spec for it ran in this run", devs
+    if unverified:          # a sibling passed, this one did not run: the id is not verified, and says which
+        return NOT_VERIFIED, "; ".join(dict.fromkeys(_unverified_reason(s) for s in unverified)), devs
     if devs:
         seen: dict[str, dict] = {}
         for d in devs:
@@ -52,10 +74,18 @@ def _status(req, specs: list[dict]) -> tuple[str, str, list[dict]]:
             (f"{d['what']}: " if d.get("what") else "") + f"document {d['document']}, observed {d['observed']} "
             f"(profile {d['profile']}: {d['reason']})" for d in seen.values())
         return DEVIATION, reason, devs
-    if outs[PASSED]:
-        return PASSED, "", devs
-    reasons = sorted({s["message"] for s in specs if s["message"]})
-    return NOT_VERIFIED, "; ".join(reasons) if reasons else "no spec for it ran in this run", devs
+    return PASSED, "", devs
+
+
+def _spec_entry(s: dict) -> dict:
+    """A spec as its rows keep it: enough to aggregate the verdicts again (reports/rerender.py)."""
+    e = {"nodeid": s["nodeid"], "outcome": s["outcome"], "duration": round(s.get("duration", 0.0), 3),
+         "message": s.get("message") or ""}
+    if s.get("applies", True) is False:
+        e["applies"] = False
+    if s.get("deviations"):
+        e["deviations"] = list(s["deviations"])
+    return e
 
 
 def requirement_rows(outcomes: list[dict], catalog: Catalog, *, profile: str | None = None,
@@ -68,20 +98,20 @@ def requirement_rows(outcomes: list[dict], catalog: Catalog, *, profile: str | N
             by_req[rid].append(o)
     rows = []
     for rid, req in catalog.requirements.items():
-        specs = by_req.get(rid, [])
+        specs = judged = by_req.get(rid, [])
         if profile and target_scheme:
             ok, why = req.applies(profile, target_scheme)
             if not ok:
-                specs = [{**s, "outcome": "skipped", "message": f"not verified: {why}", "deviations": []}
-                         for s in specs]
-        status, reason, devs = _status(req, specs)
+                judged = [{**s, "outcome": "skipped", "message": f"not verified: {why}", "deviations": []}
+                          for s in specs]
+        applying = [s for s in judged if s.get("applies", True)]
+        status, reason, devs = _status(req, applying or judged)
         row = {
             "id": rid, "doc": req.doc, "document": catalog.document_title(req.doc), "section": req.section,
             "text": req.text, "kind": req.kind, "layer": req.layer, "profiles": list(req.profiles),
             "targets": list(req.targets), "honoured_by": req.honoured_by, "superseded_by": req.superseded_by,
             "status": status, "reason": reason,
-            "specs": [{"nodeid": s["nodeid"], "outcome": s["outcome"], "duration": round(s["duration"], 3)}
-                      for s in specs],
+            "specs": [_spec_entry(s) for s in specs],
             "evidence": [e for s in specs for e in s.get("evidence", [])],
         }
         if devs:
@@ -103,7 +133,15 @@ def summarize(rows: list[dict]) -> dict:
 
 def _md(rows, summary, meta) -> str:
     t = summary["total"]
-    lines = [f"# Compliance: {meta['profile']} on {meta['target']}", "",
+    lines = [f"# {'INTERRUPTED ' if meta.get('interrupted') else ''}Compliance: {meta['profile']} on {meta['target']}",
+             ""]
+    if meta.get("interrupted"):
+        lines += [f"> **INTERRUPTED** {interrupted_text(meta['interrupted'])}", ""]
+    if meta.get("service"):
+        svc = meta["service"]
+        lines += [f"The service answers at `{svc['endpoint']}`"
+                  + (f" (CA file `{svc['ca_file']}`)" if svc.get("ca_file") else "") + f": `{svc['curl']}`", ""]
+    lines += [
              f"Run {meta['run_id']} - {summary['requirements']} requirements: "
              + ", ".join(f"**{t[s]} {s}**" for s in STATUSES) + ".", "",
              "| document | " + " | ".join(STATUSES) + " |", "|---" * (len(STATUSES) + 1) + "|"]
@@ -119,7 +157,10 @@ def _md(rows, summary, meta) -> str:
 
 
 def write_compliance(outcomes: list[dict], *, settings, environment: dict | None = None,
-                     catalog: Catalog | None = None) -> dict:
+                     catalog: Catalog | None = None, interrupted: dict | None = None,
+                     service: dict | None = None, name: str = "compliance") -> dict:
+    """Write <out>/<name>.{json,md,html}. `interrupted` (signal, step, spec, at) marks a partial run at
+    the top of all three; `service` (endpoint, ca_file, curl) says where the service answers."""
     catalog = catalog or load_catalog()
     from provisioners.backends import parse_target
 
@@ -129,12 +170,31 @@ def write_compliance(outcomes: list[dict], *, settings, environment: dict | None
     meta = {"run_id": settings.run_id, "profile": settings.profile, "target": settings.target_url,
             "audit": settings.audit, "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "environment": environment or {}}
+    if interrupted:
+        meta["interrupted"] = interrupted
+    if service:
+        meta["service"] = service
     out = Path(settings.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     doc = redact_obj({"meta": meta, "summary": summary, "requirements": rows})
-    paths = {"json": out / "compliance.json", "md": out / "compliance.md", "html": out / "compliance.html"}
-    paths["json"].write_text(json.dumps(doc, indent=2))
-    paths["md"].write_text(_md(doc["requirements"], summary, meta))
-    paths["html"].write_text(render_html(doc, out_dir=out))
+    paths = {"json": out / f"{name}.json", "md": out / f"{name}.md", "html": out / f"{name}.html"}
+    # all three or none, each whole: a full disk leaves the last report as it was (WriteFailed)
+    write_together({paths["html"]: render_html(doc, out_dir=out), paths["md"]: _md(doc["requirements"], summary, meta),
+                    paths["json"]: json.dumps(doc, indent=2)})
     t = summary["total"]
     return {**{k: str(v) for k, v in paths.items()}, "summary": ", ".join(f"{t[s]} {s}" for s in STATUSES)}
+
+
+def latest_interruption(compliance: Path | str) -> str | None:
+    """One line when the run after this complete report was interrupted (compliance-interrupted.json
+    beside it), for the gate and the summary that read the complete one; else None."""
+    partial = Path(compliance).with_name("compliance-interrupted.json")
+    try:
+        meta = load_json(partial).get("meta", {})
+    except (OSError, ValueError, ConfigError):
+        return None
+    stop = meta.get("interrupted") or {}
+    where = f" during step {stop['step']}" if stop.get("step") else ""
+    return (f"the latest run ({meta.get('run_id', '?')}) was interrupted by {stop.get('signal', '?')}{where} at "
+            f"{stop.get('at', '?')}; its partial report is {partial.with_suffix('.md')}; this reads the last "
+            f"complete report")

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
+
+from provisioners.core.files import WriteFailed, load_earlier, write_atomic, write_together
 
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "reports" / "out"
 from reports.verdict import STATUSES  # noqa: E402
@@ -23,18 +24,19 @@ from reports.verdict import STATUSES  # noqa: E402
 _RANK = {"passed": 0, "scope": 0, "conflict": 0, "deviation": 1, "not verified": 2, "failed": 3, None: 2}
 
 
-def keep_previous(out_dir: Path | str = DEFAULT_OUT) -> Path | None:
-    """Copy the last run's compliance.json to previous/compliance.json; None when there is none."""
+def _is_report(doc) -> bool:
+    return isinstance(doc, dict) and isinstance(doc.get("requirements"), list)
+
+
+def keep_previous(out_dir: Path | str = DEFAULT_OUT, notes: list[str] | None = None) -> Path | None:
+    """Copy the last run's compliance.json to previous/compliance.json (atomically); None when there is none.
+    A corrupt one (a run cut off by a full disk, before writes were atomic) is set aside as
+    compliance.json.corrupt-<time> with one line in `notes` (else on stderr), and the old previous/ stays."""
     out = Path(out_dir)
     src = out / "compliance.json"
-    if not src.is_file():
+    if load_earlier(src, notes, valid=_is_report) is None:
         return None
-    dst = out / "previous" / "compliance.json"
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_suffix(".json.partial")
-    shutil.copyfile(src, tmp)
-    tmp.replace(dst)
-    return dst
+    return write_atomic(out / "previous" / "compliance.json", src.read_bytes())
 
 
 def _index(doc: dict) -> dict[str, dict]:
@@ -101,19 +103,20 @@ def to_markdown(d: dict) -> str:
 
 
 def write_diff(out_dir: Path | str = DEFAULT_OUT, *, previous: Path | str | None = None,
-               current: Path | str | None = None) -> Path | None:
-    """Write <out>/compliance-diff.{md,json}; None (and no files) when there is no previous run."""
+               current: Path | str | None = None, notes: list[str] | None = None) -> Path | None:
+    """Write <out>/compliance-diff.{md,json}; None (and no files) when there is no previous run. A corrupt
+    previous or current file is set aside (one line in `notes`, else on stderr) and counts as missing."""
     out = Path(out_dir)
     prev = Path(previous) if previous else out / "previous" / "compliance.json"
     cur = Path(current) if current else out / "compliance.json"
-    if not prev.is_file() or not cur.is_file():
+    old, new = load_earlier(prev, notes, valid=_is_report), load_earlier(cur, notes, valid=_is_report)
+    if old is None or new is None:
         for stale in (out / "compliance-diff.md", out / "compliance-diff.json"):
             stale.unlink(missing_ok=True)
         return None
-    d = diff(json.loads(prev.read_text()), json.loads(cur.read_text()))
-    (out / "compliance-diff.json").write_text(json.dumps(d, indent=2))
+    d = diff(old, new)
     md = out / "compliance-diff.md"
-    md.write_text(to_markdown(d))
+    write_together({out / "compliance-diff.json": json.dumps(d, indent=2), md: to_markdown(d)})
     return md
 
 
@@ -124,11 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--previous", help="previous compliance.json (default <out>/previous/compliance.json)")
     ap.add_argument("--current", help="current compliance.json (default <out>/compliance.json)")
     a = ap.parse_args(argv)
-    if a.action == "keep":
-        kept = keep_previous(a.out)
-        print(f"kept {kept}" if kept else f"no {Path(a.out) / 'compliance.json'} to keep")
-        return 0
-    md = write_diff(a.out, previous=a.previous, current=a.current)
+    try:
+        if a.action == "keep":
+            kept = keep_previous(a.out)
+            print(f"kept {kept}" if kept else f"no {Path(a.out) / 'compliance.json'} to keep")
+            return 0
+        md = write_diff(a.out, previous=a.previous, current=a.current)
+    except WriteFailed as exc:
+        print(f"diff: {exc}", file=sys.stderr)
+        return 1
     if md is None:
         print("no previous run to compare with")
         return 0

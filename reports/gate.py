@@ -18,12 +18,13 @@ Exit 0: passed; 1: failed (the ids are listed); 2: no report or a bad config.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from provisioners.core.files import DuplicateKey, load_json, load_yaml
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "config" / "gate.yaml"
@@ -61,8 +62,10 @@ def load_gate_config(path: Path | str = DEFAULT_CONFIG) -> dict[str, dict[str, l
     {'cpu': {'required': ['A', 'B', 'C'], 'accept_deviation': []}}
     """
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
+        data = load_yaml(path) or {}
+    except DuplicateKey as e:
+        raise GateConfigError(str(e)) from None
+    except (OSError, ValueError, yaml.YAMLError) as e:
         raise GateConfigError(f"{path}: {e}") from None
     profiles = data.get("profiles")
     if not isinstance(profiles, dict):
@@ -168,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", help="judge as this profile (default: the run's)")
     a = ap.parse_args(argv)
     try:
-        doc = json.loads(Path(a.compliance).read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        doc = load_json(a.compliance)
+    except (OSError, ValueError) as e:
         print(f"gate: cannot read {a.compliance}: {e} (run `make specs` first)", file=sys.stderr)
         return 2
     try:
@@ -177,6 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     except GateConfigError as e:
         print(f"gate: {e}", file=sys.stderr)
         return 2
+    from reports.compliance import latest_interruption
+
+    note = latest_interruption(a.compliance)
+    if note:
+        print(f"gate: note: {note} (run {doc.get('meta', {}).get('run_id', '?')})")
     v = evaluate(doc, gate, a.profile, accept)
     print("\n".join(v.lines()))
     return 0 if v.ok else 1

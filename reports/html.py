@@ -21,6 +21,8 @@ from collections import defaultdict
 from functools import lru_cache
 from pathlib import Path
 
+from provisioners.core.files import load_json
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "reports" / "out"
 from reports.verdict import STATUSES  # noqa: E402  (passed, deviation, failed, not verified, scope, conflict)
@@ -80,8 +82,8 @@ def collect_bench(doc: dict, out_dir: Path) -> list[dict]:
             continue
         seen.add(p)
         try:
-            data = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
+            data = load_json(p)
+        except (OSError, ValueError):
             continue
         if isinstance(data, dict) and ("output_throughput" in data or "completed" in data):
             results.append({"label": bench_label(p), "path": p, "data": data})
@@ -363,6 +365,8 @@ h1{font-size:26px;margin:0 0 4px}h2{font-size:19px;margin:34px 0 8px}h3{font-siz
 .sub{color:var(--muted);margin:0 0 18px}.sub b{color:var(--fg)}.muted{color:var(--muted)}small{font-weight:400}
 .badge{display:inline-block;border:1px solid var(--line);border-radius:999px;padding:1px 10px;margin-right:6px;font-size:12px;background:var(--panel)}
 .badge.audit{border-color:var(--nv-bar);color:var(--nv)}
+.run-note{border:2px solid var(--nv-bar);border-radius:6px;padding:8px 12px;margin:8px 0}
+.run-note.interrupted{border-color:#c0392b}.run-note code{word-break:break-all}
 .cards{display:flex;flex-wrap:wrap;gap:10px;margin:10px 0 14px}
 .card{display:block;min-width:120px;padding:10px 14px;border:1px solid var(--line);border-radius:10px;background:var(--panel);color:var(--fg)}
 a.card:hover{text-decoration:none;border-color:var(--accent)}
@@ -517,6 +521,30 @@ def _gate_badge(doc: dict, gate: dict | None) -> tuple[str, set[str]]:
     return f"<span class='badge {cls}' title='{esc(tip)}'>{esc(text)}</span>", set(gate.get(v.profile, []))
 
 
+def run_notes(meta: dict) -> str:
+    """The notes above everything else: an interrupted run (this report is partial) and where the
+    service answers (endpoint, CA file, a curl line)."""
+    out = []
+    stop = meta.get("interrupted")
+    if stop:
+        out.append(f"<p class='run-note interrupted' id='interrupted'><b>INTERRUPTED</b> {esc(interrupted_text(stop))}</p>")
+    svc = meta.get("service")
+    if svc:
+        ca = f" · CA file <code>{esc(svc['ca_file'])}</code>" if svc.get("ca_file") else ""
+        out.append(f"<p class='run-note' id='service'>The service answers at <code>{esc(svc['endpoint'])}</code>{ca}"
+                   f" · try <code>{esc(svc['curl'])}</code></p>")
+    return "\n".join(out)
+
+
+def interrupted_text(stop: dict) -> str:
+    """One sentence on an interrupted run, shared by the Markdown and the HTML report."""
+    where = f" during step {stop['step']} ({stop.get('phase') or 'converge'})" if stop.get("step") else ""
+    spec = f" while {stop['spec']} ran" if stop.get("spec") else ""
+    return (f"by {stop.get('signal', 'SIGINT')} at {stop.get('at', '?')}{where}{spec}: this report is partial; "
+            f"the last complete report ({stop.get('complete', 'compliance.json')}) is the one the gate and the "
+            f"diff read.")
+
+
 def render_html(doc: dict, *, out_dir: Path | str | None = None, evidence_dir: Path | str | None = None,
                 source_base: str | None = None, gate: dict | None = None) -> str:
     """The whole page for one compliance document (the dict compliance.json holds).
@@ -545,6 +573,8 @@ def render_html(doc: dict, *, out_dir: Path | str | None = None, evidence_dir: P
     js = JS.replace("__ALL__", json.dumps([slug(s) for s in STATUSES]))
     verdict = ("failed" if t.get("failed") else "passed") if t.get("passed") or t.get("failed") else "not verified"
     title = f"Compliance: {meta.get('profile', '?')} on {meta.get('target', '?')}"
+    if meta.get("interrupted"):
+        title = "INTERRUPTED " + title
     badges = [f"<span class='badge'>profile <b>{esc(str(meta.get('profile', '?')))}</b></span>",
               f"<span class='badge'>target <b>{esc(str(meta.get('target', '?')))}</b></span>",
               f"<span class='badge'>run {esc(str(meta.get('run_id', '?')))}</span>"]
@@ -556,12 +586,16 @@ def render_html(doc: dict, *, out_dir: Path | str | None = None, evidence_dir: P
         badges.append(f"<span class='badge'>GPU {esc(str(env['gpu']))}</span>")
     others = (("compliance.json", "JSON"), ("compliance.md", "Markdown"),
               ("compliance-diff.md", "changes since the previous run"))
+    if meta.get("interrupted"):
+        others = (("compliance-interrupted.json", "JSON"), ("compliance-interrupted.md", "Markdown"),
+                  ("compliance.html", "the last complete report"))
     links = " · ".join(f"<a href='{h}'>{n}</a>" for h, n in others)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <meta name="color-scheme" content="light dark"><title>{esc(title)}</title><style>{CSS}</style></head>
 <body data-verdict="{slug(verdict)}"><main>
 <h1>{esc(title)}</h1>
+{run_notes(meta)}
 <p class="sub">{''.join(badges)} <span class="muted">generated {esc(str(meta.get('generated', '')))}</span></p>
 <p class="sub">{summary.get('requirements', len(rows))} requirements from the planning documents:
 {", ".join(f"<b>{t.get(s, 0)} {esc(s)}</b>" for s in STATUSES)}

@@ -11,10 +11,10 @@ With --out (e.g. "$GITHUB_STEP_SUMMARY") the summary is appended to FILE, else p
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from provisioners.core.files import load_earlier
 from reports.gate import DEFAULT_CONFIG, GateConfigError, evaluate, load_deviations, load_gate
 from reports.html import BENCH_CARDS, collect_bench
 
@@ -106,10 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="append to this file (e.g. $GITHUB_STEP_SUMMARY) instead of printing")
     a = ap.parse_args(argv)
     path = Path(a.compliance)
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        text = f"## Phoenix specs\n\nNo compliance report: cannot read `{path}` ({e}).\n"
+    notes: list[str] = []
+    doc = load_earlier(path, notes, valid=lambda d: isinstance(d, dict) and isinstance(d.get("requirements"), list))
+    for n in notes:                 # a corrupt report is set aside and named, never a traceback
+        print(f"summary: {n}", file=sys.stderr)
+    if doc is None:
+        why = notes[0] if notes else "no such file; run `make specs` first"
+        text = f"## Phoenix specs\n\nNo compliance report: cannot read `{path}` ({why}).\n"
     else:
         try:
             gate = load_gate(a.gate) if a.gate else None
@@ -119,6 +122,12 @@ def main(argv: list[str] | None = None) -> int:
         diff = path.parent / "compliance-diff.md"
         text = render(doc, out_dir=path.parent, gate=gate, diff_md=diff.read_text() if diff.is_file() else None,
                       accept=accept)
+        from reports.compliance import latest_interruption
+
+        note = latest_interruption(path)
+        if note:
+            head, _, rest = text.partition("\n")
+            text = f"{head}\n\n> **Note:** {note} (run {doc.get('meta', {}).get('run_id', '?')}).\n{rest}"
     if a.out:
         with open(a.out, "a", encoding="utf-8") as f:
             f.write(text)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from provisioners.core.files import write_atomic
 from reports.catalog import CATALOG_PATH, load_catalog
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,8 +22,11 @@ ROOT = Path(__file__).resolve().parent.parent
 class _Collector:
     def __init__(self):
         self.by_node: dict[str, list[str]] = {}
+        self.applies: dict[str, dict] = {}
 
     def pytest_collection_modifyitems(self, items):
+        from fixtures.reporting import applies_marker
+
         for item in items:
             base = item.nodeid.split("[", 1)[0]
             ids = [rid for m in item.iter_markers("req") for rid in m.args]
@@ -30,10 +34,17 @@ class _Collector:
             for rid in ids:
                 if rid not in self.by_node[base]:
                     self.by_node[base].append(rid)
+            if applies_marker(item):
+                self.applies[base] = applies_marker(item)
 
 
 def collect_markers() -> dict[str, list[str]]:
     """{spec node id: [requirement ids]} for every spec under specs/ (collection only, nothing runs)."""
+    return collect_specs()[0]
+
+
+def collect_specs() -> tuple[dict[str, list[str]], dict[str, dict]]:
+    """({spec node id: [requirement ids]}, {spec node id: its `applies` marker}) for every spec under specs/."""
     import contextlib
     import io
 
@@ -43,7 +54,7 @@ def collect_markers() -> dict[str, list[str]]:
                           "--rootdir", str(ROOT), "-c", str(ROOT / "pytest.ini"), "--profile", "cpu"], plugins=[col])
     if rc not in (0, 5):
         raise SystemExit(f"collecting specs/ failed (pytest exit {rc})")
-    return col.by_node
+    return col.by_node, col.applies
 
 
 def specs_by_requirement(by_node: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -73,7 +84,7 @@ def main(argv: list[str]) -> int:
         for rid in diffs:
             print(f"{rid}: catalog lists {list(catalog.requirements[rid].specs)}, markers say {wanted.get(rid, [])}")
         return 1 if diffs else 0
-    CATALOG_PATH.write_text(rewrite(CATALOG_PATH.read_text(), wanted))
+    write_atomic(CATALOG_PATH, rewrite(CATALOG_PATH.read_text(), wanted))
     print(f"synced {len(diffs)} requirement(s); {sum(1 for r in catalog.requirements if wanted.get(r))} "
           f"of {len(catalog.requirements)} have a spec")
     return 0

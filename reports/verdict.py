@@ -24,6 +24,7 @@ a deviation, any failure fails the spec.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -68,11 +69,11 @@ def judge(ids: Iterable[str], observed: Any, document: Any, *, substitutes: Mapp
 
     substitutes: {id: object with .value (one value or a list) and .reason} (Profile.substitutes).
 
-    >>> class S: value, reason = "13.0", "the borrowed H100 runs CUDA 13.0"
+    >>> class S: value, reason = "13.0", "the H100 host runs CUDA 13.0"
     >>> judge(["R1"], "12.8", "12.8", substitutes={"R1": S()})
     []
     >>> judge(["R1"], "13.0", "12.8", substitutes={"R1": S()}, profile="gpu-hopper")[0].text()
-    'document 12.8, observed 13.0 (profile gpu-hopper: the borrowed H100 runs CUDA 13.0)'
+    'document 12.8, observed 13.0 (profile gpu-hopper: the H100 host runs CUDA 13.0)'
     >>> judge(["R1"], "12.1", "12.8", substitutes={"R1": S()}, profile="gpu-hopper", what="torch.version.cuda")
     Traceback (most recent call last):
     AssertionError: R1: torch.version.cuda is 12.1; the document wants 12.8, profile gpu-hopper allows 13.0
@@ -106,3 +107,33 @@ def judge(ids: Iterable[str], observed: Any, document: Any, *, substitutes: Mapp
         alts = sorted({_show(v) for _, v in allowed})
         msg += f", profile {profile} allows {' or '.join(alts)}"
     raise AssertionError(msg)
+
+
+_LONGREPR_PREFIX = re.compile(r"^E {1,3}")
+_EXCEPTION_PREFIX = re.compile(r"^(AssertionError|Failed|(provisioners\.(\w+\.)*)?(ProvisionError|CommandFailed)): ?")
+
+
+def failure_message(text: str) -> str:
+    """The message of a failure, never pytest's explanation of the assert statement.
+
+    pytest appends its rewritten comparison (`assert '' == None`, `+  where ...`) to an assertion's
+    message, and a traceback shows both behind `E   `. Only the message is kept; an assertion
+    written without one keeps the comparison's first line, said to be that.
+
+    >>> failure_message("profile torch index is ''\\nassert ('/whl/nightly/' in '')")
+    "profile torch index is ''"
+    >>> failure_message("E   AssertionError: LD_LIBRARY_PATH\\nE   assert '' == None\\nE    +  where x = y")
+    'LD_LIBRARY_PATH'
+    >>> failure_message("E   assert 500 == 200")
+    'assert 500 == 200 (the assertion has no message)'
+    """
+    lines = [_LONGREPR_PREFIX.sub("", ln).rstrip() for ln in (text or "").strip().splitlines()]
+    if lines:
+        lines[0] = _EXCEPTION_PREFIX.sub("", lines[0])
+    cut = next((i for i, ln in enumerate(lines) if ln.startswith("assert ") or ln == "assert"), None)
+    if cut is None:
+        return "\n".join(lines).strip()
+    message = "\n".join(lines[:cut]).strip()
+    if message:
+        return message
+    return f"{lines[cut]} (the assertion has no message)"

@@ -205,6 +205,22 @@ def release(version: str | None) -> str:
     return (version or "").split("+")[0]
 
 
+def pip_check_clean(result: Mapping) -> str | None:
+    """`pip check` exit 0; else pip's own lines ("vllm 0.10.2 has requirement torch==2.8.0, but you have ...")."""
+    if result.get("ok"):
+        return None
+    return f"pip check (exit {result.get('rc')}): " + "; ".join(result.get("lines") or ["no output"])
+
+
+def torch_is_the_pin(torch_version: str | None, pin: str | None, source: str) -> str | None:
+    """The venv's torch is exactly the release the vLLM wheel pins (R003-3.2-conflict-wheel-pins-torch)."""
+    if pin is None:
+        return f"{source} pins no exact torch, so the wheel path has no torch to follow"
+    if release(torch_version) != pin:
+        return f"torch {torch_version} is in the venv, but {source} requires torch=={pin}"
+    return None
+
+
 def vllm_version(printed: str, want: str, what: str = "`vllm --version`") -> str | None:
     return None if release(printed) == want else f"{what} printed {printed!r}, want {want}"
 
@@ -237,6 +253,23 @@ def service_running(status: Mapping) -> str | None:
     if (status.get("active"), status.get("sub")) != ("active", "running") or not status.get("main_pid"):
         return f"service is not active/running with a main pid: {dict(status)}"
     return None
+
+
+def restarts_since_deploy(status: Mapping, deployed: Mapping | None) -> str | None:
+    """No restart by the service manager since the last deploy (seed 003 6.3). `status["restarts"]` is the
+    manager's own counter (systemd's NRestarts, phoenix-supervise's count); `deployed` is the record the
+    service step wrote at its last start: the counter then, and the restarts the suite injected on purpose.
+    A counter below the deploy's (a reboot, a manual restart) counts from zero."""
+    now = int(status.get("restarts") or 0)
+    base = int((deployed or {}).get("restarts") or 0)
+    injected = len((deployed or {}).get("injected") or []) if now >= base else 0
+    crashes = (now - base if now >= base else now) - injected
+    if crashes <= 0:
+        return None
+    since = f"the deploy at {deployed['at']}" if deployed and deployed.get("at") else "the service manager's start"
+    return (f"{crashes} restart(s) by {status.get('manager', 'the service manager')} since {since}: restart count "
+            f"{base} at deploy, {now} now" + (f", {injected} injected by the suite" if injected else "")
+            + f"; the server died and was restarted (log: {status.get('log') or '?'})")
 
 
 def unit_enabled(is_enabled: str, need_reload: str) -> str | None:
@@ -538,3 +571,170 @@ def compose_has_vllm_no_triton(services: Mapping[str, str], image: str) -> str |
         return f"the vllm service runs {services['vllm']}, not {image}"
     triton = [i for i in services.values() if "tritonserver" in i]
     return f"compose still runs Triton: {triton}" if triton else None
+
+
+# ---- vLLM built from source (seed 000 step 3, seed 001 4.1 and TR2-TR6, seed 002 G2-G3) ---------------
+def tracks_main(repo: Mapping) -> str | None:
+    """Seed 001 4.1 phase 1: the unpinned source checkout is on main."""
+    if not repo.get("work_tree"):
+        return f"the source tree is not a git checkout (no branch to read): {repo}"
+    if repo.get("branch") != "main":
+        return f"the source checkout is on {repo.get('branch')!r}, not main (seed 001 4.1 phase 1), HEAD {repo.get('head')}"
+    return None
+
+
+SOURCE_STAGES = ["source", "env", "use_existing_torch", "build_deps", "editable"]   # seed 000 step 3, in order
+DOC_BUILD_MAX_MIN = 45                           # seed 000 section 5: 15-45 min
+
+
+def fallback_recorded(deviations: Sequence[str]) -> str | None:
+    """Seed 003 3.2: a source build on a wheel-first profile says why the wheel was not kept."""
+    if any("falling back to the source build" in d for d in deviations):
+        return None
+    return f"strategy source without a recorded reason: {list(deviations)}"
+
+
+def clone_of_vllm(repo: Mapping, repo_url: str) -> str | None:
+    """Seed 000 step 3.1/3.2: the source tree exists and is a clone of vLLM."""
+    if not repo.get("exists"):
+        return "no source tree"
+    origin = repo.get("origin") or ""
+    if "vllm-project/vllm" in origin or origin == repo_url:
+        return None
+    return f"the source tree's origin is {origin!r}, not vllm-project/vllm ({repo_url}): {repo}"
+
+
+def checkout_at(repo: Mapping, commit: str) -> str | None:
+    """Seed 000 step 3.2, seed 001 4.1 phase 2: HEAD is the configured commit, edited only by use_existing_torch.py."""
+    if repo.get("head") != commit:
+        return f"HEAD {repo.get('head')}, configured {commit}"
+    others = [line for line in repo.get("status", []) if "requirements" not in line and "pyproject.toml" not in line]
+    return f"the checkout has edits besides use_existing_torch.py's: {others}" if others else None
+
+
+def sdist_at(pkg_info: str, venv_version: str, sdist: str | None, repo_dir: str) -> str | None:
+    """Seed 001 4.1 phase 2 for a release sdist: its PKG-INFO and the venv's vLLM are the pinned version."""
+    if not sdist or "==" not in sdist:
+        return ("the profile pins no vLLM source (vllm.source.commit and vllm.source.sdist are empty: "
+                "seed 001 phase 2 wants one)")
+    want = sdist.split("==", 1)[1]
+    m = re.search(r"^Version: (\S+)", pkg_info or "", re.M)
+    if not m or m.group(1) != want:
+        return f"{repo_dir}/PKG-INFO says {m.group(1) if m else 'nothing'}, pinned {sdist}"
+    if (venv_version or "").split("+")[0] != want:
+        return f"the venv's vllm is {venv_version!r}, pinned {sdist}"
+    return None
+
+
+def build_env(env: Mapping[str, str], want_arch: str, device: str, max_jobs: int | None) -> str | None:
+    """Seed 000 step 3.3, seed 001 TR3, seed 002 G3: the build-time exports the log shows."""
+    if env.get("TORCH_CUDA_ARCH_LIST") != (want_arch or ""):
+        return f"TORCH_CUDA_ARCH_LIST={env.get('TORCH_CUDA_ARCH_LIST')!r}, want {want_arch!r}: {dict(env)}"
+    if env.get("VLLM_FLASH_ATTN_VERSION") != FA_VERSION:
+        return f"VLLM_FLASH_ATTN_VERSION={env.get('VLLM_FLASH_ATTN_VERSION')!r}, want {FA_VERSION}: {dict(env)}"
+    if not env.get("MAX_JOBS") or env.get("MAX_JOBS") != env.get("CMAKE_BUILD_PARALLEL_LEVEL"):
+        return f"MAX_JOBS and CMAKE_BUILD_PARALLEL_LEVEL are not set to the same value: {dict(env)}"
+    if env.get("VLLM_TARGET_DEVICE") != device:
+        return f"VLLM_TARGET_DEVICE={env.get('VLLM_TARGET_DEVICE')!r}, want {device!r}: {dict(env)}"
+    if max_jobs and int(env["MAX_JOBS"]) > max_jobs:
+        return f"MAX_JOBS={env['MAX_JOBS']} above the profile's cap {max_jobs}: {dict(env)}"
+    return None
+
+
+def max_jobs_fit(jobs: int, mem_gb: float, gb_per_job: float) -> str | None:
+    """Seed 001 TR3: MAX_JOBS fits the memory (one job per gb_per_job GB, at least one)."""
+    if 1 <= jobs <= max(1, mem_gb // gb_per_job):
+        return None
+    return f"MAX_JOBS={jobs} with {mem_gb:.1f} GB and {gb_per_job} GB per job"
+
+
+def stages_in_one_shell(log: Mapping) -> str | None:
+    """Seed 000 step 3 / seed 002 G2: clone, exports, use_existing_torch.py, build deps, editable install, in
+    that order, all in one `bash -c`."""
+    if list(log.get("order", [])) != SOURCE_STAGES:
+        return f"the build stages ran as {log.get('order')}, want {SOURCE_STAGES}"
+    if not log.get("single_shell"):
+        return f"the stages did not all run inside one bash -c: {dict(log)}"
+    return None
+
+
+def no_torch_pins(pins: Sequence[str]) -> str | None:
+    """Seed 000 step 3.4: use_existing_torch.py left no torch pin in the build requirements."""
+    return f"torch pins left: {list(pins)}" if pins else None
+
+
+def build_requirements(names: Sequence[str], installed: Mapping[str, str | None]) -> str | None:
+    """Seed 000 step 3.5: every (non-torch) build requirement is installed in the venv."""
+    missing = [n for n in names if not installed.get(n)]
+    if names and not missing:
+        return None
+    return f"build requirements not installed: {missing} (of {list(names)})"
+
+
+def editable_build(satisfied: bool, reason: str, location: str | None, repo_dir: str, exit_code: int | None) -> str | None:
+    """Seed 000 step 3.6: vLLM is the editable install of the checkout, and the build command exited 0."""
+    if not satisfied:
+        return reason or "the source build is not satisfied"
+    if location != repo_dir:
+        return f"vllm's editable location is {location!r}, not {repo_dir}"
+    if exit_code != 0:
+        return f"the build command did not exit 0 (exit {exit_code})"
+    return None
+
+
+def build_minutes(seconds: float | None, max_min: float = DOC_BUILD_MAX_MIN) -> str | None:
+    """Seed 000 section 5: the build takes 15-45 min (above the window fails; faster is fine)."""
+    if seconds is None:
+        return "no build_seconds in the build log"
+    return f"source build took {seconds / 60:.1f} min, above the documents' {max_min} min" if seconds > max_min * 60 \
+        else None
+
+
+def artifacts_stay(exists: bool, build_dir: bool, repo_dir: str) -> str | None:
+    """Seed 001 4.3: the checkout and its build outputs are not cleaned up."""
+    if not exists:
+        return f"{repo_dir} is gone after the build"
+    return None if build_dir else f"no build directory left in {repo_dir} (seed 001 4.3: artifacts are not cleaned up)"
+
+
+def torch_requirement_met(requires: Sequence[str], torch: str, torch_after_step: str | None) -> str | None:
+    """Seed 002 G2: vLLM's own torch requirement accepts the venv's torch, and the torch step's torch is still there."""
+    from packaging.requirements import Requirement
+
+    bad = [q for q in requires if not Requirement(q.split(";")[0]).specifier.contains(torch.split("+")[0],
+                                                                                      prereleases=True)]
+    if bad:
+        return f"vLLM requires {list(requires)} but the venv has torch {torch}"
+    if torch_after_step != torch:
+        return f"torch changed after the torch step: {torch_after_step} -> {torch}"
+    return None
+
+
+# ------------------------------------------------------------------ the performance sweep (specs/test_87_sweep.py)
+def sweep_gaps(report: dict) -> str | None:
+    """Cells (shape / variant) that did not start, and points with fewer runs than the workload's rounds."""
+    want = report["workload"]["repeats"]
+    bad = []
+    for shape, s in report["shapes"].items():
+        for name, v in s["variants"].items():
+            if v.get("error"):
+                bad.append(f"{shape}/{name}: {v['error']}")
+                continue
+            short = {c: p["output_throughput"].get("n", 0) for c, p in v["points"].items()
+                     if p["output_throughput"].get("n", 0) < want}
+            if short:
+                bad.append(f"{shape}/{name}: runs per concurrency {short} of {want}")
+    return "; ".join(bad) or None
+
+
+def sweep_verdicts(comparisons: dict[str, dict], label: str) -> str | None:
+    """None unless a point's verdict is failed: `comparisons` is {shape: {concurrency: threshold_verdict}}."""
+    failed = [f"{shape} c={c}: median {v['gain_pct']:+.1f}% (best {v['best_pct']:+.1f}%) < {v['threshold_pct']}%"
+              for shape, per in comparisons.items() for c, v in per.items() if v.get("verdict") == "failed"]
+    return f"{label}: " + "; ".join(failed) if failed else None
+
+
+def roofline_fractions(fractions: dict[str, float | None]) -> str | None:
+    """Each concurrency-1 roofline fraction must be a measured share of the bandwidth floor, in (0, 1]."""
+    bad = {k: f for k, f in fractions.items() if f is None or not 0 < f <= 1.0}
+    return f"roofline fraction outside (0, 1]: {bad}" if bad else None

@@ -7,6 +7,7 @@ import pytest
 
 from provisioners.config.phoenix import load_config
 from provisioners.core.errors import ConfigError
+from provisioners.core.files import load_json
 from specs import checks
 
 pytestmark = pytest.mark.layer("config")
@@ -47,7 +48,7 @@ def test_ct921_engine_config_has_the_four_sections(phoenix_config):
 @pytest.mark.req("R003-4-replaces-flat-keys", "R003-P3.1-parse-engine-config")
 @pytest.mark.parametrize("legacy", ["vllm_args", "vllm_parameters"])
 def test_legacy_flat_keys_are_rejected_with_their_path(settings, tmp_path, legacy):
-    raw = json.loads(settings.config_path.read_text())
+    raw = load_json(settings.config_path)
     assert not any(legacy in ct for ct in raw["lxc_configs"].values()), "the shipped config uses a legacy key"
     raw["lxc_configs"]["921"][legacy] = "--max-model-len 8192"
     broken = tmp_path / "legacy.json"

@@ -15,7 +15,8 @@ from conftest import expect_ok
 
 from specs import checks
 
-pytestmark = pytest.mark.layer("container")
+# a local:// or ssh:// run installs on the host itself: there is no container for these specs to read
+pytestmark = [pytest.mark.layer("container"), pytest.mark.applies(targets=["pct", "lxc"])]
 
 
 def _inside_memory_limit(target) -> int | None:

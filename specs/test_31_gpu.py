@@ -15,14 +15,11 @@ from provisioners.facts import TorchInfo
 from provisioners.facts.kernels import decide_strategy, kernel_report, sm_name
 from provisioners.steps.perf import bandwidth_cached
 
-pytestmark = [
-    pytest.mark.layer("torch"),
-    # decided before any fixture: on docker:// the target is the serving container, where no layer of this
-    # file (apt, venv, torch) may install anything; the image's GPU facts are read by specs/test_90_docker.py
-    pytest.mark.skipif("str(config.getoption('phoenix_target') or '').startswith('docker://')",
-                       reason="not verified: on docker:// the GPU facts are read in the image by "
-                              "specs/test_90_docker.py; this file's layers would install inside the serving container"),
-]
+# every spec here reads a CUDA GPU (the `gpu` fixture): on a run without one it verifies none of its ids. On
+# docker:// the target is the serving container, where no layer of this file (apt, venv, torch) may install
+# anything: the image's GPU facts are read by specs/test_90_docker.py. Both are decided before any fixture runs.
+pytestmark = [pytest.mark.layer("torch"),
+              pytest.mark.applies(targets=["pct", "lxc", "local"], profiles=["gpu-blackwell", "gpu-hopper"])]
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +38,13 @@ def torch_gpu(target, toolchain, torch_layer, gpu):
 
 @pytest.fixture(scope="module")
 def kernels(target, toolchain, vllm_layer, gpu, settings):
-    rep = kernel_report(target, toolchain.python, gpu)
+    from provisioners.facts.kernels import cuda_tools_dir, read_dumps
+    tools = (cuda_tools_dir(toolchain.venv),)        # where a host without a CUDA toolkit has cuobjdump
+    rep = kernel_report(target, toolchain.python, gpu, tools)
     # keep the raw cuobjdump output: it is the evidence (and the unit tests' data)
     out = settings.out_dir / "cuobjdump"
     out.mkdir(parents=True, exist_ok=True)
-    from provisioners.facts.kernels import read_dumps
-    dumps = read_dumps(target, toolchain.python)
+    dumps = read_dumps(target, toolchain.python, tools=tools)
     for name, text in dumps["files"].items():
         (out / f"{name}.lelf.txt").write_text(text)
     (out / "report.json").write_text(json.dumps(rep.to_json(), indent=1))
@@ -111,6 +109,7 @@ NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1"
 
 
 @pytest.mark.req("R004-Ph1.3-nccl-multi-gpu")
+@pytest.mark.gpu_runtime("runs an all-reduce on the GPUs")
 def test_nccl_all_reduce_over_all_gpus(target, toolchain, torch_layer, gpu, evidence, settings):
     """All-reduce over every visible GPU: the right sum, and its bus bandwidth measured (1, 64, 512 MiB)."""
     from provisioners.steps.perf import gpu_count

@@ -6,12 +6,15 @@ from conftest import expect_ok
 
 from provisioners.config.engine import to_cli_args
 from provisioners.facts import DistDirectUrl
+from provisioners.facts.pins import PipCheck
 from specs import checks
 
 pytestmark = pytest.mark.layer("vllm")
 
 
 @pytest.mark.req("R000-S4-vllm-version-cli", "R003-6.2-vllm-version")
+@pytest.mark.gpu_runtime("runs vLLM's CLI, which infers the device when it builds its parser (vLLM 0.10.2 without a GPU: "
+                         "\"RuntimeError: Failed to infer device type\")")
 def test_vllm_version_cli_equals_the_pin(target, toolchain, vllm_layer, expect):
     r = expect_ok(target.run([toolchain.vllm, "--version"], timeout=300, env={"HF_HUB_OFFLINE": "1"}), "vllm --version")
     printed = r.stdout.strip().splitlines()[-1].strip()
@@ -44,6 +47,8 @@ def test_vllm_came_from_the_pinned_wheel(target, toolchain, vllm_layer, profile,
 
 
 @pytest.mark.req("R003-4-mirrors-engine-args")
+@pytest.mark.gpu_runtime("runs vLLM's CLI, which infers the device when it builds its parser (vLLM 0.10.2 without a GPU: "
+                         "\"RuntimeError: Failed to infer device type\")")
 def test_every_rendered_flag_is_known_to_the_installed_vllm(target, toolchain, vllm_layer, served_engine):
     r = expect_ok(target.run([toolchain.vllm, "serve", "--help=all"], timeout=300, env={"HF_HUB_OFFLINE": "1"}),
                   "vllm serve --help=all")
@@ -57,4 +62,14 @@ def test_the_only_vllm_is_the_venvs(target, toolchain, vllm_layer, profile):
     r = target.run(["find", "/", "-xdev", "-maxdepth", "7", "-type", "d", "-name", "vllm*.dist-info",
                     "-not", "-path", "/proc/*"], timeout=300)
     why = checks.only_venv_vllm(system.succeeded, r.stdout.split(), toolchain.venv)
+    assert not why, why
+
+
+@pytest.mark.req("R002-G2-no-torch-conflict")
+def test_pip_check_after_vllm(target, toolchain, vllm_layer, evidence):
+    """The venv as pip sees it once vLLM is in: every requirement met, the torch pin above all
+    (catalog R003-3.2-conflict-wheel-pins-torch: a silent swap is a failure, not a pass)."""
+    got = PipCheck(toolchain.python).read(target)
+    evidence("pip check", text="\n".join(got["lines"]))
+    why = checks.pip_check_clean(got)
     assert not why, why

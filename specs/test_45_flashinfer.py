@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from provisioners.facts.flashinfer import fallback_trigger, tag_version
+from provisioners.facts.pins import PipCheck
 
 pytestmark = pytest.mark.layer("flashinfer")
 
@@ -40,7 +41,7 @@ def test_flashinfer_checkout_is_at_the_tag(target, flashinfer_step, profile):
     tag = flashinfer_step.checkout_tag(target)
     if tag is None and not target.exists(profile.flashinfer.repo_dir):
         pytest.skip(f"not verified: no git checkout at {profile.flashinfer.repo_dir}; FlashInfer came from a "
-                    "wheel (offline wheelhouse / pre-installed), so there is no tag to read")
+                    "wheelhouse, the release's sdist on the index or was pre-installed, so there is no tag to read")
     from specs.checks import equal
     why = equal(tag, flashinfer_step.tag, f"git tag of {profile.flashinfer.repo_dir}")
     assert not why, why
@@ -72,4 +73,16 @@ def test_sampler_off_reaches_the_unit_when_fallback_2_is_active(flashinfer_step,
         pytest.skip("not verified: FlashInfer fallback 2 (sampler off) is not active in this run")
     from specs.checks import env_has
     why = env_has(dict(unit_model.env), {"VLLM_USE_FLASHINFER_SAMPLER": "0"})
+    assert not why, why
+
+
+@pytest.mark.req("R002-G2-no-torch-conflict")
+def test_pip_check_after_flashinfer(target, toolchain, flashinfer_step, evidence):
+    """FlashInfer at the documents' tag, installed on its own and not through vLLM's `flashinfer` extra (which
+    pins another release: catalog R003-P2.2-conflict-flashinfer-extra-pin), leaves pip seeing no conflict."""
+    from specs.checks import pip_check_clean
+    got = PipCheck(toolchain.python).read(target)
+    evidence("pip check", text="\n".join(got["lines"]) + f"\nvLLM extra pin: {flashinfer_step.vllm_extra_pin(target)}"
+             + f"\nJIT nvcc: {flashinfer_step.jit_nvcc(target)}")
+    why = pip_check_clean(got)
     assert not why, why

@@ -61,7 +61,7 @@ def test_models_over_https_with_only_the_root(service, tls_material):
 
 
 @pytest.mark.req("R001-2.1-stepca-tls")
-def test_plain_http_and_untrusted_clients_are_refused(service):
+def test_plain_http_and_untrusted_clients_are_refused(service, tls_material):
     url = httpx.URL(service.base_url)
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://{url.host}:{url.port}/v1/models", timeout=10)

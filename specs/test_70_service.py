@@ -44,8 +44,13 @@ def proc(target, pid: int, what: str) -> bytes:
 
 
 @pytest.mark.req("R003-6.3-service-status")
-def test_service_is_active_and_running(status):
+def test_service_is_active_and_running(status, svc, evidence):
     why = checks.service_running(status)
+    assert not why, why
+    deployed = svc.deployed()           # the restart count when the suite last started it
+    evidence("restarts since the last deploy", text=f"{status['manager']} restart count now {status['restarts']}; "
+                                                   f"at the last deploy: {deployed}")
+    why = checks.restarts_since_deploy(status, deployed)
     assert not why, why
 
 

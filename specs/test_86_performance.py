@@ -27,7 +27,8 @@ from provisioners.steps.perf import (
 )
 from provisioners.steps.service import UnitModel, service_step
 
-pytestmark = pytest.mark.layer("benchmark")
+# the FP8 / FlashInfer sampler matrix needs a CUDA GPU: on a run without one it verifies none of its ids
+pytestmark = [pytest.mark.layer("benchmark"), pytest.mark.applies(profiles=["gpu-blackwell", "gpu-hopper"])]
 
 
 def _fmt(x, unit=""):
@@ -35,7 +36,8 @@ def _fmt(x, unit=""):
 
 
 @pytest.fixture(scope="module")
-def perf_report(target, settings, converge, toolchain, service, unit_model, served_engine, layout, profile, tls_layer):
+def perf_report(target, settings, converge, toolchain, service, service_unit, unit_model, served_engine, layout, profile,
+                tls_layer):
     if not profile.gpu_arch:
         pytest.skip(f"not verified: FP8 and the FlashInfer sampler need a CUDA GPU; profile {profile.name} has none")
     bw = bandwidth_cached(target, toolchain.python, layout.state_dir)
@@ -55,7 +57,7 @@ def perf_report(target, settings, converge, toolchain, service, unit_model, serv
     step = PerfMatrix(variants, Workload.from_profile(profile.benchmark), vllm_bin=layout.vllm, python=toolchain.python,
                       base_url=service.base_url, served=served_engine.served_name,
                       tokenizer=served_engine.ModelConfig.model, state_dir=layout.state_dir, service_for=service_for,
-                      converge=converge, repeats=profile.benchmark.repeats,
+                      converge=lambda svc: converge(svc, variant=True), repeats=profile.benchmark.repeats,
                       bench_env={"SSL_CERT_FILE": tls_layer.ca_path} if tls_layer else {},
                       deadline_s=float(deadline) - time.time() if deadline else None,
                       log_path=str(settings.log_dir / "perf.log"), decode=decode)
@@ -65,6 +67,8 @@ def perf_report(target, settings, converge, toolchain, service, unit_model, serv
     except ProvisionError as exc:      # a matrix the time budget cut short: each spec says what is missing
         stopped = exc.message
     finally:
+        # the configured service serves again (a variant is never left running for the next spec or run)
+        converge(service_unit.step)
         results = step.results(target)
         cfg = target.read_text(f"{served_engine.ModelConfig.model}/config.json")
         report = build_report(results, workload=step.workload, bandwidth=bw, model_config=json.loads(cfg) if cfg else None,

@@ -104,6 +104,9 @@ def test_killed_vllm_process_is_restarted_and_healthy_again(target, svc, service
     # a positive pid only: `kill -KILL -PGID` is `kill -1` to procps-ng 4.0.2
     target.must(["kill", "-s", "KILL", str(pid)], what=f"could not kill the vLLM process {pid}")
     killed = time.monotonic()
+    # the restart this causes is the suite's own: noted in the deploy record, so the restart-count spec
+    # (R003-6.3) of a later run tells it from a crash
+    svc.record_injected_restart(f"SIGKILL to vLLM pid {pid} (fault injection, --destructive)")
     budget = svc.unit.restart_sec + profile.service.startup_timeout_s + 30
     gone = None
     while time.monotonic() - killed < 30:

@@ -27,7 +27,7 @@ from provisioners.facts.kernels import report_from_dumps
 from provisioners.facts.cert import inspect_cert, split_pem, verify_chain
 from specs import checks
 
-pytestmark = [pytest.mark.layer("docker")]
+pytestmark = [pytest.mark.layer("docker"), pytest.mark.applies(targets=["docker"])]
 PY = f"{VENV}/bin/python"
 REPO = Path(__file__).resolve().parent.parent
 

@@ -10,7 +10,9 @@ pytestmark = [pytest.mark.layer("idempotence"), pytest.mark.order(-1)]
 
 
 @pytest.mark.req("R003-2-idempotency", "R000-3-idempotency-skip", "R003-P2.2-flashinfer-clone-idempotent")
-def test_second_converge_changes_nothing(target, converge, ledger, settings, evidence, service):
+def test_second_converge_changes_nothing(target, converge, ledger, settings, evidence, request):
+    # the whole stack first; an --install-only run has converged its install layers only (no GPU to serve on)
+    request.getfixturevalue("flashinfer_layer" if settings.install_only else "service")
     if settings.audit:
         pytest.skip("not verified: --audit never converges, so there is no second converge to compare")
     assert converge.converged, "no layer converged in this run"

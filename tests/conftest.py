@@ -68,12 +68,14 @@ def spec_report(tmp_path_factory) -> Path:
 def converged_local(tmp_path_factory) -> Path:
     """The local target converged up to the running vLLM service (/opt/vllm, the tiny model, TLS, the
     supervised server), by the suite itself: `pytest specs/test_70_service.py`. Minutes on a fresh
-    machine, seconds on a converged one. Returns the run's out dir."""
+    machine, seconds on a converged one. Returns the run's out dir (its terminal output is in
+    pytest-output.txt there)."""
     from tests.stubs.safety_support import specs_lock
 
     out = tmp_path_factory.mktemp("converged-local")
     with specs_lock():
         r = _spec_run(out, "specs/test_70_service.py", timeout=2400)
+    (out / "pytest-output.txt").write_text(r.stdout + r.stderr)
     assert r.returncode == 0 and Path("/opt/vllm/bin/vllm").exists(), (
         f"converging the local target failed (exit {r.returncode}):\n{(r.stdout + r.stderr)[-4000:]}")
     return out

@@ -105,7 +105,7 @@ def test_summary_counts_every_status():
 
 # ------------------------------------------------------------------ judge / expect
 
-SUB = {"R1": Substitute(value="13.0", reason="borrowed H100"), "R2": Substitute(value=["9.0", "sm_90"], reason="x")}
+SUB = {"R1": Substitute(value="13.0", reason="the H100 host"), "R2": Substitute(value=["9.0", "sm_90"], reason="x")}
 
 
 def test_judge_passes_on_the_document_value():
@@ -114,7 +114,7 @@ def test_judge_passes_on_the_document_value():
 
 def test_judge_records_a_deviation_on_the_declared_substitute():
     (d,) = judge(["R1"], "13.0", "12.8", substitutes=SUB, profile="gpu-hopper", what="cuda")
-    assert (d.id, d.document, d.observed, d.reason, d.profile) == ("R1", "12.8", "13.0", "borrowed H100", "gpu-hopper")
+    assert (d.id, d.document, d.observed, d.reason, d.profile) == ("R1", "12.8", "13.0", "the H100 host", "gpu-hopper")
     assert judge(["R2"], "sm_90", "sm_120", substitutes=SUB)[0].observed == "sm_90"
 
 
@@ -163,3 +163,69 @@ def test_the_committed_h100_evidence_reads_its_substitutes_as_deviations():
         assert by[rid]["status"] == "deviation", rid
         assert f"observed {observed}" in by[rid]["reason"], by[rid]["reason"]
     assert set(doc["summary"]["total"]) == set(STATUSES)
+
+
+def named(outcome, name, *reqs, **kw):
+    return {**spec(outcome, *reqs, **kw), "nodeid": f"specs/test_86_performance.py::{name}"}
+
+
+def test_a_skipped_sibling_leaves_the_id_not_verified_and_names_the_spec():
+    # seen on a GPU run: the FP8-vs-BF16 spec skipped ("within noise") while the bench spec passed
+    noise = "not verified: FP8 vs BF16 within noise (spread 4.1% > gain 2.0%)"
+    rows = rows_for([named("passed", "test_bench_serve_completes_every_request", "R004-Ph4.1-benchmark-speed"),
+                     named("skipped", "test_fp8_is_faster_than_bf16_by_the_threshold", "R004-Ph4.1-benchmark-speed",
+                           message=noise)])
+    r = rows["R004-Ph4.1-benchmark-speed"]
+    assert r["status"] == "not verified"
+    assert r["reason"] == f"test_fp8_is_faster_than_bf16_by_the_threshold: {noise}"
+
+
+def test_a_sibling_that_never_reached_its_call_phase_leaves_the_id_not_verified():
+    rows = rows_for([named("passed", "test_a", "R003-6.4-v1-models"), named("not run", "test_b", "R003-6.4-v1-models")])
+    assert rows["R003-6.4-v1-models"]["status"] == "not verified"
+    assert rows["R003-6.4-v1-models"]["reason"] == "test_b: never reached its call phase"
+
+
+def test_not_verified_is_weaker_than_a_deviation_and_a_failure_weaker_than_both():
+    rows = rows_for([named("passed", "test_a", "R003-6.2-torch-cuda", deviations=[DEV]),
+                     named("skipped", "test_b", "R003-6.2-torch-cuda", message="not verified: x")],
+                    profile="gpu-hopper", target_scheme="local")
+    assert rows["R003-6.2-torch-cuda"]["status"] == "not verified"
+    rows = rows_for([named("skipped", "test_b", "R003-6.2-torch-cuda", message="not verified: x"),
+                     named("failed", "test_c", "R003-6.2-torch-cuda", message="torch.version.cuda is 12.1")])
+    assert rows["R003-6.2-torch-cuda"]["status"] == "failed"
+
+
+def test_a_spec_that_does_not_apply_to_the_run_is_left_out_of_its_ids():
+    # a docker-only spec on a local run: its id is verified by the specs that apply, never by the skip
+    docker = {**named("skipped", "test_completion_through_nginx", "R004-Ph3.T2-e2e-inference",
+                      message="not verified: test_completion_through_nginx applies to target docker; "
+                              "active target is local://"), "applies": False}
+    rows = rows_for([named("passed", "test_completion", "R004-Ph3.T2-e2e-inference"), docker],
+                    profile="cpu", target_scheme="local")
+    r = rows["R004-Ph3.T2-e2e-inference"]
+    assert r["status"] == "passed"
+    assert [s["outcome"] for s in r["specs"]] == ["passed", "skipped"] and r["specs"][1]["applies"] is False
+    # alone, it verifies nothing: not verified with its reason
+    alone = rows_for([docker], profile="cpu", target_scheme="local")["R004-Ph3.T2-e2e-inference"]
+    assert alone["status"] == "not verified" and "applies to target docker" in alone["reason"]
+
+
+def test_rows_keep_each_specs_message_and_deviations_for_a_re_render():
+    rows = rows_for([named("passed", "test_a", "R003-6.2-torch-cuda", deviations=[DEV]),
+                     named("failed", "test_c", "R003-6.4-v1-models", message="boom")], profile="gpu-hopper",
+                    target_scheme="local")
+    assert rows["R003-6.2-torch-cuda"]["specs"][0]["deviations"] == [DEV]
+    assert rows["R003-6.4-v1-models"]["specs"][0]["message"] == "boom"
+
+
+@pytest.mark.parametrize("text,message", [
+    ("profile torch index is ''\nassert ('/whl/nightly/' in '')", "profile torch index is ''"),
+    ("E   AssertionError: LD_LIBRARY_PATH\nE   assert '' == None\nE    +  where '' = {}.get('X')", "LD_LIBRARY_PATH"),
+    ("E   assert ('/whl/nightly/' in '')", "assert ('/whl/nightly/' in '') (the assertion has no message)"),
+    ("E   Failed: DID NOT RAISE <class 'httpx.HTTPError'>", "DID NOT RAISE <class 'httpx.HTTPError'>"),
+    ("[torch] pip failed\ncommand: pip install torch\nexit code: 1", "[torch] pip failed\ncommand: pip install torch\nexit code: 1"),
+])
+def test_a_failure_reads_as_its_message_never_pytests_assert_line(text, message):
+    from reports.verdict import failure_message
+    assert failure_message(text) == message

@@ -40,9 +40,9 @@ def test_run_sh_reassembles_what_pack_parts_wrote(tmp_path):
     env = {**os.environ, "PART_BYTES": "4000", "XZ_OPT": "-0"}
     subprocess.run(["bash", str(DEVICE / "pack_parts.sh"), str(w), str(parts)], check=True, env=env,
                    capture_output=True, text=True)
-    n = int((parts / "parts.txt").read_text())
+    n = int((parts / "p0" / "parts.txt").read_text())
     assert n >= 2, "the test wants several parts"
-    assert sorted(p.name for p in parts.iterdir()) == sorted([*(f"p{i}" for i in range(n)), "parts.txt"])
+    assert sorted(p.name for p in parts.iterdir()) == sorted(f"p{i}" for i in range(n))
     assert (parts / "p0" / "wheelhouse.sha256").exists()
 
     (repo / "tools" / "device").mkdir(parents=True)
@@ -55,7 +55,6 @@ def test_run_sh_reassembles_what_pack_parts_wrote(tmp_path):
         shutil.rmtree(carried, ignore_errors=True)
         (carried / f"p{i}").mkdir(parents=True)
         shutil.copytree(stash / f"p{i}", carried / f"p{i}", dirs_exist_ok=True)
-        shutil.copy(stash / "parts.txt", carried / "parts.txt")
         r = subprocess.run(["bash", "tools/device/run.sh", "recv", str(i)], cwd=repo, env=run_env,
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stdout + r.stderr
@@ -111,3 +110,79 @@ def test_readme_makefile_and_scripts_name_the_same_layout():
     for needle in (".whl/p0", "run.sh recv 0", "run.sh suite", "--wheelhouse"):
         assert needle in readme, needle
     assert not list(DEVICE.glob("patch_*.py")), "the suite is never patched at run time"
+
+
+# ------------------------------------------------------------------ the README's call table, replayed
+
+def _table(readme: str) -> list[tuple[str, str, str]]:
+    """(call, carry, command) rows of the call table in tools/device/README.md."""
+    rows = []
+    for line in readme.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and "run.sh" in cells[2]:
+            rows.append((cells[0], cells[1].strip("`"), cells[2].split("`")[1]))
+    return rows
+
+
+def _calls(rows, n: int) -> list[tuple[str | None, str]]:
+    """The table expanded for n parts: [(carried path or None, command), ...] in call order."""
+    out = []
+    for call, carry, cmd in rows:
+        if call.startswith("2 .."):
+            out += [(carry.replace("I", str(i)), cmd.replace(" I", f" {i}")) for i in range(1, n - 1)]
+        else:
+            last = str(n - 1)
+            out.append((None if carry == "-" else carry.replace("N-1", last), cmd.replace("N-1", last)))
+    return out
+
+
+def _checkout(dest: Path) -> None:
+    """What a call sends: the tracked files of the repository (no .whl, no venv)."""
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        src = ROOT / f
+        if src.is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / f)
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="needs the git checkout")
+def test_readme_call_table_replayed_call_by_call(tmp_path):
+    """Each call of the README's table in order, each seeing only the tracked tree plus what that call carries
+    (as the offline host receives it), the host's /tmp/acc kept between calls (a warm machine). The `suite`
+    calls run for real: here the gpu-hopper preflight refuses (no GPU), and run.sh must exit with pytest's code
+    and still bring back the results archive."""
+    w, stash, acc, out = tmp_path / "w", tmp_path / "bundle", tmp_path / "acc", tmp_path / "out"
+    want = _wheelhouse(w)
+    subprocess.run(["bash", str(DEVICE / "pack_parts.sh"), str(w), str(stash)], check=True, capture_output=True,
+                   env={**os.environ, "PART_BYTES": "4000", "XZ_OPT": "-0"})
+    n = len(list(stash.glob("p[0-9]*")))
+    assert n >= 3, "the test wants a middle row too"
+    base = tmp_path / "tree"
+    _checkout(base)
+    no_reqs = tmp_path / "no-extra-requirements.txt"
+    no_reqs.write_text("")
+    env = {**os.environ, "ACC": str(acc), "OUT": str(out), "RUNNER_REQS": str(no_reqs), "PHOENIX_PROGRESS": "0",
+           "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+    calls = _calls(_table((DEVICE / "README.md").read_text()), n)
+    assert [c for c, _ in calls] == [f".whl/p{i}" for i in range(n)] + [None], calls
+    for k, (carry, cmd) in enumerate(calls):
+        tree = tmp_path / f"call{k}"
+        shutil.copytree(base, tree, symlinks=True)
+        if carry:
+            shutil.copytree(stash / carry.split("/", 1)[1], tree / carry)
+        out.mkdir(exist_ok=True)
+        for f in out.iterdir():
+            f.unlink()
+        r = subprocess.run(["bash", "-c", cmd], cwd=tree, env=env, capture_output=True, text=True, timeout=600)
+        if "suite" not in cmd:
+            assert r.returncode == 0, (cmd, r.stdout[-3000:], r.stderr[-3000:])
+            continue
+        log = (r.stdout + r.stderr)[-4000:]
+        assert f"pytest rc={r.returncode} " in r.stdout, (cmd, log)       # run.sh exits with pytest's own code
+        assert r.returncode == 4, (cmd, log)                              # no GPU here: the preflight refuses
+        run = cmd.split("RUN=", 1)[1].split()[0]
+        assert (out / f"{run}.tgz").exists(), (cmd, log)
+        shutil.rmtree(tree)
+    got = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (acc / "wheelhouse").iterdir()}
+    assert got == want

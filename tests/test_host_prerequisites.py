@@ -50,6 +50,20 @@ def test_each_target_has_its_list():
     assert {"podman", "podman-compose", "runc", "golang-github-containernetworking-plugin-dnsname"} <= set(podman)
     assert set(pk["lxc"]) | set(podman) | {"chromium", "systemd", "openssh-server"} <= set(pk["tests"])
     assert {"golang-go", "golang-github-smallstep-certificates-dev", "openssl"} <= set(pk["local"])
+    assert {"golang-go", "golang-github-smallstep-certificates-dev"} <= set(pk["tests"])
+
+
+@pytest.mark.parametrize("mode", ["off", "existing"])
+def test_no_step_ca_build_when_the_config_builds_no_ca(mode):
+    """tls.mode off (the offline GPU host's config) or existing (a CA elsewhere): no go, no step-ca sources."""
+    for purpose in ("local", "lxc", "pct", "docker"):
+        pk = [n.package for n in needs_for(purpose, {}, tls_mode=mode)[0]]
+        assert "golang-go" not in pk and "golang-github-smallstep-certificates-dev" not in pk, (purpose, pk)
+        assert "openssl" in pk
+    tests = [n.package for n in needs_for("tests", {}, tls_mode=mode)[0]]
+    assert "golang-go" in tests, "the suite's own tests always build a local CA"
+    with pytest.raises(ValueError, match="tls.mode"):
+        needs_for("local", {}, tls_mode="of")
     assert [f.name for f in needs_for("lxc", {})[1]] == ["bridge", "conntrack", "cgroups", "user namespaces"]
 
 
@@ -220,9 +234,33 @@ def test_pytest_preflight_under_audit_is_one_line_before_anything_else(tmp_path,
     assert len(lines) == 1 and lines[0].startswith("ERROR: host prerequisites for "), lines
     assert f"{package} ({hide})" in lines[0] and "(--audit changes nothing)" in lines[0], lines[0]
     assert digest(DPKG_STATUS) == before
-    assert sorted(p.name for p in out.iterdir()) == ["ledger.json"], "the run went past the preflight"
-    entries = json.loads((out / "ledger.json").read_text())
+    # a refused run keeps what it recorded apart: ledger.json stays the last real run's
+    assert sorted(p.name for p in out.iterdir()) == ["refused.json"], "the run went past the preflight"
+    entries = json.loads((out / "refused.json").read_text())["steps"]
     assert [(e["name"], e["status"]) for e in entries] == [(f"host-{purpose_of(_url(args))[0]}", "drift")]
+
+
+@pytest.mark.real_target
+def test_offline_gpu_config_asks_apt_for_nothing(tmp_path):
+    """The offline GPU host's run (tools/device/phoenix_device.json, TLS off): with go hidden and apt unreachable
+    (an apt-get that records its call and fails as apt does without a network), the host step of `pytest specs/`
+    finds everything it needs, records `unchanged` and never calls apt."""
+    path = hidden_path(tmp_path / "path", "go")
+    calls = tmp_path / "apt-calls"
+    for tool in ("apt-get", "apt"):
+        fake = tmp_path / "path" / tool
+        fake.unlink(missing_ok=True)
+        fake.write_text(f"#!/bin/sh\necho \"$0 $*\" >> {calls}\necho 'E: no network' >&2\nexit 100\n")
+        fake.chmod(0o755)
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "pytest", "specs/", "-p", "no:cacheprovider", "--config",
+                        "tools/device/phoenix_device.json", "--phoenix-out", str(out), "-k", "no_spec_has_this_name"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PATH": path, "PHOENIX_PROGRESS": "0"})
+    assert not calls.exists(), calls.read_text()
+    assert "host prerequisites" not in r.stdout + r.stderr, r.stdout[-2000:] + r.stderr[-2000:]
+    entries = json.loads((out / "ledger.json").read_text())
+    assert [(e["name"], e["status"]) for e in entries][:1] == [("host-local", "unchanged")], entries
 
 
 @pytest.mark.real_target

@@ -1,7 +1,7 @@
 """The wheel-or-source decision, from REAL `cuobjdump -lelf` output (tests/data/cuobjdump/).
 
 Data: `*-local` dirs were captured here with cuobjdump 13.5 (PyPI nvidia-cuda-cuobjdump) from
-the published wheels; `*-h100` dirs on the borrowed H100 with the image's cuobjdump, from the
+the published wheels; `*-h100` dirs on the offline H100 host with the image's cuobjdump, from the
 vLLM installed there (tools/device/run.sh). vllm 0.8.5 carries no sm_120: the documents'
 "dependency deadlock". vllm 0.10.2 (seed 003's pin) and 0.26.0 do carry sm_120.
 """

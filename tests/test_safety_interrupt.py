@@ -198,3 +198,115 @@ def test_ctrl_c_ends_the_running_command_too(tmp_path):
     finally:
         if pid_alive(child):
             os.kill(child, signal.SIGKILL)
+
+
+# ------------------------------------------------------------------ SIGINT and SIGTERM in the middle of a step
+
+INTERRUPT_PLUGINS = [*PLUGINS, "fixtures.interrupt"]
+WRITER_PROBE = '''
+import os
+import pytest
+from provisioners.core.step import Observed, Step
+
+
+class WriterInstall(Step):
+    """Like `pip install` into a venv: a command that keeps writing files until it is done."""
+
+    name = "probe-install"
+
+    def __init__(self, dest, pidfile, rounds):
+        self.dest, self.pidfile, self.rounds = dest, pidfile, rounds
+
+    def check(self, target):
+        done = os.path.exists(os.path.join(self.dest, "DONE"))
+        return Observed(done, {"done": done}, "installed" if done else "not installed")
+
+    def apply(self, target, observed):
+        script = 'echo $$ > "$1"; mkdir -p "$2"; i=0; while [ $i -lt "$3" ]; do echo $i >> "$2/files"; i=$((i+1)); sleep 0.05; done; touch "$2/DONE"'
+        target.must(["/bin/sh", "-c", script, "probe", self.pidfile, self.dest, self.rounds],
+                    log_path=self.dest + ".log", progress="probe install", what="probe install failed")
+
+
+@pytest.fixture(scope="session")
+def installed(converge):
+    return converge(WriterInstall(os.environ["PROBE_DEST"], os.environ["PROBE_PID"], os.environ["PROBE_ROUNDS"]))
+
+
+@pytest.mark.req("R003-3.3-no-etc-environment")
+def test_first(settings):
+    assert settings.profile == "cpu", settings.profile
+
+
+@pytest.mark.req("R003-6.3-logs-no-errors")
+def test_after_the_install(installed):
+    assert installed.status in ("changed", "unchanged"), installed
+'''
+
+
+def _probe_run(tmp_path: Path, out: Path, rounds: int) -> subprocess.Popen:
+    probe = tmp_path / "probe" / "test_writer_probe.py"
+    probe.parent.mkdir(exist_ok=True)
+    probe.write_text(WRITER_PROBE)
+    argv = [sys.executable, "-m", "pytest", str(probe), "--rootdir", str(probe.parent), "-o", "addopts=",
+            "-p", "no:cacheprovider", "-p", "no:randomly", *[a for p in INTERRUPT_PLUGINS for a in ("-p", p)],
+            "--profile", "cpu", "--target", "local://", "--phoenix-out", str(out), "-rA", "-p", "no:logging"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PHOENIX_PROGRESS": "1", "PROBE_DEST": str(tmp_path / "dest"),
+           "PROBE_PID": str(tmp_path / "writer.pid"), "PROBE_ROUNDS": str(rounds)}
+    # the signals as a terminal or a job runner delivers them, whatever this test run ignores
+    return subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGTERM)])
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_interrupted_run_ends_its_command_records_the_step_and_keeps_the_complete_report(tmp_path, sig, request):
+    out = tmp_path / "out"
+    complete = _probe_run(tmp_path, out, rounds=1)          # a complete run first: its report is the baseline
+    text = complete.communicate(timeout=300)[0]
+    assert complete.returncode == 0, text[-3000:]
+    baseline = {p.name: p.read_bytes() for p in out.glob("compliance*")}
+    assert {"compliance.json", "compliance.md", "compliance.html"} <= set(baseline), sorted(baseline)
+    import shutil
+    shutil.rmtree(tmp_path / "dest")                         # the install is to be done again
+
+    run = _probe_run(tmp_path, out, rounds=100000)           # ~80 min of writing: only a signal ends it
+    pidfile = tmp_path / "writer.pid"
+    assert wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 120), run.stdout.read()[-3000:]
+    writer = int(pidfile.read_text())
+    files = tmp_path / "dest" / "files"
+    assert wait_until(lambda: files.exists() and files.stat().st_size > 0, 30)
+    sent = time.monotonic()
+    run.send_signal(sig)
+    text = run.communicate(timeout=120)[0]
+    took = time.monotonic() - sent
+    request.node.user_properties.append((f"{sig.name}_stop_s", round(took, 2)))
+    # the command in flight was ended with the run and waited for: nothing writes after pytest returned
+    assert not pid_alive(writer), f"the command {writer} outlived the {sig.name}ed run"
+    size = files.stat().st_size
+    time.sleep(1.0)
+    assert files.stat().st_size == size, "the interrupted command still writes"
+    assert run.returncode == pytest.ExitCode.INTERRUPTED, (run.returncode, text[-3000:])
+    assert took < 30, f"{took:.1f}s to stop"
+    assert f"phoenix: run INTERRUPTED by {sig.name} during step probe-install (apply)" in text, text[-3000:]
+    # the step it stopped in is in the ledger
+    ledger = json.loads((out / "ledger.json").read_text())
+    stopped = [e for e in ledger if e["name"] == "probe-install"]
+    assert stopped and stopped[-1]["status"] == "interrupted", ledger
+    assert stopped[-1]["note"] == f"interrupted by {sig.name} during apply", stopped[-1]
+    # the last complete report is untouched, the partial one is beside it and says so at the top
+    assert {p.name: p.read_bytes() for p in out.glob("compliance.*")} == \
+        {k: v for k, v in baseline.items() if k.startswith("compliance.")}, "the complete report was replaced"
+    partial = json.loads((out / "compliance-interrupted.json").read_text())
+    assert partial["meta"]["interrupted"]["signal"] == sig.name, partial["meta"]
+    assert partial["meta"]["interrupted"]["step"] == "probe-install", partial["meta"]
+    assert (out / "compliance-interrupted.md").read_text().startswith("# INTERRUPTED Compliance")
+    assert "> **INTERRUPTED** by " + sig.name in (out / "compliance-interrupted.md").read_text()
+    html = (out / "compliance-interrupted.html").read_text()
+    assert "<title>INTERRUPTED Compliance" in html and "id='interrupted'" in html
+    # the gate reads the complete report and says the latest run was interrupted
+    gate = subprocess.run([sys.executable, "-m", "reports.gate", "--compliance", str(out / "compliance.json")],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert "was interrupted by " + sig.name in gate.stdout, gate.stdout + gate.stderr
+    # the next complete run supersedes the partial report
+    again = _probe_run(tmp_path, out, rounds=1)
+    assert again.communicate(timeout=300)[0] and again.returncode == 0
+    assert not (out / "compliance-interrupted.json").exists()

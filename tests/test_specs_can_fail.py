@@ -122,6 +122,22 @@ CASES = [
          ("2.10.0.dev20250901+cu128", "2.9.0", True), ("2.11.0+cu130", "2.9.0", True), "not a nightly"),
     Case("specs/test_30_torch.py::test_torch_comes_from_the_nightly_index", "torch_from_nightly_cu",
          ("2.10.0.dev20250901+cu128",), ("2.9.0.dev20250901+cu129",), "not a +cu128 build"),
+    # R002-G2 / R003-3.2-conflict-wheel-pins-torch: the torch the vLLM wheel pins, and pip's own view after each step
+    Case("specs/test_30_torch.py::test_torch_is_the_one_the_vllm_wheel_pins", "torch_is_the_pin",
+         ("2.8.0", "2.8.0", "vllm==0.10.2"), ("2.9.0.dev20250901+cu128", "2.8.0", "vllm==0.10.2"),
+         "requires torch==2.8.0"),
+    Case("specs/test_30_torch.py::test_pip_check_after_torch", "pip_check_clean",
+         ({"ok": True, "rc": 0, "lines": ["No broken requirements found."]},),
+         ({"ok": False, "rc": 1, "lines": ["torchvision 0.23.0 has requirement torch==2.8.0, but you have torch "
+                                           "2.9.0.dev20250901+cu128."]},), "but you have torch 2.9.0.dev"),
+    Case("specs/test_40_vllm.py::test_pip_check_after_vllm", "pip_check_clean",
+         ({"ok": True, "rc": 0, "lines": ["No broken requirements found."]},),
+         ({"ok": False, "rc": 1, "lines": ["vllm 0.10.2 has requirement torch==2.8.0, but you have torch "
+                                           "2.9.0.dev20250901+cu128."]},), "vllm 0.10.2 has requirement torch==2.8.0"),
+    Case("specs/test_45_flashinfer.py::test_pip_check_after_flashinfer", "pip_check_clean",
+         ({"ok": True, "rc": 0, "lines": ["No broken requirements found."]},),
+         ({"ok": False, "rc": 1, "lines": ["flashinfer-python 0.3.1 requires nvidia-cudnn-frontend, which is not "
+                                           "installed."]},), "nvidia-cudnn-frontend"),
     Case("specs/test_40_vllm.py::test_vllm_version_cli_equals_the_pin", "vllm_version",
          ("0.10.2", "0.10.2"), ("0.26.0", "0.10.2"), "0.26.0"),
     Case("specs/test_40_vllm.py::test_import_vllm_works", "vllm_version",
@@ -147,6 +163,13 @@ CASES = [
     Case("specs/test_70_service.py::test_service_is_active_and_running", "service_running",
          ({"active": "active", "sub": "running", "main_pid": 7},), ({"active": "failed", "sub": "failed", "main_pid": 0},),
          "not active"),
+    Case("specs/test_70_service.py::test_service_is_active_and_running", "restarts_since_deploy",
+         ({"manager": "systemd", "restarts": 1}, {"at": "T", "restarts": 1, "injected": []}),
+         ({"manager": "systemd", "restarts": 2}, {"at": "T", "restarts": 1, "injected": []}), "1 restart(s) by systemd"),
+    Case("specs/test_70_service.py::test_service_is_active_and_running", "restarts_since_deploy",
+         ({"manager": "phoenix-supervise", "restarts": 1}, {"at": "T", "restarts": 0, "injected": [{"what": "kill"}]}),
+         ({"manager": "phoenix-supervise", "restarts": 2}, {"at": "T", "restarts": 0, "injected": [{"what": "kill"}]}),
+         "1 injected by the suite"),
     Case("specs/test_70_service.py::test_unit_is_enabled_and_loaded", "unit_enabled",
          ("enabled", "no"), ("enabled", "yes"), "NeedDaemonReload"),
     Case("specs/test_70_service.py::test_unit_file_is_the_render_of_the_config", "same_text",
@@ -328,3 +351,78 @@ def test_engine_values_are_the_configs_own():
     v = checks.engine_values(_ec())
     assert v["model"] == "meta-llama/Llama-3.2-3B-Instruct" and v["tensor_parallel_size"] == 2
     assert v["kv_cache_dtype"] == "fp8" and v["max_model_len"] == 8192
+
+
+# ---- vLLM built from source: facts read from the real build logs kept in docs/evidence ------------------------
+def _evidence_log(name: str) -> dict:
+    from pathlib import Path
+
+    from provisioners.steps.vllm_source import parse_source_log
+    return parse_source_log((Path(__file__).resolve().parent.parent / "docs" / "evidence" / name).read_text(errors="replace"))
+
+
+BUILT = _evidence_log("source-build-0.11.0-cpu-local.log")      # vLLM 0.11.0 compiled here (it stopped at numa.h)
+GUARDED = _evidence_log("source-build-0.10.2-guard.log")        # 0.10.2: a torch pin survived; the guard stopped it
+SUITE = _evidence_log("source-build-cpu-suite.log")             # the cpu-source build that finished (1,352 s)
+REPO = {"exists": True, "work_tree": True, "origin": "https://github.com/vllm-project/vllm.git",
+        "head": "b8b302cde434df8c9289a2b465406b47ebab1c2d", "branch": "HEAD", "status": [" M requirements/build.txt"],
+        "torch_pins": []}
+S = "specs/test_32_vllm_source.py::"
+CASES += [
+    Case(S + "test_the_fallback_is_recorded_with_its_reason", "fallback_recorded",
+         (["the wheel's kernels lack sm_120: falling back to the source build"],), ([],), "without a recorded reason"),
+    Case(S + "test_source_checkout_is_a_clone_of_vllm", "clone_of_vllm",
+         (REPO, "https://github.com/vllm-project/vllm.git"),
+         ({**REPO, "origin": "https://example.org/fork/llm.git"}, "https://github.com/vllm-project/vllm.git"), "fork"),
+    Case(S + "test_checkout_is_at_the_configured_commit", "checkout_at",
+         (REPO, REPO["head"]), ({**REPO, "status": [" M vllm/config.py"]}, REPO["head"]), "vllm/config.py"),
+    Case(S + "test_checkout_is_at_the_configured_commit", "sdist_at",
+         ("Metadata-Version: 2.1\nName: vllm\nVersion: 0.11.0\n", "0.11.0+cpu", "vllm==0.11.0", "/opt/vllm_repo"),
+         ("Metadata-Version: 2.1\nName: vllm\nVersion: 0.10.2\n", "0.10.2+cpu", "vllm==0.11.0", "/opt/vllm_repo"),
+         "PKG-INFO says 0.10.2"),
+    Case(S + "test_unpinned_source_tracks_main", "tracks_main",
+         ({**REPO, "branch": "main"},), (REPO,), "not main"),
+    Case(S + "test_build_ran_with_the_exported_build_env", "build_env",
+         (BUILT["env"], "", "cpu", 2), ({**BUILT["env"], "VLLM_FLASH_ATTN_VERSION": "3"}, "", "cpu", 2),
+         "VLLM_FLASH_ATTN_VERSION='3'"),
+    Case(S + "test_max_jobs_fits_the_memory", "max_jobs_fit",
+         (int(BUILT["env"]["MAX_JOBS"]), 23.4, 8.0), (int(SUITE["env"]["MAX_JOBS"]) * 4, 23.4, 8.0), "MAX_JOBS=8"),
+    Case(S + "test_stages_ran_in_order_in_one_shell", "stages_in_one_shell", (BUILT,), (GUARDED,), "build stages ran as"),
+    Case(S + "test_use_existing_torch_removed_the_torch_pins", "no_torch_pins",
+         ([],), (["requirements/build.txt: torch==2.8.0"],), "torch==2.8.0"),
+    Case(S + "test_build_requirements_are_installed", "build_requirements",
+         (["cmake", "ninja"], {"cmake": "3.31.6", "ninja": "1.11.1"}), (["cmake", "ninja"], {"cmake": "3.31.6"}),
+         "['ninja']"),
+    Case(S + "test_vllm_is_the_editable_build_from_the_checkout", "editable_build",
+         (True, "", "/opt/vllm_repo", "/opt/vllm_repo", SUITE["exit"]),
+         (True, "", "/opt/vllm_repo", "/opt/vllm_repo", BUILT["exit"]), "did not exit 0 (exit 1)"),
+    Case(S + "test_build_time_is_within_the_documents_window", "build_minutes",
+         (SUITE["build_seconds"], 45), (SUITE["build_seconds"] * 3.4, 45), "above the documents' 45 min"),
+    Case(S + "test_build_artifacts_stay", "artifacts_stay", (True, True, "/opt/vllm_repo"), (True, False, "/opt/vllm_repo"),
+         "no build directory"),
+    Case(S + "test_vllm_torch_requirement_is_the_installed_torch", "torch_requirement_met",
+         (["torch==2.8.0"], "2.8.0+cpu", "2.8.0+cpu"), (["torch==2.8.0"], "2.13.0+cpu", "2.13.0+cpu"),
+         "the venv has torch 2.13.0+cpu"),
+]
+
+# the performance sweep (specs/test_87_sweep.py); numbers as measured on an H100 (docs/evidence/gpu-h100/decode-8b)
+_SWEEP_POINT = {"output_throughput": {"n": 3}}
+_SWEEP = {"workload": {"repeats": 3}, "shapes": {"llama-3.1-8b": {"variants": {
+    "fp8_sampler1": {"points": {"1": _SWEEP_POINT}}, "bf16_sampler1": {"points": {"1": _SWEEP_POINT}}}}}}
+_SWEEP_SHORT = {"workload": {"repeats": 3}, "shapes": {"llama-3.1-8b": {"variants": {
+    "fp8_sampler1": {"points": {"1": {"output_throughput": {"n": 1}}}},
+    "bf16_sampler1": {"error": "server did not start: the vLLM engine died", "points": {}}}}}}
+_PASSED = {"verdict": "passed", "gain_pct": 49.8, "best_pct": 50.9, "threshold_pct": 10}
+_FAILED = {"verdict": "failed", "gain_pct": 5.2, "best_pct": 12.9, "threshold_pct": 20}
+CASES += [
+    Case("specs/test_87_sweep.py::test_every_shape_variant_and_concurrency_was_measured", "sweep_gaps",
+         (_SWEEP,), (_SWEEP_SHORT,), "did not start"),
+    Case("specs/test_87_sweep.py::test_fp8_is_faster_than_bf16_where_decode_is_memory_bound", "sweep_verdicts",
+         ({"llama-3.1-8b": {"1": _PASSED}}, "FP8 vs BF16"), ({"llama-3.1-8b": {"1": _FAILED}}, "FP8 vs BF16"),
+         "llama-3.1-8b c=1: median +5.2%"),
+    Case("specs/test_87_sweep.py::test_flashinfer_sampler_gain_at_every_concurrency", "sweep_verdicts",
+         ({"llama-3.2-3b": {"1": _PASSED, "32": _PASSED}}, "sampler"),
+         ({"llama-3.2-3b": {"1": _PASSED, "32": _FAILED}}, "sampler"), "c=32"),
+    Case("specs/test_87_sweep.py::test_decode_roofline_fraction_per_shape", "roofline_fractions",
+         ({"llama-3.1-8b/bf16_sampler1": 0.81},), ({"llama-3.1-8b/bf16_sampler1": 1.7},), "outside (0, 1]"),
+]

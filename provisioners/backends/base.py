@@ -57,6 +57,28 @@ class CommandResult:
                 f"stdout={redact(tail(self.stdout, 5))!r}, stderr={redact(tail(self.stderr, 10))!r})")
 
 
+def _group_alive(pgid: int) -> bool:
+    """A live (not zombie) process in the group? kill(-pgid, 0) would count zombies, and an orphan whose
+    new parent does not reap it stays one."""
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        try:
+            os.killpg(pgid, 0)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            return True
+    return False
+
+
 class Backend(ABC):
     """Runs argv lists on one target. Subclasses implement wrap(); put/get have shell-free defaults."""
 
@@ -115,14 +137,30 @@ class Backend(ABC):
                                 start_new_session=True)
 
     @staticmethod
-    def _kill(proc: subprocess.Popen) -> None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
+    def _kill(proc: subprocess.Popen, grace: float = 5.0) -> None:
+        """End the command's whole process group (started with setsid, it is the group's leader): TERM, up to `grace` s, then
+        KILL, and wait until no process of the group is left (pip's own children included), at most 10 s
+        more: an interrupted run returns only when nothing it started still writes."""
+        pgid = proc.pid
+
+        def gone(within: float) -> bool:
+            deadline = time.monotonic() + within
+            while time.monotonic() < deadline:
+                if proc.poll() is not None and not _group_alive(pgid):
+                    return True
+                time.sleep(0.05)
+            return False
+
+        for sig, within in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
             try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                break
+            if gone(within):
+                break
+        try:
+            proc.wait(1)
+        except subprocess.TimeoutExpired:
             pass
 
     def _run_captured(self, local, input, timeout):

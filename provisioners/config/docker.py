@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from provisioners.config.phoenix import format_validation_error
 from provisioners.core.errors import ConfigError
+from provisioners.core.files import load_yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_SRC = REPO_ROOT / "deploy" / "docker"
@@ -246,7 +247,7 @@ def load_deployment(profile: str, path: str | os.PathLike = DEPLOYMENT_FILE) -> 
     """deployment.yaml's top level, deep-merged with its `profiles.<profile>` section, validated."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path) or {}
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
     except yaml.YAMLError as exc:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from provisioners.config.engine import EngineConfig
 from provisioners.core.errors import ConfigError
+from provisioners.core.files import json_path, loads_json, loads_yaml
 from provisioners.core.secrets import register_env
 
 LEGACY_KEYS = {
@@ -230,6 +231,11 @@ class TorchExpect(_Model):
     expect_cuda: str | None = Field(default=None, description='torch.version.cuda, e.g. "12.8"; None = CPU build')
     min_version: str = "0"
     nightly: bool = False
+    follow_vllm_pin: bool = Field(default=False, description="on the vLLM wheel path install the torch the vLLM wheel "
+                                  "pins in its Requires-Dist (catalog R003-3.2-conflict-wheel-pins-torch) instead of "
+                                  "`spec`; the source path keeps `spec` (use_existing_torch.py frees vLLM's pin)")
+    pin_index_url: str | None = Field(default=None, description="index of the pinned torch on the wheel path; "
+                                      "None = pip's default index (PyPI's torch 2.8.0 is the CUDA 12.8 build)")
 
 
 class VllmSource(_Model):
@@ -269,6 +275,11 @@ class FlashInferExpect(_Model):
     tag: str = "v0.3.1"
     fallback_tag: str = "v0.3.0"
     sampler: bool = True
+    sources: list[Literal["git", "index"]] = Field(default=["git"], description="where each tag is installed from, "
+                                                   "in order: the tag's git checkout (seed 003 P2.2), then the "
+                                                   "flashinfer-python sdist of the same version on the package index")
+    jit_nvcc: str | None = Field(default=None, description="pip requirement of the nvcc FlashInfer's JIT compiles "
+                                 "with, installed into the venv (e.g. nvidia-cuda-nvcc-cu12==12.8.93: torch's CUDA)")
 
 
 class ModelProvision(_Model):
@@ -291,6 +302,16 @@ class BenchmarkExpect(_Model):
     top_p: float | None = None
     top_k: int | None = None
     repeats: int = Field(default=1, ge=1)
+
+
+class SweepExpect(_Model):
+    """The performance sweep (provisioners/steps/sweep.py): model shapes (Llama config keys over the 1B default,
+    served with --load-format dummy) x the variants x these concurrencies, `repeats` rounds after a warm-up."""
+    shapes: dict[str, dict[str, Any]] = {}
+    concurrency: list[int] = [1, 8, 32, 128]
+    input_len: int = Field(default=512, ge=1)
+    output_len: int = Field(default=128, ge=2)
+    repeats: int = Field(default=3, ge=1)
 
 
 class Thresholds(_Model):
@@ -324,29 +345,13 @@ class Profile(_Model):
     engine_overrides: dict[str, Any] = {}
     service: ServiceExpect = ServiceExpect()
     benchmark: BenchmarkExpect = BenchmarkExpect()
+    sweep: SweepExpect | None = None
     thresholds: Thresholds = Thresholds()
     build_env: dict[str, str] = {}
     substitutes: dict[str, Substitute] = Field(default={}, description="catalog id -> declared substitute")
 
 
 # ------------------------------------------------------------------------------- loading
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def json_path(loc) -> str:
-    """A pydantic error location as the JSON path an operator reads. Keys that are not plain
-    (spaces, dots, control characters, non-ASCII) are shown JSON-quoted, so none hides in a terminal.
-
-    >>> json_path(("lxc_configs", "921", "cores")), json_path(("lxc_configs", "9.21 x", 0))
-    ('lxc_configs.921.cores', 'lxc_configs["9.21 x"].0')
-    """
-    out = ""
-    for part in loc:
-        part = str(part)
-        out += f".{part}" if _PLAIN_KEY.fullmatch(part) else f"[{json.dumps(part)}]"
-    return out.lstrip(".")
-
-
 def _visible(text: str) -> str:
     """Escape characters a terminal would not show (\r, \x1b, U+202E...) in a message."""
     return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
@@ -371,7 +376,7 @@ def _read(path: Path) -> Any:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})") from None
     try:
-        return yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+        return loads_yaml(text, str(path)) if path.suffix in (".yaml", ".yml") else loads_json(text, str(path))
     except RecursionError:
         raise ConfigError(f"{path}: nested too deeply to be a config") from None
     except json.JSONDecodeError as exc:
@@ -409,6 +414,8 @@ def load_profile(name: str, directory: Path = PROFILES_DIR) -> Profile:
         raise ConfigError(format_validation_error(exc, str(path), prefix=("engine_overrides",))) from None
     if profile.vllm.lock and lock_path(profile.vllm.lock, directory) is None:
         raise ConfigError(f"{path}: vllm.lock: {profile.vllm.lock} is not a file in {directory} or {PROFILES_DIR}")
+    if profile.vllm.lock:
+        lock_pins(profile.vllm.lock, directory)     # a package pinned twice stops the run here (exit 4)
     register_env(profile.service.env)
     register_env(profile.build_env)
     return profile
@@ -427,5 +434,15 @@ def lock_pins(lock: str, directory: Path = PROFILES_DIR) -> list[str]:
     path = lock_path(lock, directory)
     if path is None:
         raise ConfigError(f"vllm.lock: {lock} is not a file in {directory} or {PROFILES_DIR}")
-    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
-    return [line for line in lines if line]
+    pins, first = [], {}
+    for no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name = re.sub(r"[-_.]+", "-", re.split(r"[\s<>=!~;\[@]", line, maxsplit=1)[0]).lower()
+        if name in first:       # pip would refuse a double pin only at install time; say it now, with both lines
+            raise ConfigError(f"{path}: {name} is pinned twice (line {first[name]} and line {no}): a package may "
+                              "appear once")
+        first[name] = no
+        pins.append(line)
+    return pins

@@ -51,3 +51,12 @@ class ConfigError(ProvisionError, ValueError):
 
 class RefusedTarget(ProvisionError, PermissionError):
     """The suite was asked to act on something the config does not own."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was told to stop (SIGINT from Ctrl-C, or SIGTERM from a job cancel or `kill`). A
+    KeyboardInterrupt, so pytest and every `except BaseException` cleanup treat both alike."""
+
+    def __init__(self, signal_name: str = "SIGINT"):
+        self.signal_name = signal_name
+        super().__init__(f"interrupted by {signal_name}")

@@ -7,7 +7,6 @@ check() runs and an unsatisfied step is recorded as drift.
 """
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from provisioners.core.errors import ProvisionError
+from provisioners.core.files import WriteFailed, write_json
 from provisioners.core.progress import emit
 from provisioners.core.secrets import redact_obj
 
@@ -33,7 +33,7 @@ class Observed:
 @dataclass
 class StepResult:
     name: str
-    status: str               # "unchanged" | "changed" | "drift" (audit) | "failed"
+    status: str               # "unchanged" | "changed" | "drift" (audit) | "failed" | "interrupted"
     changed: bool
     before: dict[str, Any]
     after: dict[str, Any]
@@ -62,7 +62,21 @@ class Step(ABC):
 
     def converge(self, target, *, audit: bool = False, ledger: Ledger | None = None) -> StepResult:
         start = time.monotonic()
+        self._phase, self._before = "check", None
+        try:
+            return self._converge(target, audit=audit, ledger=ledger, start=start)
+        except KeyboardInterrupt as exc:       # Ctrl-C or SIGTERM (core.errors.Interrupted): say where it stopped
+            if ledger is not None:
+                how = getattr(exc, "signal_name", "SIGINT")
+                ledger.record(StepResult(self.name, "interrupted", False, self._before or {}, {},
+                                         time.monotonic() - start, note=f"interrupted by {how} during {self._phase}",
+                                         log=self.log_path, error=f"interrupted by {how}"))
+            emit(f"{self.name}: interrupted during {self._phase} ({time.monotonic() - start:.1f}s)")
+            raise
+
+    def _converge(self, target, *, audit: bool, ledger: Ledger | None, start: float) -> StepResult:
         before = self.check(target)
+        self._before = before.state
         if before.satisfied:
             result = StepResult(self.name, "unchanged", False, before.state, before.state,
                                 time.monotonic() - start, note=before.reason or "already in the desired state",
@@ -74,7 +88,9 @@ class Step(ABC):
         else:
             emit(f"{self.name}: converging ({before.reason or 'not in the desired state'})")
             try:
+                self._phase = "apply"
                 self.apply(target, before)
+                self._phase = "the check after apply"
                 after = self.check(target)
             except ProvisionError as exc:
                 exc.step = exc.step or self.name
@@ -107,12 +123,19 @@ class Ledger:
 
     The ledger records; it is never read back as truth (STYLE rule 6).
     `pass_no` counts converge passes: pass 2 is the idempotence check.
+    `held=True`: entries stay in memory until `admit()` (the run passed every preflight), so a run that
+    is refused never replaces the last real run's ledger; `set_aside_as(path)` writes them elsewhere.
+    Every write is atomic (provisioners.core.files); a write that fails (a full disk, a read-only
+    checkout) leaves the old file whole, is kept in `write_error` (the run's last lines say it) and
+    never fails a step.
     """
 
-    def __init__(self, path: str | os.PathLike | None = None):
+    def __init__(self, path: str | os.PathLike | None = None, *, held: bool = False):
         self.path = Path(path) if path else None
         self.results: list[tuple[int, StepResult]] = []
         self.pass_no = 1
+        self.held = held
+        self.write_error: str | None = None
         self._lock = threading.Lock()
 
     def record(self, result: StepResult) -> None:
@@ -123,11 +146,29 @@ class Ledger:
     def of_pass(self, pass_no: int) -> list[StepResult]:
         return [r for p, r in self.results if p == pass_no]
 
+    def entries(self) -> list[dict[str, Any]]:
+        return [{"pass": p, **r.to_json()} for p, r in self.results]
+
+    def admit(self) -> None:
+        """The run is a real one: from now on (and for what it recorded so far) the ledger is written."""
+        with self._lock:
+            self.held = False
+            self.write()
+
+    def set_aside_as(self, path: str | os.PathLike, **about: Any) -> Path | None:
+        """A refused run's entries, written to `path` (not over the last real run's ledger)."""
+        try:
+            return write_json(path, {**about, "steps": self.entries()}, default=str)
+        except WriteFailed as exc:
+            self.write_error = str(exc)
+            return None
+
     def write(self) -> None:
-        if not self.path:
+        if not self.path or self.held:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        data = [{"pass": p, **r.to_json()} for p, r in self.results]
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2, default=str))
-        tmp.replace(self.path)
+        try:
+            write_json(self.path, self.entries(), default=str)
+        except WriteFailed as exc:          # said once, at the end of the run (fixtures/reporting.py)
+            self.write_error = str(exc)
+        else:
+            self.write_error = None

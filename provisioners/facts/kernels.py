@@ -35,6 +35,11 @@ if spec and spec.submodule_search_locations:
     for cand in (os.environ.get("CUDA_HOME", ""), "/usr/local/cuda"):
         if not exe and cand and os.path.exists(os.path.join(cand, "bin", "cuobjdump")):
             exe = os.path.join(cand, "bin", "cuobjdump")
+    # no CUDA toolkit (an install-only host): the nvidia-cuda-cuobjdump wheel, unpacked in a tools dir
+    for tools in sys.argv[1:]:
+        found = sorted(glob.glob(os.path.join(tools, "nvidia", "*", "bin", "cuobjdump")))
+        if not exe and found:
+            exe = found[-1]
     out["cuobjdump"] = exe
     libs = sorted(set(glob.glob(os.path.join(pkg, "_C*.so")) + glob.glob(os.path.join(pkg, "_moe_C*.so"))))
     for lib in libs:
@@ -48,6 +53,12 @@ if spec and spec.submodule_search_locations:
             out["errors"][name] = (r.stderr or r.stdout)[-400:]
 print(json.dumps(out))
 """
+
+
+def cuda_tools_dir(venv: str) -> str:
+    """Where an install-only host keeps the unpacked nvidia-cuda-cuobjdump wheel: beside the venv's own files,
+    never on its sys.path (provisioners/steps/cuda_tools.py)."""
+    return venv.rstrip("/") + "/cuda-tools"
 
 
 def sm_name(arch: str) -> str:
@@ -116,9 +127,10 @@ def report_from_dumps(arch: str, dumps: dict[str, str], **kw) -> KernelReport:
     return KernelReport(arch, {f: parse_lelf(t) for f, t in dumps.items()}, **kw)
 
 
-def read_dumps(target, python: str, *, timeout: float = 600) -> dict:
-    """Run the fact on the target: {"package_dir", "cuobjdump", "files": {name: stdout}, "errors"}."""
-    r = target.run([python, "-c", _SCRIPT], timeout=timeout)
+def read_dumps(target, python: str, *, timeout: float = 600, tools: tuple[str, ...] = ()) -> dict:
+    """Run the fact on the target: {"package_dir", "cuobjdump", "files": {name: stdout}, "errors"}.
+    tools: folders holding an unpacked nvidia-cuda-cuobjdump wheel, tried after PATH and the CUDA toolkit."""
+    r = target.run([python, "-c", _SCRIPT, *tools], timeout=timeout)
     if r.failed:
         raise FactError("could not list vLLM's kernel libraries", argv=r.argv[:2], rc=r.rc, stderr=r.stderr)
     try:
@@ -132,19 +144,19 @@ def kernel_archs(target, python: str) -> dict[str, set[str]]:
     return {f: parse_lelf(t) for f, t in read_dumps(target, python)["files"].items()}
 
 
-def kernel_report(target, python: str, arch: str) -> KernelReport:
-    d = read_dumps(target, python)
+def kernel_report(target, python: str, arch: str, tools: tuple[str, ...] = ()) -> KernelReport:
+    d = read_dumps(target, python, tools=tools)
     return report_from_dumps(arch, d["files"], package_dir=d["package_dir"], cuobjdump=d["cuobjdump"],
                              errors=d["errors"])
 
 
-def kernel_check(python: str, arch: str | None) -> Callable[[object], tuple[bool, str]] | None:
+def kernel_check(python: str, arch: str | None, tools: tuple[str, ...] = ()) -> Callable[[object], tuple[bool, str]] | None:
     """The `kernel_check` the vllm step takes: (target) -> (ok, reason). None when there is no GPU arch."""
     if not arch:
         return None
 
     def _check(target) -> tuple[bool, str]:
-        rep = kernel_report(target, python, arch)
+        rep = kernel_report(target, python, arch, tools)
         return rep.ok, rep.reason
 
     return _check

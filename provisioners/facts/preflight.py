@@ -130,6 +130,9 @@ def python_packages(profile) -> list[str]:
 def index_urls(profile) -> list[str]:
     """Index pages the profile's installs need: the torch index's project page."""
     urls = []
-    if profile.torch.index_url:
-        urls.append(profile.torch.index_url.rstrip("/") + "/torch/")
+    # on the vLLM wheel path a profile that follows the wheel's torch pin installs from the pin's index, not `index_url`
+    pinned = profile.torch.follow_vllm_pin and profile.vllm.strategy == "wheel"
+    index = profile.torch.pin_index_url if pinned else profile.torch.index_url
+    if index:
+        urls.append(index.rstrip("/") + "/torch/")
     return urls

@@ -56,15 +56,25 @@ def _ensurepip() -> str:
     return str(Path(sysconfig.get_paths()["stdlib"]) / "ensurepip")
 
 
-def common_needs() -> list[Need]:
-    """Every run: the venv, keys and certificates, the local Step-CA built from Debian's Go sources."""
-    return [
+TLS_MODES = ("bootstrap", "existing", "off")
+STEP_CA_NEEDS = [
+    Need("golang-go", "step-ca is built from Debian's sources with go", commands=("go",)),
+    Need("golang-github-smallstep-certificates-dev", "the step-ca sources",
+         paths=("/usr/share/gocode/src/github.com/smallstep/certificates",)),
+]
+
+
+def common_needs(tls_mode: str = "bootstrap") -> list[Need]:
+    """Every run: the venv, keys and certificates; the local Step-CA, built from Debian's Go sources, only
+    when the config's `tls.mode` is `bootstrap` (`existing` uses a CA elsewhere, `off` none: an offline GPU
+    host with TLS off is asked for nothing it does not use)."""
+    if tls_mode not in TLS_MODES:
+        raise ValueError(f"tls.mode {tls_mode!r}: one of {', '.join(TLS_MODES)}")
+    needs = [
         Need("python3-venv", "python3 -m venv (the suite's and the target's venv)", paths=(_ensurepip(),)),
         Need("openssl", "keys and certificate checks", commands=("openssl",)),
-        Need("golang-go", "step-ca is built from Debian's sources with go", commands=("go",)),
-        Need("golang-github-smallstep-certificates-dev", "the step-ca sources",
-             paths=("/usr/share/gocode/src/github.com/smallstep/certificates",)),
     ]
+    return needs + (STEP_CA_NEEDS if tls_mode == "bootstrap" else [])
 
 
 LXC_NEEDS = [
@@ -130,8 +140,10 @@ def _dedup_kernel(features: Sequence[KernelFeature]) -> list[KernelFeature]:
 
 
 def needs_for(purpose: str, env: Mapping[str, str] | None = None, *, via_ssh: bool = False,
-              engine: EngineChoice | None = None) -> tuple[list[Need], list[KernelFeature]]:
-    """The packages and kernel features the machine running pytest needs for `purpose`.
+              tls_mode: str = "bootstrap", engine: EngineChoice | None = None
+              ) -> tuple[list[Need], list[KernelFeature]]:
+    """The packages and kernel features the machine running pytest needs for `purpose` and the config's
+    `tls_mode` (the tests always build a local CA: `bootstrap`).
 
     docker: those of `engine` (default: choose_engine(env)); a docker client whose daemon does not
     answer is no engine, so such a host gets podman.
@@ -140,7 +152,7 @@ def needs_for(purpose: str, env: Mapping[str, str] | None = None, *, via_ssh: bo
     ['nftables', 'iproute2']
     """
     env = os.environ if env is None else env
-    needs, kernel = common_needs(), []
+    needs, kernel = common_needs("bootstrap" if purpose == "tests" else tls_mode), []
     if purpose == "local":
         pass
     elif purpose == "lxc":
@@ -273,7 +285,8 @@ class HostPrerequisites(Step):
 
 def preflight(purpose: str, *, audit: bool = False, ledger: Ledger | None = None, via_ssh: bool = False,
               env: Mapping[str, str] | None = None, host: Backend | None = None,
-              log_path: str | None = None, engine: EngineChoice | None = None) -> StepResult:
+              log_path: str | None = None, tls_mode: str = "bootstrap", engine: EngineChoice | None = None
+              ) -> StepResult:
     """Check the host for `purpose`; install what is missing when root and not auditing.
 
     Raises MissingPrerequisites (one line; nothing changed) without root or under --audit.
@@ -281,7 +294,7 @@ def preflight(purpose: str, *, audit: bool = False, ledger: Ledger | None = None
     """
     if purpose == "docker" and engine is None:
         engine = choose_engine(env)
-    needs, kernel = needs_for(purpose, env, via_ssh=via_ssh, engine=engine)
+    needs, kernel = needs_for(purpose, env, via_ssh=via_ssh, tls_mode=tls_mode, engine=engine)
     step = HostPrerequisites(purpose, needs, kernel, host=host, log_path=log_path, engine=engine)
     start = time.monotonic()
     observed = step.check()
@@ -314,6 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--audit", action="store_true", help="check only: change nothing, exit 4 when something is missing")
     ap.add_argument("--ledger", help="append the step's result to this ledger JSON file")
     ap.add_argument("--log", help="apt-get/modprobe output goes here")
+    ap.add_argument("--tls-mode", choices=TLS_MODES, default="bootstrap",
+                    help="the config's tls.mode: only `bootstrap` needs go and the step-ca sources (default)")
     a = ap.parse_args(argv)
     purpose, via_ssh = (a.purpose, False) if a.purpose else purpose_of(a.target)
     ledger = Ledger(a.ledger) if a.ledger else None
@@ -321,7 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         engine = choose_engine() if purpose == "docker" else None
         if engine is not None:
             print(engine.line(), file=sys.stderr)
-        result = preflight(purpose, audit=a.audit, ledger=ledger, via_ssh=via_ssh, log_path=a.log, engine=engine)
+        result = preflight(purpose, audit=a.audit, ledger=ledger, via_ssh=via_ssh, log_path=a.log,
+                           tls_mode=a.tls_mode, engine=engine)
     except (MissingPrerequisites, EngineError) as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_MISSING

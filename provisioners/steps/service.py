@@ -25,6 +25,7 @@ from provisioners.core.step import Observed, Step
 from provisioners.config.engine import EngineConfig, to_cli_args
 from provisioners.core.errors import ProvisionError, tail
 from provisioners.facts import HasSystemd
+from provisioners.facts.service import DeployRecord, SupervisorRestarts, conflicts, port_listeners
 from provisioners.facts.systemd import UnitJournal, UnitProperty, UnitStatus
 from provisioners.core.progress import Heartbeat
 from provisioners.scripts import read as read_script
@@ -65,6 +66,7 @@ class UnitModel:
     restart_sec: int = 5
     name: str = UNIT_NAME
     tls: tuple[str, str] | None = None            # (keyfile, certfile) on the target
+    listen: tuple[str, int] | None = None         # (host, port) the server binds: checked free before a start
 
     @classmethod
     def build(cls, *, vllm_bin: str, engine: EngineConfig, profile_env: dict[str, str],
@@ -75,7 +77,8 @@ class UnitModel:
             values["VLLM_USE_FLASHINFER_SAMPLER"] = "1" if sampler else "0"
         env += sorted(values.items(), key=lambda kv: (kv[0] not in UNSET_FIRST, kv[0]))
         args = to_cli_args(engine, ssl_keyfile=tls[0] if tls else None, ssl_certfile=tls[1] if tls else None)
-        return cls(exec_argv=(vllm_bin, "serve", *args), env=tuple(env), tls=tls, name=name)
+        return cls(exec_argv=(vllm_bin, "serve", *args), env=tuple(env), tls=tls, name=name,
+                   listen=(engine.ServerConfig.host, int(engine.ServerConfig.port)))
 
     @property
     def effective_env(self) -> dict[str, str]:
@@ -114,6 +117,16 @@ class Endpoint:
     model_dir: str = ""
     log_hint: str = ""                  # where to read the server log (journal or file)
 
+    def curl(self, path: str = "/v1/models") -> str:
+        """A command line an operator can paste to reach the service (the CA file verifies https).
+
+        >>> Endpoint("https://127.0.0.1:8000", ca_file="/ca/root_ca.crt").curl()
+        'curl --cacert /ca/root_ca.crt https://127.0.0.1:8000/v1/models'
+        """
+        import shlex
+
+        return shlex.join(["curl", *(["--cacert", self.ca_file] if self.ca_file else []), self.base_url + path])
+
     def client(self, timeout: float = 60) -> httpx.Client:
         verify: ssl.SSLContext | bool = True
         if self.ca_file:
@@ -131,29 +144,40 @@ _PREFIX = re.compile(r"^(\(\w+ pid=\d+\)\s*)?((ERROR|WARNING|INFO|CRITICAL) \S+ 
 _NOT_ROOT = re.compile(r"See root cause above|Engine core initialization failed|EngineDeadError")
 
 
+def root_cause(log: str) -> str | None:
+    """The first exception line of a traceback in the log (`SomeError: message`, the process and log
+    prefixes stripped), or a CUDA error line; the API server's "See root cause above" is never the root.
+    None when the log has no traceback."""
+    in_traceback = False
+    for line in log.splitlines():   # a warning's "SomeError: ..." without a traceback is not a root
+        body = _PREFIX.sub("", line.strip())
+        in_traceback = in_traceback or "Traceback (most recent call last)" in body
+        m = _EXC_LINE.search(body)
+        if m and not _NOT_ROOT.search(body) and (in_traceback or "CUDA error" in body):
+            return body[m.start():][:400]
+    return None
+
+
 def engine_death(log: str) -> str | None:
     """The root error line when the log shows the engine core died, else None.
 
-    The root is the first exception line (`SomeError: message`) of the log, with the process and log
-    prefixes stripped; the API server's own "Engine core initialization failed. See root cause above"
-    is never the root. Falls back to the first line that matched the death pattern."""
+    The root is the first exception line of the log (root_cause); falls back to the first line that
+    matched the death pattern."""
     lines = log.splitlines()
     hits = [i for i, line in enumerate(lines) if _ENGINE_DEAD.search(line)]
     if not hits:
         return None
-    in_traceback = False
-    for line in lines:            # a warning's "SomeError: ..." without a traceback is not a root
-        body = _PREFIX.sub("", line.strip())
-        in_traceback = in_traceback or body.startswith("Traceback (most recent call last)")
-        m = _EXC_LINE.search(body)
-        if m and not _NOT_ROOT.search(body) and (in_traceback or "CUDA error" in body):
-            return body[m.start():][:400]
-    return _PREFIX.sub("", lines[hits[0]].strip())[:400]
+    return root_cause(log) or _PREFIX.sub("", lines[hits[0]].strip())[:400]
 
 
-def wait_healthy(endpoint: Endpoint, *, timeout: float, alive, log_tail, label: str, dead=None) -> float:
+class ServerExited(ProvisionError):
+    """The server (or its engine) died during start-up: not a slow start."""
+
+
+def wait_healthy(endpoint: Endpoint, *, timeout: float, alive, log_tail, label: str, dead=None, cause=None) -> float:
     """Poll GET /health every 0.5 s. alive() -> bool says if the server process still exists;
-    dead() -> root error line or None says if its engine died while the process lives on (read every 2 s)."""
+    dead() -> root error line or None says if its engine died while the process lives on (read every 2 s);
+    cause() -> the root error line of a server that exited (its log's first traceback), the headline."""
     beat = Heartbeat(label)
     start = time.monotonic()
     last = ""
@@ -168,16 +192,16 @@ def wait_healthy(endpoint: Endpoint, *, timeout: float, alive, log_tail, label: 
             except httpx.HTTPError as exc:
                 last = f"{type(exc).__name__}"
             if not alive():
-                root = dead() if dead else None
-                raise ProvisionError(f"the vLLM server exited before /health answered"
-                                     f"{': ' + root if root else ''} ({endpoint.log_hint})", stderr=log_tail())
+                root = (cause or dead)() if (cause or dead) else None
+                raise ServerExited(f"the vLLM server exited before /health answered"
+                                   f"{': ' + root if root else ''} ({endpoint.log_hint})", stderr=log_tail())
             polls += 1
             if dead and polls % 4 == 0:
                 root = dead()
                 if root:
-                    raise ProvisionError(f"the vLLM engine died during start-up after "
-                                         f"{time.monotonic() - start:.0f}s: {root} ({endpoint.log_hint})",
-                                         stderr=log_tail())
+                    raise ServerExited(f"the vLLM engine died during start-up after "
+                                       f"{time.monotonic() - start:.0f}s: {root} ({endpoint.log_hint})",
+                                       stderr=log_tail())
             beat.tick(f"waiting for {endpoint.base_url}/health ({last})")
             time.sleep(0.5)
     raise ProvisionError(f"/health did not answer within {timeout:.0f}s ({last}; {endpoint.log_hint})",
@@ -202,11 +226,72 @@ class _ServiceStep(Step):
         """Where an operator reads this service's log."""
         raise NotImplementedError
 
+    def start_log(self, target) -> str:
+        """The server's log since this step started it (every attempt of this start, crashes included)."""
+        return self.current_log(target)
+
     def _wait_started(self, target, alive) -> None:
-        """Wait for /health; fail early when `alive()` says the server died or its log shows a dead engine."""
-        self.startup_seconds = wait_healthy(self.endpoint, timeout=self.startup_timeout, alive=alive,
-                                            log_tail=lambda: self.log_tail(target), label="service: vLLM start",
-                                            dead=lambda: engine_death(self.current_log(target)))
+        """Wait for /health; fail early when `alive()` says the server died or its log shows a dead engine.
+        A server that died is stopped (no restart loop left running behind the error), and the headline
+        is the root error line of its log."""
+        try:
+            self.startup_seconds = wait_healthy(self.endpoint, timeout=self.startup_timeout, alive=alive,
+                                                log_tail=lambda: self.log_tail(target), label="service: vLLM start",
+                                                dead=lambda: engine_death(self.current_log(target)),
+                                                cause=lambda: root_cause(self.start_log(target)))
+        except ServerExited as exc:
+            self.stop(target)
+            exc.message += f"; {self.unit.name} was stopped, so no restart loop is left running"
+            raise
+
+    def stop(self, target) -> set[int]:
+        """Stop the service; returns the pids it signalled."""
+        raise NotImplementedError
+
+    # -- the deploy record: the restart count the service manager had when this step last started it
+    @property
+    def deploy_path(self) -> str:
+        return posixpath.join(self.state_dir, "service", self.unit.name.removesuffix(".service") + ".deploy.json")
+
+    def _write_deploy(self, target, restarts: int, manager: str) -> None:
+        record = {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "manager": manager, "unit": self.unit.name,
+                  "unit_digest": self.unit.digest, "restarts": int(restarts), "injected": []}
+        target.put(self.deploy_path, json.dumps(record, indent=2) + "\n", 0o644)
+
+    def deployed(self, target) -> dict | None:
+        """The record of the last deploy (at, manager, restarts at deploy, injected faults), or None."""
+        return DeployRecord(self.deploy_path).read(target)
+
+    def record_injected_restart(self, target, what: str) -> None:
+        """A restart the suite caused on purpose (the --destructive kill): kept in the deploy record, so
+        the restart-count spec tells it from a crash."""
+        # no record (deployed by an older suite): counted from the manager's start, as the spec does then
+        record = self.deployed(target) or {"at": None, "unit": self.unit.name, "restarts": 0, "injected": []}
+        record.setdefault("injected", []).append({"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "what": what})
+        target.put(self.deploy_path, json.dumps(record, indent=2) + "\n", 0o644)
+
+    # -- the port: a server that cannot bind dies at start; say who holds it instead of starting
+    def _refuse_busy_port(self, target, *, ours=lambda pid: False, dying: set[int] = frozenset()) -> None:
+        """Raise a one-line ProvisionError naming the process (pid, command) that listens on the unit's
+        port, before anything starts. `ours(pid)` marks our own server (a restart frees the port itself);
+        a holder among `dying` (just signalled) gets up to 10 s to let go."""
+        if not self.unit.listen:
+            return
+        host, port = self.unit.listen
+        deadline = time.monotonic() + 10
+        while True:
+            holders = [x for x in port_listeners(target, port)
+                       if conflicts(x["addr"], host) and not (x["pid"] and ours(x["pid"]))]
+            if not holders or time.monotonic() > deadline or not all(x["pid"] in dying for x in holders):
+                break
+            time.sleep(0.25)
+        if holders:
+            h = holders[0]
+            who = (f"pid {h['pid']} ({h['command'] or h['name'] or '?'})" if h["pid"]
+                   else "a process this target does not name (another PID namespace?)")
+            raise ProvisionError(f"port {port} is in use by {who}, listening on {h['addr']}:{port}: "
+                                 f"{self.unit.name} not started; stop that process or change "
+                                 f"vllm_engine_config.ServerConfig.port", step=self.name)
 
     def restart(self, target) -> None:
         self.apply(target, self.check(target))
@@ -277,9 +362,12 @@ class SupervisedService(_ServiceStep):
             return Observed(False, {**state, "healthy": False}, "the service runs but /health does not answer")
         return Observed(True, {**state, "healthy": True}, f"{self.unit.name} running, healthy")
 
-    def stop(self, target) -> None:
+    def stop(self, target) -> set[int]:
+        signalled: set[int] = set()
         sup = self._pid(target, "supervisor")
+        child = self._pid(target, "child")
         if sup:
+            signalled.add(sup)
             target.run(["kill", "-TERM", str(sup)])
             for _ in range(60):
                 if self._pid(target, "supervisor") is None:
@@ -287,9 +375,11 @@ class SupervisedService(_ServiceStep):
                 time.sleep(0.5)
             else:
                 target.run(["kill", "-KILL", str(sup)])
+        signalled |= {child} if child else set()
         child = self._pid(target, "child")
         if child:
             kill_group(target, child)                   # the server's process group
+        return signalled
 
     def start(self, target) -> None:
         target.run(["rm", "-f", self.base + ".restarts"])  # like systemd's NRestarts: counts since this start
@@ -308,10 +398,12 @@ class SupervisedService(_ServiceStep):
     def apply(self, target, observed: Observed) -> None:
         # always: a server orphaned by a killed supervisor still holds the port and would answer
         # /health for the new one (stop() is a no-op when nothing of ours runs)
-        self.stop(target)
+        stopped = self.stop(target)
+        self._refuse_busy_port(target, dying=stopped)
         target.put(self.spec_path, self.unit.render_json(self.server_log))
-        target.put(self.server_log, b"", 0o644)          # a fresh log per start: the tail is this start's
+        self.rotate_log(target)                          # a fresh log per start; the last ones kept, never emptied
         self.start(target)
+        self._write_deploy(target, 0, "phoenix-supervise")   # start() cleared the supervisor's counter
 
         def alive() -> bool:
             # a restart during startup means the server died (crash loop): fail now with its log
@@ -322,10 +414,23 @@ class SupervisedService(_ServiceStep):
     def status(self, target) -> dict:
         """The service manager's view: manager, active, main_pid, restarts, since."""
         child = self._pid(target, "child")
-        restarts = (target.read_text(self.base + ".restarts") or "0").strip()
+        restarts = SupervisorRestarts(self.base + ".restarts").read(target)
         return {"manager": "phoenix-supervise", "active": "active" if child else "inactive",
                 "sub": "running" if child else "dead", "main_pid": child or 0,
-                "restarts": int(restarts or 0), "definition": self.spec_path, "log": self.server_log}
+                "restarts": restarts, "definition": self.spec_path, "log": self.server_log}
+
+    KEEP_LOGS = 5
+
+    def rotate_log(self, target) -> None:
+        """server log -> .1 -> ... -> .KEEP_LOGS (the oldest dropped): the log of a crash that made the
+        supervisor restart the server survives the next start. An empty or missing log is left alone."""
+        target.must(["/bin/sh", "-c", 'set -e; [ -s "$1" ] || exit 0; i=$2; while [ "$i" -gt 1 ]; do '
+                     'p=$((i-1)); [ ! -e "$1.$p" ] || mv -f "$1.$p" "$1.$i"; i=$p; done; mv -f "$1" "$1.1"',
+                     "phoenix-rotate", self.server_log, str(self.KEEP_LOGS)],
+                    what="could not rotate the server log", step=self.name)
+
+    def start_log(self, target) -> str:
+        return target.read_text(self.server_log) or ""      # rotated at this start: every attempt since
 
     def current_log(self, target) -> str:
         """The server log since the last (re)start, like `journalctl --since ActiveEnterTimestamp`."""
@@ -372,9 +477,14 @@ class SystemdUnit(_ServiceStep):
             target.must(["systemctl", "daemon-reload"], step=self.name, what="systemctl daemon-reload failed")
         target.must(["systemctl", "enable", self.unit.name], step=self.name, what="systemctl enable failed")
         verb = "restart" if changed_content or observed.state.get("active") == "active" else "start"
+        # our own server frees the port when systemd restarts it; anything else holding it is named, not fought
+        self._refuse_busy_port(target, ours=lambda pid: f"/{self.unit.name}" in (
+            target.read_text(f"/proc/{pid}/cgroup") or ""))
+        self._started_at = target.run(["date", "+%Y-%m-%d %H:%M:%S"]).stdout.strip()
         target.must(["systemctl", verb, self.unit.name], step=self.name, what=f"systemctl {verb} failed")
         # read after the (synchronous) start: a manual start resets systemd's NRestarts
         restarts_before = self.status(target)["restarts"]
+        self._write_deploy(target, restarts_before, "systemd")
 
         def alive() -> bool:
             # Restart=on-failure hides a crash loop behind "activating (auto-restart)": an automatic
@@ -386,7 +496,16 @@ class SystemdUnit(_ServiceStep):
         self._wait_started(target, alive)
 
     def status(self, target) -> dict:
-        return {**UnitStatus(self.unit.name).read(target), "definition": self.path}
+        return {**UnitStatus(self.unit.name).read(target), "definition": self.path, "log": self.log_hint}
+
+    def stop(self, target) -> set[int]:
+        main = self.status(target)["main_pid"]
+        target.run(["systemctl", "stop", self.unit.name], timeout=120)
+        return {main} if main else set()
+
+    def start_log(self, target) -> str:
+        since = getattr(self, "_started_at", "")   # every attempt since our start, not only the latest
+        return UnitJournal(self.unit.name, 100000, since).read(target) if since else self.current_log(target)
 
     def current_log(self, target) -> str:
         return self.log_tail(target, lines=100000)

@@ -3,7 +3,8 @@
 `ServiceHandle` says where the service answers (`endpoint`), how it is managed (`manager`, the unit
 model, the installed definition), what converging it did (`result`), and reads its state: on systemd
 through the systemd Facts (provisioners/facts/systemd.py), under phoenix-supervise through the
-supervisor's pid and restart files. `restart()` is the one action: the service Step converges again.
+supervisor's pid and restart files (both read as Facts). `restart()` is the one action: the service Step
+converges again; `record_injected_restart()` notes a fault the suite injected in the deploy record.
 """
 from __future__ import annotations
 
@@ -25,6 +26,11 @@ class ServiceHandle:
     @classmethod
     def of(cls, step, target, result: StepResult) -> ServiceHandle:
         return cls(endpoint=step.endpoint, target=target, unit=step.unit, result=result, _step=step)
+
+    @property
+    def step(self):
+        """The configured service step (converged again to put the configured unit back after a variant)."""
+        return self._step
 
     @property
     def systemd(self) -> bool:
@@ -54,6 +60,15 @@ class ServiceHandle:
 
     def log_tail(self, lines: int = 40) -> str:
         return self._step.log_tail(self.target, lines)
+
+    def deployed(self) -> dict | None:
+        """The record the service step wrote when it last started the service: the manager's restart
+        count then, and the restarts the suite injected since (None when it never deployed here)."""
+        return self._step.deployed(self.target)
+
+    def record_injected_restart(self, what: str) -> None:
+        """Note a restart the suite itself caused (fault injection), so it is not taken for a crash."""
+        self._step.record_injected_restart(self.target, what)
 
     def restart(self) -> None:
         self._step.restart(self.target)

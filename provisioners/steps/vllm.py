@@ -16,6 +16,7 @@ from collections.abc import Callable
 from provisioners.core.step import Observed, Step
 from provisioners.config.phoenix import VllmExpect, lock_pins
 from provisioners.facts import DistVersions
+from provisioners.facts.pins import PipCheck
 from provisioners.config.layout import Layout
 from provisioners.steps.toolchain import pip_install
 
@@ -105,6 +106,8 @@ class VllmInstall(Step):
             sp = site_packages(target, self.layout)
             meta = f"Metadata-Version: 2.1\nName: vllm\nVersion: {self.want.version}+cpu\n"
             target.put(f"{sp}/vllm-{self.want.version}+cpu.dist-info/METADATA", meta)
+        # pip's own view of the venv after the install, in the step log (specs/test_40_vllm.py fails on it)
+        PipCheck(self.layout.python).read(target, log_path=self.log_path)
         if self.kernel_check is not None:
             ok, why = self.kernel_check(target)
             if not ok and self.want.fallback == "source" and self.source_step is not None:

@@ -550,6 +550,7 @@ def git(*a):
     return r.stdout.strip() if r.returncode == 0 else None
 out = {"exists": os.path.isdir(repo), "work_tree": git("rev-parse", "--is-inside-work-tree") == "true",
        "origin": git("remote", "get-url", "origin"), "head": git("rev-parse", "HEAD"),
+       "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
        "status": (git("status", "--porcelain") or "").splitlines(),
        "torch_pins": [], "extensions": sorted(os.path.basename(p) for p in glob.glob(os.path.join(repo, "vllm", "_C*.so")))}
 for f in glob.glob(os.path.join(repo, "requirements", "**", "*.txt"), recursive=True):

@@ -1,9 +1,9 @@
 #!/bin/bash
-# Build the offline wheelhouse for the borrowed GPU machine (no network there) and split it into
+# Build the offline wheelhouse for an offline GPU host (no network there) and split it into
 # parts that fit one `run` call each (the working tree a call carries is at most 64 MiB).
 #   usage: tools/device/build_bundle.sh [WORKDIR] [PARTS_DIR]     (make device-bundle)
 # Layout written (run.sh and tools/device/README.md read exactly this; tests/test_device_bundle.py checks it):
-#   PARTS_DIR/p0/part.0  PARTS_DIR/p0/wheelhouse.sha256  PARTS_DIR/p1/part.1 ...  PARTS_DIR/parts.txt
+#   PARTS_DIR/p0/{part.0,wheelhouse.sha256,parts.txt}  PARTS_DIR/p1/part.1 ...
 # The wheelhouse holds the pinned cp312 wheels of bundle-pins.txt. Wheels are rewritten uncompressed
 # (ZIP_STORED) so that xz compresses the whole tar well; the vllm wheel is trimmed of files never
 # loaded on Hopper (FA2 kernels: FA3 is chosen; vllm-rs: only with VLLM_USE_RUST_FRONTEND; deep_gemm

@@ -1,6 +1,6 @@
 #!/bin/bash
-# W/wheelhouse -> PARTS/p0/part.0 (+ PARTS/p0/wheelhouse.sha256), PARTS/p1/part.1, ..., PARTS/parts.txt
-# (the layout tools/device/run.sh reads: `recv N` carries PARTS/pN). Called by build_bundle.sh.
+# W/wheelhouse -> PARTS/p0/part.0 (+ PARTS/p0/wheelhouse.sha256, PARTS/p0/parts.txt), PARTS/p1/part.1, ...
+# (the layout tools/device/run.sh reads: `recv N` carries PARTS/pN and nothing else). Called by build_bundle.sh.
 #   usage: tools/device/pack_parts.sh W PARTS      env PART_BYTES (default 55 MiB), XZ_OPT
 set -euo pipefail
 W=$(realpath -m "$1"); PARTS=$(realpath -m "$2")
@@ -17,5 +17,5 @@ for f in "$W"/part.[0-9]; do
   i=${f##*.}; mkdir -p "$PARTS/p$i"; mv "$f" "$PARTS/p$i/part.$i"; n=$((n + 1))
 done
 ( cd "$W" && sha256sum wheelhouse.tar.xz ) > "$PARTS/p0/wheelhouse.sha256"
-echo "$n" > "$PARTS/parts.txt"
+echo "$n" > "$PARTS/p0/parts.txt"            # travels with part 0: the count is known from the first call
 ls -la "$PARTS"/p*

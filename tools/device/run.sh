@@ -1,13 +1,16 @@
 #!/bin/bash
-# The device half of a gpu-hopper run (tools/device/README.md). Calls, back to back (a machine stays warm 30 s):
-#   bash tools/device/run.sh recv N            carry .whl/pN: keep wheelhouse part N (part 0: also the machine's facts)
+# The offline GPU host's half of a gpu-hopper run (tools/device/README.md). Calls, back to back:
+#   bash tools/device/run.sh recv N            carry .whl/pN only: keep wheelhouse part N (part 0 also brings the
+#                                              sha256 and the number of parts, and prints the machine's facts)
 #   bash tools/device/run.sh assemble          join the parts, check the sha256, unpack the wheelhouse (suite does it too)
 #   bash tools/device/run.sh suite [ARGS...]   the suite itself: pytest specs/ --profile gpu-hopper --wheelhouse ...
 # The suite installs vLLM and FlashInfer from the wheelhouse; this script only assembles the wheelhouse,
 # installs pytest's own plugins (requirements.txt's part the image lacks) and collects the results under $OUT.
 # Env: RUN (results name, default run1), PROFILE (gpu-hopper), LIMIT (seconds this call may take, 585).
+# Exit status: `suite` exits with pytest's own code (124 when LIMIT cut it short); 3 a part or the sha256 is
+# missing or wrong; 4 the runner's plugins could not be installed from the wheelhouse.
 T0=$(date +%s); LIMIT=${LIMIT:-585}; RUN=${RUN:-run1}; PROFILE=${PROFILE:-gpu-hopper}
-# NVLink multicast stays off on shared multi-GPU hosts (the lender's rule); the profiles set them for the server too
+# NVLink multicast stays off: on a shared multi-GPU host it can take every GPU out of service (profiles set it too)
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PHOENIX_PROGRESS=1
 ACC=${ACC:-/tmp/acc}; WH=$ACC/wheelhouse
@@ -16,7 +19,7 @@ case "${1:-}" in
 recv)
   cp ".whl/p$2/part.$2" "$ACC/" || exit 3
   if [ "$2" = 0 ]; then
-    cp .whl/p0/wheelhouse.sha256 .whl/parts.txt "$ACC/" || exit 3
+    cp .whl/p0/wheelhouse.sha256 .whl/p0/parts.txt "$ACC/" || exit 3
     nvidia-smi --query-gpu=index,name,driver_version,compute_cap,memory.total --format=csv
     nvidia-smi topo -m 2>/dev/null | head -6
     python3 -c 'import torch, sys; print("torch", torch.__version__, torch.version.cuda, torch.cuda.device_count(), sys.prefix)'
@@ -29,7 +32,7 @@ esac
 
 if [ ! -d "$WH" ]; then
   for p in .whl/p*/part.*; do [ -f "$p" ] && cp "$p" "$ACC/"; done       # the last part may come with this call
-  [ -f .whl/p0/wheelhouse.sha256 ] && cp .whl/p0/wheelhouse.sha256 .whl/parts.txt "$ACC/"
+  [ -f .whl/p0/wheelhouse.sha256 ] && cp .whl/p0/wheelhouse.sha256 .whl/p0/parts.txt "$ACC/"
   n=$(cat "$ACC/parts.txt" 2>/dev/null) || { echo "NO WHEELHOUSE: run 'recv 0' first (a cold machine lost it)"; exit 3; }
   ( cd "$ACC" && for i in $(seq 0 $((n - 1))); do cat "part.$i" || exit 3; done > wheelhouse.tar.xz \
     && sha256sum -c wheelhouse.sha256 && tar -xJf wheelhouse.tar.xz && rm -f part.* wheelhouse.tar.xz ) || exit 3
@@ -37,11 +40,11 @@ if [ ! -d "$WH" ]; then
 fi
 [ "$cmd" = assemble ] && exit 0
 # pytest's own plugins, as `pip install -r requirements.txt` gives a workstation (the image has pytest itself)
-python3 -m pip install -q --no-index --find-links "$WH" -r tools/device/runner-requirements.txt || exit 4
+python3 -m pip install -q --no-index --find-links "$WH" -r "${RUNNER_REQS:-tools/device/runner-requirements.txt}" || exit 4
 # the server runs with a service's clean PATH: FlashInfer's JIT needs ninja there (apt's ninja-build on a real host;
 # in this image it is a pip console script next to python3)
 nj=$(command -v ninja || echo "$(dirname "$(command -v python3)")/ninja")
-[ -e /usr/local/bin/ninja ] || ln -s "$nj" /usr/local/bin/ninja
+[ -e /usr/local/bin/ninja ] || [ ! -x "$nj" ] || ln -s "$nj" /usr/local/bin/ninja
 
 OUTD=/tmp/phx-out/$RUN; mkdir -p "$OUTD"
 export PHOENIX_PERF_DEADLINE_EPOCH=$(( T0 + LIMIT - 45 ))
@@ -50,9 +53,11 @@ echo "=== pytest ($RUN, profile $PROFILE) at $(( $(date +%s) - T0 ))s, ${left}s 
 timeout "$left" python3 -m pytest specs/ -p no:cacheprovider --profile "$PROFILE" --target local:// \
   --config tools/device/phoenix_device.json --wheelhouse "$WH" --phoenix-out "$OUTD" -rA --tb=short "$@" \
   > "$OUTD/pytest.log" 2>&1
-echo "=== pytest rc=$? at $(( $(date +%s) - T0 ))s"
+rc=$?
+echo "=== pytest rc=$rc at $(( $(date +%s) - T0 ))s"
 grep -E '^(PASSED|FAILED|ERROR|SKIPPED|XFAIL)|^=+ .*(passed|failed|error)' "$OUTD/pytest.log" | cut -c1-330 | tail -90
 mkdir -p "$OUTD/state" && cp -a /var/lib/phoenix/perf /var/lib/phoenix/service "$OUTD/state/" 2>/dev/null
 cp /var/log/phoenix/*.log "$OUTD/" 2>/dev/null
 tar -czf "$OUT/$RUN.tgz" -C /tmp/phx-out "$RUN" && ls -la "$OUT"
 nvidia-smi --query-gpu=index,memory.used --format=csv,noheader; echo "total $(( $(date +%s) - T0 ))s"
+exit $rc

@@ -1,0 +1,85 @@
+"""The performance sweep: its client (provisioners/scripts/loadgen.py) against the real vLLM on CPU that the
+suite converges here, and the report's arithmetic (verdicts from the spread, the concurrency-1 roofline)."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from provisioners.steps.perf import llama_params
+from provisioners.steps.sweep import CellResult, SweepWorkload, build_sweep_report, decode_roofline
+
+ROOT = Path(__file__).resolve().parents[1]
+LOADGEN = ROOT / "provisioners" / "scripts" / "loadgen.py"
+CA = "/var/lib/phoenix/step-ca/root_ca.crt"
+
+
+@pytest.mark.real_target
+def test_loadgen_measures_every_point_against_the_real_server_and_resumes(converged_local, tmp_path):
+    out = tmp_path / "sweep.json"
+    argv = ["/opt/vllm/bin/python", str(LOADGEN), "--url", "https://127.0.0.1:8000", "--model", "phoenix-tiny-llama",
+            "--vocab", "1024", "--input-len", "24", "--output-len", "12", "--points", "1:3,4:8", "--repeats", "2",
+            "--top-p", "0.9", "--top-k", "50", "--cafile", CA, "--out", str(out)]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(out.read_text())
+    assert sorted(doc["runs"]) == ["c1-r0", "c1-r1", "c4-r0", "c4-r1"]
+    for k, run in doc["runs"].items():
+        n = 3 if k.startswith("c1-") else 8
+        assert (run["completed"], run["failed"]) == (n, 0), run
+        assert run["total_output_tokens"] == 12 * n and run["total_input_tokens"] == 24 * n, run
+        assert run["median_ttft_ms"] > 0 and run["output_throughput"] > 0 and run["p99_e2el_ms"] >= run["median_e2el_ms"]
+    assert doc["warmup"]["failed"] == 0
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and json.loads(again.stdout.strip().splitlines()[-1])["measured"] == 0, again.stdout
+
+
+@pytest.mark.real_target
+def test_loadgen_names_a_wrong_model_and_exits_non_zero(converged_local, tmp_path):
+    r = subprocess.run(["/opt/vllm/bin/python", str(LOADGEN), "--url", "https://127.0.0.1:8000", "--model", "no-such",
+                        "--vocab", "1024", "--input-len", "8", "--output-len", "4", "--points", "1:2", "--repeats", "1",
+                        "--cafile", CA, "--out", str(tmp_path / "s.json")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 3 and "HTTP 404" in r.stderr, r.stdout + r.stderr
+
+
+def _runs(tok_s: dict[int, list[float]], tpot: float) -> dict[str, dict]:
+    return {f"c{c}-r{i}": {"completed": 8, "failed": 0, "output_throughput": v, "median_tpot_ms": tpot,
+                           "median_ttft_ms": 50.0} for c, vals in tok_s.items() for i, v in enumerate(vals)}
+
+
+CFG_8B = {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
+          "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 128256, "tie_word_embeddings": False}
+
+
+def test_report_verdicts_come_from_the_spread_per_concurrency():
+    w = SweepWorkload(concurrency=(1, 32), repeats=3)
+    res = [CellResult("8b", {"name": "fp8_sampler1", "quantization": "fp8", "args": []},
+                      _runs({1: [221.3, 219.8, 221.3], 32: [3000, 3100, 3050]}, 4.32), weight_gib_logged=8.54),
+           CellResult("8b", {"name": "bf16_sampler1", "quantization": None, "args": []},
+                      _runs({1: [146.6, 147.7, 149.2], 32: [2700, 2800, 2750]}, 6.66), weight_gib_logged=15.0),
+           CellResult("8b", {"name": "fp8_sampler0", "quantization": "fp8", "args": []},
+                      _runs({1: [200, 210, 205], 32: [2990, 3010, 3005]}, 4.5), weight_gib_logged=8.54)]
+    rep = build_sweep_report(res, w, thresholds={"fp8_gain_pct": 10, "sampler_gain_pct": 20},
+                             bandwidth={"bw_bytes_s": 2.995e12}, configs={"8b": CFG_8B})
+    fp8 = rep["shapes"]["8b"]["comparisons"]["fp8_vs_bf16"]["per_concurrency"]
+    assert fp8["1"]["verdict"] == "passed" and round(fp8["1"]["worst_pct"], 1) == 47.3
+    assert fp8["32"]["verdict"] == "within noise"
+    sampler = rep["shapes"]["8b"]["comparisons"]["sampler_on_vs_off"]["per_concurrency"]
+    assert sampler["1"]["verdict"] == "failed" and sampler["32"]["verdict"] == "failed"
+    d = rep["shapes"]["8b"]["variants"]["bf16_sampler1"]["decode_c1"]
+    assert round(d["floor_ms"], 2) == 5.40 and round(d["fraction"], 2) == 0.81
+    assert round(rep["shapes"]["8b"]["fp8_decode_speedup_c1"], 2) == 1.54
+
+
+def test_decode_roofline_counts_the_kv_cache_at_its_dtype():
+    kv16 = decode_roofline(CFG_8B, None, 15.0, 6.66, 3e12, 576)
+    kv8 = decode_roofline(CFG_8B, None, 15.0, 6.66, 3e12, 576, kv_fp8=True)
+    assert kv16["kv_bytes"] == llama_params(CFG_8B)["kv_bytes_per_token_bf16"] * 576 == 2 * kv8["kv_bytes"]
+
+
+def test_prompts_per_point_and_the_workload_key():
+    w = SweepWorkload()
+    assert w.points() == "1:6,8:16,32:64,128:256"
+    assert SweepWorkload(output_len=256).key != w.key
