@@ -28,7 +28,9 @@ from provisioners.steps.perf import (
 from provisioners.steps.service import UnitModel, service_step
 
 # the FP8 / FlashInfer sampler matrix needs a CUDA GPU: on a run without one it verifies none of its ids
-pytestmark = [pytest.mark.layer("benchmark"), pytest.mark.applies(profiles=["gpu-blackwell", "gpu-hopper"])]
+# the matrix restarts the container path's service per variant: on docker:// test_90_docker.py benchmarks the stack
+pytestmark = [pytest.mark.layer("benchmark"),
+              pytest.mark.applies(targets=["pct", "lxc", "local"], profiles=["gpu-blackwell", "gpu-hopper"])]
 
 
 def _fmt(x, unit=""):

@@ -301,3 +301,56 @@ def test_the_rollout_sees_the_vllm_container_under_its_old_name():
                                                                  "phoenix-vllm-prometheus")},
                          [{"name": "phoenix-vllm", "service": "vllm", "release": same.release_id, "running": True}])
     assert ComposeRollout(same, host2).check(None).satisfied
+
+
+# ------------------------------------------- specs that cannot run on docker:// are left out of its verdicts
+DOCKER_SKIPPING = {"benchmark_run", "service_unit", "toolchain"}   # fixtures that skip on docker:// (provisioning.py)
+
+
+def _needs(fn, fixtures: dict, seen=()) -> set[str]:
+    args = {a.arg for a in fn.args.args}
+    out = set(args)
+    for a in args & fixtures.keys() - set(seen):
+        out |= _needs(fixtures[a], fixtures, (*seen, a))
+    return out
+
+
+def _applies_targets(decorators) -> list[str] | None:
+    import ast
+
+    for d in decorators:
+        if isinstance(d, ast.Call) and ast.unparse(d.func).endswith("mark.applies"):
+            for kw in d.keywords:
+                if kw.arg == "targets":
+                    return ast.literal_eval(kw.value)
+    return None
+
+
+def test_a_spec_whose_fixture_skips_on_docker_is_left_out_there():
+    """A spec that needs the container path's service, benchmark or toolchain would leave its ids *not
+    verified* on docker:// even where test_90_docker.py verifies them: it says `applies(targets=...)`."""
+    import ast
+
+    from reports.catalog import load_catalog
+
+    catalog, bad = load_catalog(), []
+    for path in sorted((ROOT / "specs").glob("test_*.py")):
+        tree = ast.parse(path.read_text())
+        module_targets = None
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "pytestmark" for t in node.targets):
+                marks = node.value.elts if isinstance(node.value, ast.List) else [node.value]
+                module_targets = _applies_targets(marks)
+        funcs = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+        fixtures = {f.name: f for f in funcs if any("fixture" in ast.unparse(d) for d in f.decorator_list)}
+        for fn in funcs:
+            if not fn.name.startswith("test_") or not _needs(fn, fixtures) & DOCKER_SKIPPING:
+                continue
+            ids = [ast.literal_eval(a) for d in fn.decorator_list if isinstance(d, ast.Call)
+                   and ast.unparse(d.func).endswith("mark.req") for a in d.args]
+            if not any(catalog.get(i) and catalog.get(i).applies("cpu", "docker")[0] for i in ids):
+                continue
+            targets = _applies_targets(fn.decorator_list) or module_targets
+            if targets is None or "docker" in targets:
+                bad.append(f"{path.name}::{fn.name}")
+    assert not bad, f"on docker:// these would leave their ids not verified: {bad}"
