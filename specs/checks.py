@@ -738,3 +738,35 @@ def roofline_fractions(fractions: dict[str, float | None]) -> str | None:
     """Each concurrency-1 roofline fraction must be a measured share of the bandwidth floor, in (0, 1]."""
     bad = {k: f for k, f in fractions.items() if f is None or not 0 < f <= 1.0}
     return f"roofline fraction outside (0, 1]: {bad}" if bad else None
+
+
+# ------------------------------------------------------------------ the docker target's GPU specs (specs/test_90_docker.py)
+_LINK = re.compile(r"^GPU0\s+X\s+(NV\d+|PIX|PXB|PHB|NODE|SYS)\b", re.M)
+
+
+def gpus_linked(topo: str) -> str | None:
+    """`nvidia-smi topo -m`: GPU0's row names a link to a second GPU (NVLink NV#, or a PCIe path)."""
+    return None if _LINK.search(topo) else f"nvidia-smi topo -m shows no second GPU linked to GPU0:\n{topo.strip()[:400]}"
+
+
+def allocations_returned(allocated: list[int]) -> str | None:
+    """torch.cuda.memory_allocated per GPU after the test tensor is freed: all zero."""
+    if not allocated:
+        return "no GPU reported its allocation"
+    held = {i: b for i, b in enumerate(allocated) if b}
+    return f"memory still allocated after free (bytes per GPU): {held}" if held else None
+
+
+def kernel_sum(stdout: str, n: int = 256) -> str | None:
+    """The nvcc vector add over i + 2i for i < n prints 3 * sum(range(n))."""
+    lines = stdout.strip().splitlines()
+    want = str(3 * sum(range(n)))
+    got = lines[-1].strip() if lines else ""
+    return None if got == want else f"the compiled kernel printed {got!r}, want {want}"
+
+
+def gpu_memory_within(rows: list[tuple[int, int]], utilization: float, margin_mib: int) -> str | None:
+    """nvidia-smi memory.used per GPU stays within gpu_memory_utilization x memory.total + a margin (MiB)."""
+    over = [f"GPU{i}: {used} MiB used of {total} MiB (limit {utilization * total + margin_mib:.0f})"
+            for i, (used, total) in enumerate(rows) if used > utilization * total + margin_mib]
+    return "; ".join(over) or None

@@ -14,7 +14,9 @@ import pytest
 
 from specs import checks
 
-pytestmark = [pytest.mark.layer("benchmark"), pytest.mark.applies(profiles=["gpu-blackwell", "gpu-hopper"])]
+# the container path's service: on docker:// the served stack is measured by specs/test_90_docker.py
+pytestmark = [pytest.mark.layer("benchmark"),
+              pytest.mark.applies(profiles=["gpu-blackwell", "gpu-hopper"], targets=["pct", "lxc", "local"])]
 
 
 def _table(report: dict, key: str) -> dict[str, dict]:

@@ -426,3 +426,20 @@ CASES += [
     Case("specs/test_87_sweep.py::test_decode_roofline_fraction_per_shape", "roofline_fractions",
          ({"llama-3.1-8b/bf16_sampler1": 0.81},), ({"llama-3.1-8b/bf16_sampler1": 1.7},), "outside (0, 1]"),
 ]
+
+# the docker target's GPU specs, fed nvidia-smi output read on GPU hosts (docs/evidence/gpu-h100, gpu-h200x2)
+_TOPO_H100 = ("\tGPU0\tCPU Affinity\tNUMA Affinity\tGPU NUMA ID\n"       # one H100: nothing to link to
+              "GPU0\t X \t0-15\t0\t\tN/A\n")
+_TOPO_2XH200 = ("\tGPU0\tGPU1\tCPU Affinity\tNUMA Affinity\tGPU NUMA ID\n"
+                "GPU0\t X \tNV18\t0-31\t0\t\tN/A\nGPU1\tNV18\t X \t0-31\t0\t\tN/A\n")
+CASES += [
+    Case("specs/test_90_docker.py::test_at_least_two_gpus_can_talk", "gpus_linked",
+         (_TOPO_2XH200,), (_TOPO_H100,), "no second GPU"),
+    Case("specs/test_90_docker.py::test_gpu_memory_is_allocated_and_returned", "allocations_returned",
+         ([0, 0],), ([0, 2147483648],), "{1: 2147483648}"),
+    Case("specs/test_90_docker.py::test_nvcc_compiles_a_kernel_that_runs", "kernel_sum",
+         ("97920\n", 256), ("0\n", 256), "want 97920"),
+    # the H100 serving at 0.9 (76,681 of 81,559 MiB) is within the 4,096 MiB margin, over a 1,024 MiB one
+    Case("specs/test_90_docker.py::test_engine_memory_within_gpu_memory_utilization", "gpu_memory_within",
+         ([(76681, 81559)], 0.9, 4096), ([(76681, 81559)], 0.9, 1024), "GPU0: 76681 MiB used"),
+]
