@@ -205,3 +205,57 @@ def test_ssh_host_that_accepts_but_never_answers_is_refused_in_30_seconds(tmp_pa
     refused_with_one_line(r, f"preflight: --target ssh://root@127.0.0.1:{port}: cannot run a command there "
                              "(no answer in 30 s; exit code 124)")
     assert 29 < took < 60, took
+
+
+# ------------------------------------------------------------------------------------------ apt inside an LXC container
+@pytest.fixture(scope="module")
+def lxc_ct():
+    """A real LXC container of its own (phoenix-faults-903, Debian template via the Container step), destroyed after."""
+    import shutil
+
+    missing = [t for t in ("lxc-create", "lxc-attach", "debootstrap", "nft") if not shutil.which(t)]
+    if missing or os.geteuid() != 0:
+        pytest.skip(f"needs root and {', '.join(missing) or 'lxc'} (apt-get install lxc debootstrap nftables)")
+    from provisioners.steps.container import Container, LxcDriver
+    from provisioners.steps.network import Bridge
+    from tests.test_container_lxc import _lxc_destroy, make_config
+
+    name = "phoenix-faults-903"
+    _lxc_destroy(name)
+    Bridge.from_env().converge(None)
+    cfg = make_config(True, tmpl="9903", ct="9923", other="9953", base=163)     # .163 only: 9923/9953 are not made
+    Container("9903", cfg.container("9903"), cfg, LxcDriver(names={"9903": name})).converge(None)
+    if "RUNNING" not in subprocess.run(["lxc-info", "-n", name, "-s"], capture_output=True, text=True).stdout:
+        subprocess.run(["lxc-start", "-n", name], check=True)
+    yield name
+    _lxc_destroy(name)
+
+
+@pytest.mark.real_target
+@pytest.mark.slow
+def test_apt_in_a_container_waits_for_the_dpkg_lock_another_apt_holds(lxc_ct, tmp_path):
+    """Before: `apt-get install failed ... E: Could not get lock /var/lib/dpkg/lock-frontend. It is held by
+    process 42 (python3)`, exit 100 after 0.1 s (a fresh container's apt-daily holds it at first boot). Now apt
+    waits for the lock (up to APT_LOCK_WAIT s), its progress line names the holder, and the install goes on."""
+    from provisioners.backends.lxc import LxcBackend
+    from provisioners.backends.target import Target
+    from provisioners.core.step import Ledger
+    from provisioners.steps.toolchain import AptPackages
+
+    subprocess.run(["lxc-attach", "-n", lxc_ct, "--", "apt-get", "remove", "-y", "-q", "sl"], capture_output=True)
+    holder = subprocess.Popen(["lxc-attach", "-n", lxc_ct, "--", "python3", "-c",
+                               "import fcntl, time; f = open('/var/lib/dpkg/lock-frontend', 'w'); "
+                               "fcntl.lockf(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(8)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        start = time.monotonic()
+        log = tmp_path / "apt.log"
+        result = AptPackages(["sl"], log_path=str(log)).converge(Target(LxcBackend(lxc_ct)), ledger=Ledger(None))
+        took = time.monotonic() - start
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.status == "changed" and result.after["packages"]["sl"], result
+    assert took > 5, took                                   # it waited for the holder to let go
+    assert "Could not get lock /var/lib/dpkg/lock-frontend. It is held by process" in log.read_text()

@@ -26,6 +26,8 @@ def pip_install(target, layout: Layout, requirements: Sequence[str], *, step: st
     target.must(argv, what=f"pip install {' '.join(requirements)} failed", step=step, log_path=log_path,
                 progress=f"{step}: pip install {' '.join(requirements)}", timeout=timeout)
 
+APT_LOCK_WAIT = 600     # seconds apt waits for the dpkg/apt lists lock another apt (unattended-upgrades) holds
+
 
 class AptPackages(Step):
     """dpkg reports every package installed; else `apt-get install -y` them (noninteractive)."""
@@ -52,9 +54,10 @@ class AptPackages(Step):
     def apply(self, target, observed: Observed) -> None:
         missing = [p for p, v in observed.state["packages"].items() if v is None]
         env = {"DEBIAN_FRONTEND": "noninteractive"}
-        target.must(["apt-get", "update"], what="apt-get update failed", step=self.name, env=env,
+        wait = ["-o", f"DPkg::Lock::Timeout={APT_LOCK_WAIT}"]     # a fresh container's apt-daily holds the lock a while
+        target.must(["apt-get", *wait, "update"], what="apt-get update failed", step=self.name, env=env,
                     log_path=self.log_path, progress=f"{self.name}: apt-get update", timeout=900)
-        target.must(["apt-get", "install", "-y", "--no-install-recommends", *missing], step=self.name, env=env,
+        target.must(["apt-get", *wait, "install", "-y", "--no-install-recommends", *missing], step=self.name, env=env,
                     what="apt-get install failed", log_path=self.log_path,
                     progress=f"{self.name}: apt-get install", timeout=1800)
 
