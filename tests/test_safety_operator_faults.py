@@ -259,3 +259,53 @@ def test_apt_in_a_container_waits_for_the_dpkg_lock_another_apt_holds(lxc_ct, tm
     assert result.status == "changed" and result.after["packages"]["sl"], result
     assert took > 5, took                                   # it waited for the holder to let go
     assert "Could not get lock /var/lib/dpkg/lock-frontend. It is held by process" in log.read_text()
+
+
+# ------------------------------------------------------------------------------------------ a full disk under pip
+def fat_wheel(folder: Path, mb: int) -> Path:
+    """A real wheel with `mb` MiB of incompressible data (pip installs it like any other)."""
+    import base64
+    import hashlib
+    import zipfile
+
+    files = {"fat/__init__.py": b"", "fat/blob.bin": os.urandom(mb << 20),
+             "fat-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: fat\nVersion: 1.0\n",
+             "fat-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: hand\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = "".join(f"{n},sha256={base64.urlsafe_b64encode(hashlib.sha256(d).digest()).rstrip(b'=').decode()},{len(d)}\n"
+                     for n, d in files.items()) + "fat-1.0.dist-info/RECORD,,\n"
+    path = folder / "fat-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        for n, d in {**files, "fat-1.0.dist-info/RECORD": record.encode()}.items():
+            z.writestr(n, d)
+    return path
+
+
+@pytest.mark.real_target
+def test_a_full_disk_under_pip_is_named_on_the_first_line(tmp_path):
+    """Before: `[torch] pip install torch==2.13.0 failed`, and the cause (`ERROR: Could not install packages due
+    to an OSError: [Errno 28] No space left on device`) was the last of 25 lines of pip's output. Now the first
+    line ends with the OS error. Tried with a venv on a real 40 MiB tmpfs and a 32 MiB wheel."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a tmpfs")
+    from provisioners.backends.target import Target
+    from provisioners.config.layout import Layout
+    from provisioners.core.errors import CommandFailed
+    from provisioners.steps.toolchain import pip_install
+
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(small)], check=True)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(small / "venv")], check=True)   # pip itself: ~16 MiB
+        wheels = tmp_path / "wheels"
+        wheels.mkdir()
+        fat_wheel(wheels, 32)
+        layout = Layout(venv=str(small / "venv"), model_dir="/nonexistent", state_dir="/nonexistent",
+                        log_dir=str(tmp_path))
+        with pytest.raises(CommandFailed) as e:
+            pip_install(Target.from_url("local://"), layout, ["fat"], step="torch", log_path=str(tmp_path / "pip.log"),
+                        wheelhouse=str(wheels))
+        first = str(e.value).splitlines()[0]
+        assert first == "[torch] pip install fat failed: [Errno 28] No space left on device", str(e.value)
+    finally:
+        subprocess.run(["umount", str(small)], check=False)

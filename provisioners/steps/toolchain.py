@@ -26,6 +26,7 @@ def pip_install(target, layout: Layout, requirements: Sequence[str], *, step: st
     target.must(argv, what=f"pip install {' '.join(requirements)} failed", step=step, log_path=log_path,
                 progress=f"{step}: pip install {' '.join(requirements)}", timeout=timeout)
 
+
 APT_LOCK_WAIT = 600     # seconds apt waits for the dpkg/apt lists lock another apt (unattended-upgrades) holds
 
 
