@@ -309,3 +309,28 @@ def test_a_full_disk_under_pip_is_named_on_the_first_line(tmp_path):
         assert first == "[torch] pip install fat failed: [Errno 28] No space left on device", str(e.value)
     finally:
         subprocess.run(["umount", str(small)], check=False)
+
+
+@pytest.mark.parametrize("held, args", [("pct://921", ["--ctid", "921"]), ("pct://921", ["--target", "pct://921"]),
+                                        ("lxc://phoenix-faults-none", ["--target", "lxc://phoenix-faults-none",
+                                                                       "--ctid", "950"])],
+                         ids=["ctid", "pct-url", "lxc"])
+def test_a_container_another_run_holds_is_refused_before_any_pct_or_lxc_command(held, args, tmp_path):
+    """`--ctid 921` and `--target pct://921` are one target: a run holding either holds both. The refusal comes
+    before the host layer, so no `pct`/`lxc-*` command runs (this host has no `pct` at all). The lxc case names a
+    container that does not exist and entry 950, which the config does not own: without the lock the run is
+    refused by the ownership guard, so even the code before the lock touches no container."""
+    env = {"PHOENIX_RUN_LOCK_DIR": str(tmp_path / "locks")}
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]); "
+                               "from provisioners.core.runchecks import RunLock; "
+                               "RunLock(sys.argv[2]).acquire(['pytest', 'specs/']); print('held', flush=True); "
+                               "time.sleep(60)", str(ROOT), held],
+                              env={**os.environ, **env}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        r = run_specs("specs/", *args, "--profile", "cpu", "--phoenix-out", str(tmp_path / "out"), env=env)
+    finally:
+        holder.kill()
+        holder.wait()
+    refused_with_one_line(r, f"another run is using {held} (pid {holder.pid}, since ")
+    assert not (tmp_path / "out").exists()
