@@ -334,3 +334,16 @@ def test_a_container_another_run_holds_is_refused_before_any_pct_or_lxc_command(
         holder.wait()
     refused_with_one_line(r, f"another run is using {held} (pid {holder.pid}, since ")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.real_target
+def test_a_venv_path_on_a_read_only_mount_names_the_os_error_in_the_run_summary(read_only_mount, tmp_path):
+    """`--venv` on a read-only file system. Before: `no spec ran: ... ([toolchain-venv] could not create the venv
+    V)`, the cause only in the output tail further up. Now the summary line carries it."""
+    venv = read_only_mount / "venv"
+    r = run_specs("specs/test_20_toolchain.py", "--profile", "cpu", "--venv", str(venv),
+                  "--phoenix-out", str(tmp_path / "out"), timeout=300)
+    assert r.returncode == 1, r.stdout[-3000:]
+    summary = [ln for ln in r.stdout.splitlines() if ln.startswith("phoenix: no spec ran:")]
+    assert len(summary) == 1 and (f"([toolchain-venv] could not create the venv {venv}: [Errno 30] Read-only file "
+                                  f"system: '{venv}')") in summary[0], r.stdout[-3000:]
