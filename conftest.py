@@ -15,4 +15,5 @@ pytest_plugins = [
     "fixtures.interrupt",
     "fixtures.evidence",
     "fixtures.performance",
+    "fixtures.runlock",
 ]

@@ -1,6 +1,7 @@
 """One root for everything that goes wrong while provisioning (STYLE rule 8)."""
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 
@@ -38,7 +39,26 @@ class ProvisionError(Exception):
 
 
 class CommandFailed(ProvisionError):
-    """A command a step needed exited non-zero (or timed out)."""
+    """A command a step needed exited non-zero (or timed out). An operating-system error in its output (a full
+    disk under pip, a read-only file system) is put on the first line, where the operator looks:
+    `[torch] pip install torch==2.13.0 failed: [Errno 28] No space left on device`."""
+
+    def __init__(self, message: str, **kw):
+        cause = os_error_in(kw.get("stderr") or "")
+        super().__init__(f"{message}: {cause}" if cause and cause not in message else message, **kw)
+
+
+_OS_ERROR = re.compile(r"\[Errno (\d+)\][^\n]*")
+
+
+def os_error_in(output: str) -> str | None:
+    """The last `[Errno N] ...` of a command's output (pip, Python tools), or None.
+
+    >>> os_error_in("ERROR: Could not install packages due to an OSError: [Errno 28] No space left on device")
+    '[Errno 28] No space left on device'
+    """
+    found = list(_OS_ERROR.finditer(output))
+    return found[-1].group(0).strip()[:200] if found else None
 
 
 class FactError(ProvisionError):

@@ -27,6 +27,9 @@ def pip_install(target, layout: Layout, requirements: Sequence[str], *, step: st
                 progress=f"{step}: pip install {' '.join(requirements)}", timeout=timeout)
 
 
+APT_LOCK_WAIT = 600     # seconds apt waits for the dpkg/apt lists lock another apt (unattended-upgrades) holds
+
+
 class AptPackages(Step):
     """dpkg reports every package installed; else `apt-get install -y` them (noninteractive)."""
 
@@ -52,9 +55,10 @@ class AptPackages(Step):
     def apply(self, target, observed: Observed) -> None:
         missing = [p for p, v in observed.state["packages"].items() if v is None]
         env = {"DEBIAN_FRONTEND": "noninteractive"}
-        target.must(["apt-get", "update"], what="apt-get update failed", step=self.name, env=env,
+        wait = ["-o", f"DPkg::Lock::Timeout={APT_LOCK_WAIT}"]     # a fresh container's apt-daily holds the lock a while
+        target.must(["apt-get", *wait, "update"], what="apt-get update failed", step=self.name, env=env,
                     log_path=self.log_path, progress=f"{self.name}: apt-get update", timeout=900)
-        target.must(["apt-get", "install", "-y", "--no-install-recommends", *missing], step=self.name, env=env,
+        target.must(["apt-get", *wait, "install", "-y", "--no-install-recommends", *missing], step=self.name, env=env,
                     what="apt-get install failed", log_path=self.log_path,
                     progress=f"{self.name}: apt-get install", timeout=1800)
 
@@ -95,6 +99,10 @@ class Venv(Step):
     def check(self, target) -> Observed:
         info = PythonInfo(self.layout.python).read(target)
         if info is None:
+            if target.exists(posixpath.join(self.layout.venv, "pyvenv.cfg")):
+                return Observed(False, {"venv": self.layout.venv, "python": None, "broken": True},
+                                f"the venv at {self.layout.venv} is there but its python does not run "
+                                f"({self._interpreter_links(target) or self.layout.python})")
             return Observed(False, {"venv": self.layout.venv, "python": None}, f"no venv at {self.layout.venv}")
         version = tuple(int(x) for x in info["version"].split("."))
         state = {"venv": self.layout.venv, "python": info["version"]}
@@ -111,9 +119,30 @@ class Venv(Step):
                 return Observed(False, state, f"the venv does not see {parent} (the interpreter's own packages)")
         return Observed(True, state, f"venv with python {info['version']}")
 
+    _LINKS = ("for f in \"$1\"/bin/python \"$1\"/bin/python3 \"$1\"/bin/python3.*; do "
+              "[ -L \"$f\" ] && ! [ -e \"$f\" ] && echo \"$f -> $(readlink \"$f\")\"; done; true")
+
+    def _interpreter_links(self, target) -> str:
+        """The venv's interpreter links that point nowhere (the Python they named was removed or upgraded)."""
+        r = target.run(["sh", "-c", self._LINKS, "sh", self.layout.venv], timeout=30)
+        return "; ".join(r.stdout.split("\n")).strip("; ") if r.succeeded else ""
+
+    def _relink(self, target) -> None:
+        """A venv whose interpreter links point nowhere: drop those links only and let `venv --upgrade` link the
+        profile's python again. The installed packages stay; the later layers' checks say whether they still
+        import with this interpreter."""
+        target.must(["sh", "-c", self._LINKS.replace("echo \"$f -> $(readlink \"$f\")\"", "rm -f -- \"$f\""),
+                     "sh", self.layout.venv], step=self.name, what=f"could not remove the dangling interpreter "
+                     f"links of {self.layout.venv}", log_path=self.log_path)
+        flags = ["--system-site-packages"] if self.system_site_packages and not self.parent_site(target) else []
+        target.must([self.python, "-m", "venv", "--upgrade", *flags, self.layout.venv], step=self.name,
+                    what=f"could not link the venv {self.layout.venv} to {self.python} again", log_path=self.log_path)
+
     def apply(self, target, observed: Observed) -> None:
         parent = self.parent_site(target)
-        if "parent_site" not in observed.state:          # no venv yet (else only the .pth is missing)
+        if observed.state.get("broken"):
+            self._relink(target)
+        elif "parent_site" not in observed.state:          # no venv yet (else only the .pth is missing)
             flags = ["--without-pip"] if parent else (["--system-site-packages"] if self.system_site_packages else [])
             target.must([self.python, "-m", "venv", *flags, self.layout.venv], step=self.name,
                         what=f"could not create the venv {self.layout.venv}", log_path=self.log_path)
