@@ -270,7 +270,8 @@ def test_a_cut_off_report_is_set_aside_and_the_next_run_passes(tmp_path, good_re
     text = r.stdout + r.stderr
     assert r.returncode == 0 and "Traceback" not in text, text[-3000:]
     aside = [ln for ln in text.splitlines() if "is corrupt" in ln]
-    assert len(aside) == 1 and aside[0].startswith(f"phoenix: {out / 'compliance.json'} is corrupt (Unterminated"), text
+    # the parser's own words depend on where the cut falls (Unterminated string, Expecting property name, ...)
+    assert len(aside) == 1 and aside[0].startswith(f"phoenix: {out / 'compliance.json'} is corrupt ("), text
     kept = list(out.glob("compliance.json.corrupt-*"))
     assert len(kept) == 1 and kept[0].name in aside[0] and kept[0].read_bytes() == data[: len(data) // 2]
     assert "phoenix: compliance report:" in text
