@@ -31,6 +31,7 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
+from provisioners.backends.kinds import kind_of
 from provisioners.core.files import load_json, write_atomic
 from reports.catalog import Catalog, load_catalog, spec_applies
 from reports.compliance import _md, requirement_rows, summarize
@@ -180,7 +181,7 @@ def rerender(doc: dict, *, log: Path | None = None, catalog: Catalog | None = No
     catalog = catalog or load_catalog()
     meta = {**doc["meta"], "rerendered": NOTE}
     outcomes = outcomes_of(doc, log=log)
-    rows = requirement_rows(outcomes, catalog, profile=meta["profile"], target_scheme=meta["target"].split("://")[0])
+    rows = requirement_rows(outcomes, catalog, profile=meta["profile"], target_kind=kind_of(meta["target"]))
     if "summary_full_catalog" in doc:          # a report of the rows its spec files selected
         keep = {r["id"] for r in doc["requirements"]} | {rid for o in outcomes for rid in o["reqs"]}
         out = {"meta": meta, "summary_full_catalog": summarize(rows), "note": doc.get("note", ""),
