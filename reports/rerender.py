@@ -182,6 +182,13 @@ def rerender(doc: dict, *, log: Path | None = None, catalog: Catalog | None = No
     meta = {**doc["meta"], "rerendered": NOTE}
     outcomes = outcomes_of(doc, log=log)
     rows = requirement_rows(outcomes, catalog, profile=meta["profile"], target_kind=kind_of(meta["target"]))
+    # a row's evidence stays as the run recorded it: re-deriving it from the specs would hand each spec the
+    # evidence of every row it shares, and each re-render would copy it further
+    before = {r["id"]: r for r in doc["requirements"]}
+    for r in rows:
+        b = before.get(r["id"])
+        if b is not None and [s["nodeid"] for s in b.get("specs", [])] == [s["nodeid"] for s in r["specs"]]:
+            r["evidence"] = b.get("evidence", [])
     if "summary_full_catalog" in doc:          # a report of the rows its spec files selected
         keep = {r["id"] for r in doc["requirements"]} | {rid for o in outcomes for rid in o["reqs"]}
         out = {"meta": meta, "summary_full_catalog": summarize(rows), "note": doc.get("note", ""),
