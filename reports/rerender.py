@@ -112,7 +112,7 @@ def outcomes_of(doc: dict, *, log: Path | None = None, markers: dict | None = No
         markers, applies = spec_markers()
     meta = doc["meta"]
     profile = load_profile(meta["profile"])
-    scheme = meta["target"].split("://", 1)[0]
+    kind = kind_of(meta["target"])
     legacy = _legacy(doc)
     specs: dict[str, dict] = {}
     # rows of ids that do not apply to the run last: an old report showed such a row's inapplicability as
@@ -138,7 +138,7 @@ def outcomes_of(doc: dict, *, log: Path | None = None, markers: dict | None = No
     for o in specs.values():
         base = o["nodeid"].split("[", 1)[0]
         o["reqs"] = markers.get(base, o["reqs"])
-        ok, why = spec_applies(base.split("::")[-1], profile.name, scheme, **applies.get(base, {}))
+        ok, why = spec_applies(base.split("::")[-1], profile.name, kind, **applies.get(base, {}))
         if not ok:
             o.update(applies=False, outcome="skipped", message=f"not verified: {why}", deviations=[])
     return list(specs.values())

@@ -109,3 +109,17 @@ def test_settings_answer_through_the_registry(tmp_path):
     with pytest.raises(ConfigError, match="--ctid 921 means --target pct://921"):
         build_settings(ctid="921", target="docker://x", config=None, profile="cpu", audit=True,
                        wheelhouse=None, out_dir=str(tmp_path))
+
+
+def test_an_applies_marker_naming_an_unknown_target_is_refused():
+    from types import SimpleNamespace as NS
+
+    from fixtures.reporting import applies_marker
+
+    def item(targets):
+        return NS(nodeid="specs/test_x.py::test_y", iter_markers=lambda name: [pytest.mark.applies(targets=targets).mark])
+
+    assert applies_marker(item(["container"])) == {"targets": ["container"]}
+    assert applies_marker(item(["pct"])) == {"targets": ["pct"]}
+    with pytest.raises(pytest.UsageError, match="lcx is neither a category"):
+        applies_marker(item(["lcx"]))
