@@ -1,4 +1,4 @@
-"""Facts read the target and change nothing: one command, one parser, a default (STYLE rule 4).
+"""Facts read the target and change nothing: one command, one parser, a default (absence is a value).
 
 Parsers are pure, so they are tested from canned output with no host.
 """

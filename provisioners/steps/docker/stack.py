@@ -41,11 +41,6 @@ class DockerStack:
         return f"{scheme}://127.0.0.1:{self.rel.deployment.nginx.https_port}"
 
     @property
-    def api_url(self) -> str | None:
-        v = self.rel.deployment.vllm
-        return f"http://{v.publish}:{v.publish_port or self.rel.api_port}" if v.publish else None
-
-    @property
     def prometheus_url(self) -> str:
         p = self.rel.deployment.prometheus
         return f"http://{'127.0.0.1' if p.bind in ('0.0.0.0', '') else p.bind}:{p.port}"
