@@ -78,3 +78,34 @@ def test_audit_and_no_flashinfer_never_fall_back():
     serve_with_fallback(serve, "u", lambda s: f"unit sampler={s}", fi, None, audit=True)
     serve_with_fallback(serve, "u", lambda s: f"unit sampler={s}", None, None, audit=False)
     assert fi.calls == [] and served == ["u", "u"]
+
+
+def test_the_plan_refuses_a_container_the_config_does_not_own(tmp_path):
+    import pytest
+
+    from provisioners.config.phoenix import load_config
+    from provisioners.config.settings import DEFAULT_CONFIG, REPO_ROOT, build_settings
+    from provisioners.core.errors import RefusedTarget
+    from provisioners.plan import guard_owned
+
+    cfg = load_config(REPO_ROOT / DEFAULT_CONFIG)
+    for ctid in cfg.protected_ctids:
+        s = build_settings(ctid=ctid, target=None, config=None, profile="cpu", audit=True, wheelhouse=None,
+                           out_dir=str(tmp_path))
+        with pytest.raises(RefusedTarget, match=f"refusing to act on container {ctid}"):
+            guard_owned(s, cfg)
+    local = build_settings(ctid=None, target=None, config=None, profile="cpu", audit=True, wheelhouse=None,
+                           out_dir=str(tmp_path))
+    guard_owned(local, cfg)                                # a host install has no container to refuse
+
+
+def test_fixture_modules_do_not_import_each_other_in_a_cycle():
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "fixtures"
+    deps = {p.stem: {n.module.split(".")[1] for n in ast.walk(ast.parse(p.read_text()))
+                     if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("fixtures.")}
+            for p in root.glob("*.py")}
+    cycles = sorted((a, b) for a in deps for b in deps[a] if a in deps.get(b, set()) and a < b)
+    assert not cycles, cycles
