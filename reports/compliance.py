@@ -162,7 +162,10 @@ def write_compliance(outcomes: list[dict], *, settings, environment: dict | None
     """Write <out>/<name>.{json,md,html}. `interrupted` (signal, step, spec, at) marks a partial run at
     the top of all three; `service` (endpoint, ca_file, curl) says where the service answers."""
     catalog = catalog or load_catalog()
-    rows = requirement_rows(outcomes, catalog, profile=settings.profile, target_kind=settings.kind.name)
+    from provisioners.backends.kinds import parse_target_url
+
+    rows = requirement_rows(outcomes, catalog, profile=settings.profile,
+                            target_kind=parse_target_url(settings.target_url).kind)
     summary = summarize(rows)
     meta = {"run_id": settings.run_id, "profile": settings.profile, "target": settings.target_url,
             "audit": settings.audit, "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
