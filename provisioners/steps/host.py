@@ -122,7 +122,6 @@ TEST_NEEDS = [
 ]
 
 
-
 def _pct_needs(env: Mapping[str, str], via_ssh: bool) -> tuple[list[Need], list[KernelFeature]]:
     if via_ssh:
         return list(SSH_NEEDS), []
