@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from provisioners.backends.kinds import target_applies
 from provisioners.core.files import load_yaml
 
 CATALOG_PATH = Path(__file__).resolve().parent.parent / "specs" / "requirements.yaml"
@@ -29,17 +30,18 @@ class Requirement:
     between: tuple[str, ...] = field(default_factory=tuple)   # kind: conflict -- the two sources that disagree
     see: tuple[str, ...] = field(default_factory=tuple)       # kind: conflict -- entries whose specs verify the choice
 
-    def applies(self, profile: str, target_scheme: str) -> tuple[bool, str]:
+    def applies(self, profile: str, target_kind: str) -> tuple[bool, str]:
+        """`targets:` names categories (host, container, docker), or one kind where only it can verify."""
         if profile not in self.profiles:
             return False, f"{self.id} applies to profile {', '.join(self.profiles)}; active profile is {profile}"
-        # an ssh:// host is a host install like local://, only reached through ssh
-        if ("local" if target_scheme == "ssh" else target_scheme) not in self.targets:
-            return False, f"{self.id} applies to target {', '.join(self.targets)}; active target is {target_scheme}://"
+        if not target_applies(self.targets, target_kind):
+            return False, f"{self.id} applies to target {', '.join(self.targets)}; active target is {target_kind}://"
         return True, ""
 
 
-def spec_applies(spec: str, profile: str, target_scheme: str, *, targets=None, profiles=None) -> tuple[bool, str]:
-    """Whether one spec can verify anything on this run, from its `applies(targets=..., profiles=...)` marker.
+def spec_applies(spec: str, profile: str, target_kind: str, *, targets=None, profiles=None) -> tuple[bool, str]:
+    """Whether one spec can verify anything on this run, from its `applies(targets=..., profiles=...)` marker
+    (targets: categories or kinds, as in the catalog).
 
     A spec written for one kind of target (the docker stack's nginx, a container's cgroup) says so;
     on other runs it is left out of the ids it names instead of leaving them not verified.
@@ -47,9 +49,8 @@ def spec_applies(spec: str, profile: str, target_scheme: str, *, targets=None, p
     >>> spec_applies("test_nginx", "cpu", "local", targets=["docker"])
     (False, 'test_nginx applies to target docker; active target is local://')
     """
-    scheme = "local" if target_scheme == "ssh" else target_scheme
-    if targets and scheme not in targets:
-        return False, f"{spec} applies to target {', '.join(targets)}; active target is {target_scheme}://"
+    if targets and not target_applies(targets, target_kind):
+        return False, f"{spec} applies to target {', '.join(targets)}; active target is {target_kind}://"
     if profiles and profile not in profiles:
         return False, f"{spec} applies to profile {', '.join(profiles)}; active profile is {profile}"
     return True, ""

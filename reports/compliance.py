@@ -89,7 +89,7 @@ def _spec_entry(s: dict) -> dict:
 
 
 def requirement_rows(outcomes: list[dict], catalog: Catalog, *, profile: str | None = None,
-                     target_scheme: str | None = None) -> list[dict]:
+                     target_kind: str | None = None) -> list[dict]:
     """One row per catalog entry. A spec that names several ids verifies only those that apply to
     this run's profile and target: for the others its outcome counts as not verified, with why."""
     by_req: dict[str, list[dict]] = defaultdict(list)
@@ -99,8 +99,8 @@ def requirement_rows(outcomes: list[dict], catalog: Catalog, *, profile: str | N
     rows = []
     for rid, req in catalog.requirements.items():
         specs = judged = by_req.get(rid, [])
-        if profile and target_scheme:
-            ok, why = req.applies(profile, target_scheme)
+        if profile and target_kind:
+            ok, why = req.applies(profile, target_kind)
             if not ok:
                 judged = [{**s, "outcome": "skipped", "message": f"not verified: {why}", "deviations": []}
                           for s in specs]
@@ -162,10 +162,10 @@ def write_compliance(outcomes: list[dict], *, settings, environment: dict | None
     """Write <out>/<name>.{json,md,html}. `interrupted` (signal, step, spec, at) marks a partial run at
     the top of all three; `service` (endpoint, ca_file, curl) says where the service answers."""
     catalog = catalog or load_catalog()
-    from provisioners.backends import parse_target
+    from provisioners.backends.kinds import parse_target_url
 
     rows = requirement_rows(outcomes, catalog, profile=settings.profile,
-                            target_scheme=parse_target(settings.target_url)[0])
+                            target_kind=parse_target_url(settings.target_url).kind)
     summary = summarize(rows)
     meta = {"run_id": settings.run_id, "profile": settings.profile, "target": settings.target_url,
             "audit": settings.audit, "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -8,7 +8,7 @@ profile's declared substitute was observed) meets the gate only when the profile
 deviation, never as passed. *scope* and *conflict* entries are honoured by design: listed
 as such, never counted as passed, never failing the gate. A required id that is *not
 verified* fails the gate only when it applies to this run (its profiles include the run's
-profile and its targets the run's target scheme); elsewhere it is reported as n/a. An id
+profile and its targets the run's target kind or its category); elsewhere it is reported as n/a. An id
 that is not in the report at all fails the gate (a typo, or a catalog entry that went away).
 
     python -m reports.gate [--compliance reports/out/compliance.json] [--config config/gate.yaml]
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from provisioners.backends.kinds import kind_of, target_applies
 from provisioners.core.files import DuplicateKey, load_json, load_yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -116,8 +117,6 @@ class Verdict:
         return out
 
 
-def _scheme(target: str) -> str:
-    return target.split("://", 1)[0] if "://" in target else target
 
 
 def evaluate(doc: dict, gate: dict[str, list[str]], profile: str | None = None,
@@ -150,7 +149,7 @@ def evaluate(doc: dict, gate: dict[str, list[str]], profile: str | None = None,
             v.by_design.append({"id": rid, "status": r["status"], "reason": _one_line(r.get("reason", ""))})
         elif r["status"] == "failed":
             v.failures.append({"id": rid, "status": "failed", "reason": _one_line(r.get("reason", ""))})
-        elif profile in r.get("profiles", []) and _scheme(target) in r.get("targets", []):
+        elif profile in r.get("profiles", []) and target_applies(r.get("targets", []), kind_of(target)):
             v.failures.append({"id": rid, "status": "not verified",
                                "reason": _one_line(r.get("reason", "")) or "no spec for it ran"})
         else:

@@ -31,6 +31,7 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
+from provisioners.backends.kinds import kind_of
 from provisioners.core.files import load_json, write_atomic
 from reports.catalog import Catalog, load_catalog, spec_applies
 from reports.compliance import _md, requirement_rows, summarize
@@ -111,7 +112,7 @@ def outcomes_of(doc: dict, *, log: Path | None = None, markers: dict | None = No
         markers, applies = spec_markers()
     meta = doc["meta"]
     profile = load_profile(meta["profile"])
-    scheme = meta["target"].split("://", 1)[0]
+    kind = kind_of(meta["target"])
     legacy = _legacy(doc)
     specs: dict[str, dict] = {}
     # rows of ids that do not apply to the run last: an old report showed such a row's inapplicability as
@@ -137,7 +138,7 @@ def outcomes_of(doc: dict, *, log: Path | None = None, markers: dict | None = No
     for o in specs.values():
         base = o["nodeid"].split("[", 1)[0]
         o["reqs"] = markers.get(base, o["reqs"])
-        ok, why = spec_applies(base.split("::")[-1], profile.name, scheme, **applies.get(base, {}))
+        ok, why = spec_applies(base.split("::")[-1], profile.name, kind, **applies.get(base, {}))
         if not ok:
             o.update(applies=False, outcome="skipped", message=f"not verified: {why}", deviations=[])
     return list(specs.values())
@@ -180,7 +181,14 @@ def rerender(doc: dict, *, log: Path | None = None, catalog: Catalog | None = No
     catalog = catalog or load_catalog()
     meta = {**doc["meta"], "rerendered": NOTE}
     outcomes = outcomes_of(doc, log=log)
-    rows = requirement_rows(outcomes, catalog, profile=meta["profile"], target_scheme=meta["target"].split("://")[0])
+    rows = requirement_rows(outcomes, catalog, profile=meta["profile"], target_kind=kind_of(meta["target"]))
+    # a row's evidence stays as the run recorded it: re-deriving it from the specs would hand each spec the
+    # evidence of every row it shares, and each re-render would copy it further
+    before = {r["id"]: r for r in doc["requirements"]}
+    for r in rows:
+        b = before.get(r["id"])
+        if b is not None and [s["nodeid"] for s in b.get("specs", [])] == [s["nodeid"] for s in r["specs"]]:
+            r["evidence"] = b.get("evidence", [])
     if "summary_full_catalog" in doc:          # a report of the rows its spec files selected
         keep = {r["id"] for r in doc["requirements"]} | {rid for o in outcomes for rid in o["reqs"]}
         out = {"meta": meta, "summary_full_catalog": summarize(rows), "note": doc.get("note", ""),

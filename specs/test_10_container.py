@@ -15,8 +15,8 @@ from conftest import expect_ok
 
 from specs import checks
 
-# a local:// or ssh:// run installs on the host itself: there is no container for these specs to read
-pytestmark = [pytest.mark.layer("container"), pytest.mark.applies(targets=["pct", "lxc"])]
+# a run on a host (local://, ssh://) installs on the host itself: there is no container for these specs to read
+pytestmark = [pytest.mark.layer("container"), pytest.mark.applies(targets=["container"])]
 
 
 def _inside_memory_limit(target) -> int | None:

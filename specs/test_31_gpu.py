@@ -19,7 +19,7 @@ from provisioners.steps.perf import bandwidth_cached
 # docker:// the target is the serving container, where no layer of this file (apt, venv, torch) may install
 # anything: the image's GPU facts are read by specs/test_90_docker.py. Both are decided before any fixture runs.
 pytestmark = [pytest.mark.layer("torch"),
-              pytest.mark.applies(targets=["pct", "lxc", "local"], profiles=["gpu-blackwell", "gpu-hopper"])]
+              pytest.mark.applies(targets=["container", "host"], profiles=["gpu-blackwell", "gpu-hopper"])]
 
 
 @pytest.fixture(scope="module")

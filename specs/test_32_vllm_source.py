@@ -193,7 +193,7 @@ def test_vllm_torch_requirement_is_the_installed_torch(source_run, target, toolc
     assert not why, why
 
 
-# ------------------------------------------------------------------ the wheel cache (DESIGN: the second target)
+# ------------------------------------------------------------------ the wheel cache (a second target installs the built wheel)
 @pytest.mark.req("R001-4.3-no-artifact-cleanup")
 def test_the_built_wheel_is_cached_under_its_key(source_run, target, profile, evidence):
     """After a build (or a cache install) the cache folder of this build's key holds one vLLM wheel, and its

@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import expect_ok
 
 from provisioners.config.engine import to_cli_args
-from provisioners.facts import DistDirectUrl
 from provisioners.facts.pins import PipCheck
 from specs import checks
 
@@ -15,30 +13,32 @@ pytestmark = pytest.mark.layer("vllm")
 @pytest.mark.req("R000-S4-vllm-version-cli", "R003-6.2-vllm-version")
 @pytest.mark.gpu_runtime("runs vLLM's CLI, which infers the device when it builds its parser (vLLM 0.10.2 without a GPU: "
                          "\"RuntimeError: Failed to infer device type\")")
-def test_vllm_version_cli_equals_the_pin(target, toolchain, vllm_layer, expect):
-    r = expect_ok(target.run([toolchain.vllm, "--version"], timeout=300, env={"HF_HUB_OFFLINE": "1"}), "vllm --version")
-    printed = r.stdout.strip().splitlines()[-1].strip()
+def test_vllm_version_cli_equals_the_pin(installed_vllm, expect):
+    """`vllm --version` as the venv's console script runs it (its entry point, in the run's one read of vLLM)."""
+    cli = installed_vllm.version_cli
+    assert cli.ok, cli.problem("vllm --version")
+    printed = cli.stdout.strip().splitlines()[-1].strip()
     if checks.vllm_version(printed, checks.DOC_VLLM):
         expect(None, checks.release(printed), document=checks.DOC_VLLM, what="`vllm --version`")
 
 
 @pytest.mark.req("R001-TR7-verification", "R000-S5-no-pynvml-hack")
-def test_import_vllm_works(target, toolchain, vllm_layer, expect):
-    r = expect_ok(target.run([toolchain.python, "-c", "import vllm, sys; print(vllm.__version__)"], timeout=300,
-                             env={"HF_HUB_OFFLINE": "1"}), "import vllm")
-    printed = r.stdout.strip().splitlines()[-1]
+def test_import_vllm_works(installed_vllm, expect):
+    assert installed_vllm.imported, f"import vllm failed: {installed_vllm.import_error}"
+    printed = str(installed_vllm.version)
     if checks.vllm_version(printed, checks.DOC_VLLM, "vllm.__version__"):
         expect("R001-TR7-verification", checks.release(printed), document=checks.DOC_VLLM, what="vllm.__version__")
 
 
 @pytest.mark.req("R003-3.2-wheel-first", "R003-P2.3-vllm-wheel")
-def test_vllm_came_from_the_pinned_wheel(target, toolchain, vllm_layer, profile, evidence, expect):
+def test_vllm_came_from_the_pinned_wheel(installed_vllm, profile, evidence, expect):
     if profile.vllm.strategy == "source":
         pytest.skip(f"not verified: profile {profile.name} builds vLLM from source by design (no wheel to pin)")
-    r = expect_ok(target.run([toolchain.python, "-m", "pip", "show", profile.vllm.package]), "pip show")
-    fields = dict(line.split(": ", 1) for line in r.stdout.splitlines() if ": " in line)
-    direct = DistDirectUrl(toolchain.python, profile.vllm.package).read(target)
-    evidence("pip show / direct_url.json", text=f"{r.stdout}\n{direct}")
+    fields = installed_vllm.pip_fields()
+    assert fields, f"no {profile.vllm.package} distribution is installed in the venv"
+    direct = installed_vllm.direct_url
+    evidence("distribution metadata / direct_url.json",
+             text="\n".join(f"{k}: {v}" for k, v in fields.items()) + f"\n{direct}")
     why = checks.dist_from_wheel(fields, direct, checks.DOC_VLLM)
     if why and checks.dist_from_wheel(fields, direct, checks.release(fields.get("Version"))) is None:
         expect(None, checks.release(fields.get("Version")), document=checks.DOC_VLLM, what="the installed vLLM wheel")
@@ -49,10 +49,10 @@ def test_vllm_came_from_the_pinned_wheel(target, toolchain, vllm_layer, profile,
 @pytest.mark.req("R003-4-mirrors-engine-args")
 @pytest.mark.gpu_runtime("runs vLLM's CLI, which infers the device when it builds its parser (vLLM 0.10.2 without a GPU: "
                          "\"RuntimeError: Failed to infer device type\")")
-def test_every_rendered_flag_is_known_to_the_installed_vllm(target, toolchain, vllm_layer, served_engine):
-    r = expect_ok(target.run([toolchain.vllm, "serve", "--help=all"], timeout=300, env={"HF_HUB_OFFLINE": "1"}),
-                  "vllm serve --help=all")
-    why = checks.flags_known([a for a in to_cli_args(served_engine) if a.startswith("--")], r.stdout)
+def test_every_rendered_flag_is_known_to_the_installed_vllm(installed_vllm, served_engine):
+    cli = installed_vllm.serve_help
+    assert cli.ok, cli.problem("vllm serve --help=all")
+    why = checks.flags_known([a for a in to_cli_args(served_engine) if a.startswith("--")], cli.stdout)
     assert not why, why
 
 

@@ -58,7 +58,7 @@ def test_sampler_env_follows_the_fallback_state(flashinfer_step, profile):
 
 @pytest.mark.req("R003-7-fallback-trigger")
 def test_no_fallback_without_a_trigger(target, flashinfer_step, service, settings, request):
-    log = "" if settings.variant.docker else request.getfixturevalue("service_unit").current_log()
+    log = "" if settings.kind.docker else request.getfixturevalue("service_unit").current_log()
     trigger = fallback_trigger(log)
     if trigger is None:
         pytest.skip("not verified: the journal shows no FlashInfer failure, so the fallback trigger was not exercised")

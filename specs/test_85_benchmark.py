@@ -16,7 +16,7 @@ pytestmark = pytest.mark.layer("benchmark")
 
 
 @pytest.mark.req("R004-Ph4.1-benchmark-speed", "R004-Ph4.2-concurrent-requests", "R004-Ph4.T1-load-tests")
-@pytest.mark.applies(targets=["pct", "lxc", "local"])   # docker://: vllm bench serve through nginx, in test_90_docker.py
+@pytest.mark.applies(targets=["container", "host"])   # docker://: vllm bench serve through nginx, in test_90_docker.py
 def test_bench_serve_completes_every_request(target, benchmark_run, settings, evidence, profile):
     result = json.loads(target.read_text(benchmark_run.result_path))
     local = settings.out_dir / "bench" / benchmark_run.result_file

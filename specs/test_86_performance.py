@@ -1,7 +1,8 @@
 """Performance evidence on a real GPU (seed 003 1 and 6.5, seed 004 phase 4).
 
 Variants differ in one variable each and are compared by medians of >= `repeats` runs of
-`vllm bench serve` (provisioners/steps/perf.py). Thresholds come from the profile; the measured
+`vllm bench serve` (provisioners/steps/perf.py), converged by the `perf_report` fixture (fixtures/performance.py);
+the specs only read its report. Thresholds come from the profile; the measured
 numbers are in every assertion message, pass or fail. The model is a Llama-3.2-1B-shaped
 config with --load-format dummy (random weights): speed depends on shapes and dtypes, not on
 the values of the weights.
@@ -9,92 +10,17 @@ the values of the weights.
 from __future__ import annotations
 
 import json
-import os
-import time
 
 import pytest
-
-from provisioners.core.errors import ProvisionError
-from provisioners.steps.benchmark import Workload
-from provisioners.steps.perf import (
-    PerfMatrix,
-    bandwidth_cached,
-    build_report,
-    decode_workload,
-    gpu_count,
-    make_variants,
-    plot_png,
-)
-from provisioners.steps.service import UnitModel, service_step
 
 # the FP8 / FlashInfer sampler matrix needs a CUDA GPU: on a run without one it verifies none of its ids
 # the matrix restarts the container path's service per variant: on docker:// test_90_docker.py benchmarks the stack
 pytestmark = [pytest.mark.layer("benchmark"),
-              pytest.mark.applies(targets=["pct", "lxc", "local"], profiles=["gpu-blackwell", "gpu-hopper"])]
+              pytest.mark.applies(targets=["container", "host"], profiles=["gpu-blackwell", "gpu-hopper"])]
 
 
 def _fmt(x, unit=""):
     return "n/a" if x is None else f"{x:,.1f}{unit}"
-
-
-@pytest.fixture(scope="module")
-def perf_report(target, settings, converge, toolchain, service, service_unit, unit_model, served_engine, layout, profile,
-                tls_layer):
-    if not profile.gpu_arch:
-        pytest.skip(f"not verified: FP8 and the FlashInfer sampler need a CUDA GPU; profile {profile.name} has none")
-    bw = bandwidth_cached(target, toolchain.python, layout.state_dir)
-    gpus = gpu_count(target, toolchain.python)
-    variants = make_variants(served_engine, dict(profile.service.env), gpus=gpus)
-    decode = decode_workload(Workload.from_profile(profile.benchmark))
-    tls = unit_model.tls
-
-    def service_for(v):
-        env = {k: val for k, val in v.env if k != "VLLM_USE_FLASHINFER_SAMPLER"}
-        unit = UnitModel.build(vllm_bin=layout.vllm, engine=v.engine, profile_env=env, sampler=v.sampler, tls=tls,
-                               name=unit_model.name)
-        return service_step(target, unit, service, state_dir=layout.state_dir,
-                            startup_timeout=min(profile.service.startup_timeout_s, 420))
-
-    deadline = os.environ.get("PHOENIX_PERF_DEADLINE_EPOCH")
-    step = PerfMatrix(variants, Workload.from_profile(profile.benchmark), vllm_bin=layout.vllm, python=toolchain.python,
-                      base_url=service.base_url, served=served_engine.served_name,
-                      tokenizer=served_engine.ModelConfig.model, state_dir=layout.state_dir, service_for=service_for,
-                      converge=lambda svc: converge(svc, variant=True), repeats=profile.benchmark.repeats,
-                      bench_env={"SSL_CERT_FILE": tls_layer.ca_path} if tls_layer else {},
-                      deadline_s=float(deadline) - time.time() if deadline else None,
-                      log_path=str(settings.log_dir / "perf.log"), decode=decode)
-    stopped = None
-    try:
-        converge(step)
-    except ProvisionError as exc:      # a matrix the time budget cut short: each spec says what is missing
-        stopped = exc.message
-    finally:
-        # the configured service serves again (a variant is never left running for the next spec or run)
-        converge(service_unit.step)
-        results = step.results(target)
-        cfg = target.read_text(f"{served_engine.ModelConfig.model}/config.json")
-        report = build_report(results, workload=step.workload, bandwidth=bw, model_config=json.loads(cfg) if cfg else None,
-                              thresholds=profile.thresholds.model_dump(), gpu=bw.get("gpu", ""), decode=decode,
-                              min_runs=profile.benchmark.repeats,
-                              notes=[f"model: {served_engine.ModelConfig.model} (a Llama-shaped config, --load-format "
-                                     "dummy: random weights)", f"GPUs visible: {gpus}",
-                                     f"warm-up: --num-warmups {step.warmups} per run (full concurrency, absorbs the "
-                                     f"JIT); temperature {step.temperature}",
-                                     "verdicts: passed if the worst case (min of a / max of b) meets the threshold, "
-                                     "failed if the best case misses it, else within noise"])
-        report["budget_stopped"] = bool(step.deadline and step._time_left() < 240)
-        report["matrix_incomplete"] = stopped
-        out = settings.out_dir / "perf"
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "performance.json").write_text(json.dumps(report, indent=1))
-        for name, res in results.items():
-            (out / f"bench_{name}.json").write_text(json.dumps({"variant": res.variant, "runs": res.runs,
-                                                                 "decode_c1_runs": res.decode_runs,
-                                                                 "startup_s": res.startup_s, "error": res.error,
-                                                                 "log_excerpt": res.log_excerpt}, indent=1))
-        if any(v["runs"] for v in report["variants"].values()):
-            plot_png(report, str(out / "tok_s_by_variant.png"))
-    return report
 
 
 def _line(report, name):
@@ -190,8 +116,8 @@ def test_sampler_on_variant_logs_flashinfer_sampling(perf_report):
 
 
 @pytest.mark.req("R004-Ph4.1-multi-gpu-scaling")
-def test_tp2_vs_tp1_scaling(target, toolchain, perf_report, profile, evidence):
-    n = gpu_count(target, toolchain.python)
+def test_tp2_vs_tp1_scaling(perf_report, profile, evidence):
+    n = perf_report["gpus"]
     if n < 2:
         pytest.skip(f"not verified: no second GPU ({n} visible); TP 1 vs 2 needs two")
     c = _verdict(perf_report, "tp2_vs_tp1", profile.benchmark.repeats)

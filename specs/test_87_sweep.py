@@ -16,7 +16,7 @@ from specs import checks
 
 # the container path's service: on docker:// the served stack is measured by specs/test_90_docker.py
 pytestmark = [pytest.mark.layer("benchmark"),
-              pytest.mark.applies(profiles=["gpu-blackwell", "gpu-hopper"], targets=["pct", "lxc", "local"])]
+              pytest.mark.applies(profiles=["gpu-blackwell", "gpu-hopper"], targets=["container", "host"])]
 
 
 def _table(report: dict, key: str) -> dict[str, dict]:

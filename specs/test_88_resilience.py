@@ -93,7 +93,7 @@ def _healthy(service) -> bool:
 
 @pytest.mark.destructive            # kills the server: runs with --destructive (CI), not on a plain re-run
 @pytest.mark.req("R004-Ph4.2-failure-scenarios")
-@pytest.mark.applies(targets=["pct", "lxc", "local"])   # docker://: the restart policy's recovery, in test_90_docker.py
+@pytest.mark.applies(targets=["container", "host"])   # docker://: the restart policy's recovery, in test_90_docker.py
 def test_killed_vllm_process_is_restarted_and_healthy_again(target, svc, service, settings, profile, evidence):
     if settings.audit:
         pytest.skip("not verified: --audit changes nothing, and killing the server is a change")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from provisioners.backends import backend_for, parse_target
+from provisioners.backends import backend_for, parse_target_url
 from provisioners.backends.lxc import LxcBackend
 from provisioners.backends.pct import PctBackend
 from provisioners.backends.remote import DockerBackend, SshBackend
@@ -108,7 +108,7 @@ def test_pct_over_ssh_quotes_the_whole_pct_command():
 @pytest.mark.parametrize("bad", ["", "http://x", "pct://abc", "lxc://", "ftp://x", "docker://-x", "docker://a b"])
 def test_bad_target_urls(bad):
     with pytest.raises(ConfigError, match="--target"):
-        parse_target(bad)
+        parse_target_url(bad)
 
 
 def test_lxc_and_docker_classes():

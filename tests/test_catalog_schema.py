@@ -20,6 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from provisioners.backends.kinds import CATEGORIES
+from provisioners.backends.kinds import KINDS as TARGET_KINDS
+
 REPO = Path(__file__).resolve().parents[1]
 CATALOG = REPO / "specs" / "requirements.yaml"
 REPO_SEEDS = REPO / "docs" / "seeds"
@@ -33,7 +36,7 @@ LAYERS = [
     "tls", "service", "api", "benchmark", "docker", "idempotence", "scope",
 ]
 PROFILES = {"gpu-blackwell", "gpu-hopper", "cpu", "cpu-source"}
-TARGETS = {"pct", "lxc", "local", "docker"}
+TARGETS = set(CATEGORIES) | set(TARGET_KINDS)        # categories, or one kind where only it can verify
 KINDS = {"requirement", "scope", "conflict"}
 REQUIRED_KEYS = {"id", "source", "text", "kind", "layer", "profiles", "targets", "verify", "specs"}
 OPTIONAL_KEYS = {"honoured_by", "superseded_by", "between", "resolution", "see"}

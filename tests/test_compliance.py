@@ -44,7 +44,7 @@ def test_a_spec_that_never_reached_its_call_phase_verifies_nothing():
 def test_a_pass_does_not_verify_ids_that_do_not_apply():
     # R003-6.4-fp8-inference applies to GPU profiles only; the spec also names an id that applies to cpu
     rows = rows_for([spec("passed", "R004-Ph3.T2-e2e-inference", "R003-6.4-fp8-inference")],
-                    profile="cpu", target_scheme="local")
+                    profile="cpu", target_kind="local")
     assert rows["R004-Ph3.T2-e2e-inference"]["status"] == "passed"
     assert rows["R003-6.4-fp8-inference"]["status"] == "not verified"
     assert "active profile is cpu" in rows["R003-6.4-fp8-inference"]["reason"]
@@ -56,7 +56,7 @@ DEV = {"id": "R003-6.2-torch-cuda", "document": "12.8", "observed": "13.0", "pro
 
 def test_a_substitute_is_a_deviation_with_both_values_and_the_reason():
     rows = rows_for([spec("passed", "R003-6.2-torch-cuda", "R001-1-cuda128-torch29", deviations=[DEV])],
-                    profile="gpu-hopper", target_scheme="local")
+                    profile="gpu-hopper", target_kind="local")
     r = rows["R003-6.2-torch-cuda"]
     assert r["status"] == "deviation"
     assert r["reason"] == ("torch.version.cuda: document 12.8, observed 13.0 "
@@ -189,7 +189,7 @@ def test_a_sibling_that_never_reached_its_call_phase_leaves_the_id_not_verified(
 def test_not_verified_is_weaker_than_a_deviation_and_a_failure_weaker_than_both():
     rows = rows_for([named("passed", "test_a", "R003-6.2-torch-cuda", deviations=[DEV]),
                      named("skipped", "test_b", "R003-6.2-torch-cuda", message="not verified: x")],
-                    profile="gpu-hopper", target_scheme="local")
+                    profile="gpu-hopper", target_kind="local")
     assert rows["R003-6.2-torch-cuda"]["status"] == "not verified"
     rows = rows_for([named("skipped", "test_b", "R003-6.2-torch-cuda", message="not verified: x"),
                      named("failed", "test_c", "R003-6.2-torch-cuda", message="torch.version.cuda is 12.1")])
@@ -202,19 +202,19 @@ def test_a_spec_that_does_not_apply_to_the_run_is_left_out_of_its_ids():
                       message="not verified: test_completion_through_nginx applies to target docker; "
                               "active target is local://"), "applies": False}
     rows = rows_for([named("passed", "test_completion", "R004-Ph3.T2-e2e-inference"), docker],
-                    profile="cpu", target_scheme="local")
+                    profile="cpu", target_kind="local")
     r = rows["R004-Ph3.T2-e2e-inference"]
     assert r["status"] == "passed"
     assert [s["outcome"] for s in r["specs"]] == ["passed", "skipped"] and r["specs"][1]["applies"] is False
     # alone, it verifies nothing: not verified with its reason
-    alone = rows_for([docker], profile="cpu", target_scheme="local")["R004-Ph3.T2-e2e-inference"]
+    alone = rows_for([docker], profile="cpu", target_kind="local")["R004-Ph3.T2-e2e-inference"]
     assert alone["status"] == "not verified" and "applies to target docker" in alone["reason"]
 
 
 def test_rows_keep_each_specs_message_and_deviations_for_a_re_render():
     rows = rows_for([named("passed", "test_a", "R003-6.2-torch-cuda", deviations=[DEV]),
                      named("failed", "test_c", "R003-6.4-v1-models", message="boom")], profile="gpu-hopper",
-                    target_scheme="local")
+                    target_kind="local")
     assert rows["R003-6.2-torch-cuda"]["specs"][0]["deviations"] == [DEV]
     assert rows["R003-6.4-v1-models"]["specs"][0]["message"] == "boom"
 

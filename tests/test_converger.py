@@ -11,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from fixtures.provisioning import Converger
+from provisioners.backends.kinds import KINDS
 from provisioners.core.step import Ledger, Observed, Step
 
 
@@ -48,7 +49,7 @@ class Measurement(Step):
 
 
 def _converger(tmp_path: Path) -> Converger:
-    return Converger(SimpleNamespace(audit=False), target=object(), ledger=Ledger(tmp_path / "ledger.json"),
+    return Converger(SimpleNamespace(audit=False, kind=KINDS["local"]), target=object(), ledger=Ledger(tmp_path / "ledger.json"),
                      lock_dir=tmp_path)
 
 

@@ -41,6 +41,16 @@ def test_committed_report_reads_as_todays_code_renders_it(path: Path):
             assert md.read_text() == _md(new["requirements"], new["summary"], new["meta"]), f"{md} is stale"
 
 
+@pytest.mark.parametrize("path", REPORTS, ids=lambda p: str(p.relative_to(EVIDENCE)))
+def test_a_rerender_keeps_the_evidence_the_run_recorded(path: Path):
+    """Re-rendering changes verdicts, never the recorded evidence: a second re-render changes nothing."""
+    doc = json.loads(path.read_text())
+    new = rerender.rerender(doc, log=rerender.log_beside(path))
+    before = {r["id"]: r.get("evidence", []) for r in doc["requirements"]}
+    grown = [r["id"] for r in new["requirements"] if r["id"] in before and r["evidence"] != before[r["id"]]]
+    assert not grown, f"{path.relative_to(ROOT)}: a re-render changed the evidence of {grown[:5]}"
+
+
 def test_a_planted_stale_status_or_reason_is_found():
     path = EVIDENCE / "gpu-h200x2" / "run2" / "compliance.json"
     doc = json.loads(path.read_text())

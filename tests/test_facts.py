@@ -1,4 +1,4 @@
-"""Fact parsers and pure decisions, from canned output (STYLE rule 4)."""
+"""Fact parsers and pure decisions, from canned output: a fact is testable with no host."""
 from __future__ import annotations
 
 import pytest

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from provisioners.backends.kinds import kind_of, target_applies
 from reports import diff as diff_mod
 from reports.catalog import load_catalog
 from reports.gate import evaluate, load_gate
@@ -186,7 +187,7 @@ def test_real_report_with_every_required_id_passed_passes(tmp_path, real_doc):
     assert {f["id"] for f in v.failures} == {
         rid for rid in gate.get(profile, []) if rid not in by_id or by_id[rid]["status"] == "failed"
         or (by_id[rid]["status"] == "not verified" and profile in by_id[rid]["profiles"]
-            and real_doc["meta"]["target"].split("://")[0] in by_id[rid]["targets"])}
+            and target_applies(by_id[rid]["targets"], kind_of(real_doc["meta"]["target"])))}
 
 
 # ------------------------------------------------------------------ reports/diff.py

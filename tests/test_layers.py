@@ -14,13 +14,11 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ["core", "backends", "config", "facts", "steps"]
 SPEC_LAYERS = {"core", "backends", "config", "facts"}
 
-# specs that still drive steps themselves (the GPU performance matrix and the source build are converged in
-# the spec); each entry goes once a fixture hands the spec typed results. The list may only shrink.
+# specs that still import a step module (the GPU spec's perf helpers, the source build converged in the spec);
+# each entry goes once a fixture hands the spec typed results. The list may only shrink.
 SPEC_STEP_IMPORTS = {
     "specs/test_31_gpu.py": {"provisioners.steps.perf"},
     "specs/test_32_vllm_source.py": {"provisioners.steps.vllm_source"},
-    "specs/test_86_performance.py": {"provisioners.steps.benchmark", "provisioners.steps.perf",
-                                     "provisioners.steps.service"},
 }
 
 

@@ -96,19 +96,21 @@ class _Gpus:
 
 @pytest.mark.demonstrates("R004-Ph4.1-multi-gpu-scaling")
 def test_the_tp_scaling_spec_fails_when_tp2_ran_but_no_gain_was_measured():
-    report = _json("gpu-h200x2/run3-performance/performance.json")
+    report = {**_json("gpu-h200x2/run3-performance/performance.json"), "gpus": 2}   # the H200 host's two GPUs
     assert report["comparisons"]["tp2_vs_tp1"]["verdict"] == "not measured"
+    with pytest.raises(pytest.skip.Exception, match="no second GPU"):
+        perf.test_tp2_vs_tp1_scaling({**report, "gpus": 1}, PROFILE, lambda *a, **k: None)
     with pytest.raises(pytest.skip.Exception, match="bf16_sampler1_tp2 has 0 of 3 runs"):    # the budget stopped it
-        perf.test_tp2_vs_tp1_scaling(_Gpus(2), NS(python="python3"), report, PROFILE, lambda *a, **k: None)
+        perf.test_tp2_vs_tp1_scaling(report, PROFILE, lambda *a, **k: None)
     # TP 2 ran its 3 runs (the bf16 TP 1 runs stand in for them) but no comparison came out: a failure
     ran = copy.deepcopy(report)
     ran["variants"]["bf16_sampler1_tp2"] = {**ran["variants"]["bf16_sampler1"],
                                             "variant": report["variants"]["bf16_sampler1_tp2"]["variant"]}
     with pytest.raises(AssertionError, match=r"TP 2 vs TP 1 \(bf16\) output tok/s"):
-        perf.test_tp2_vs_tp1_scaling(_Gpus(2), NS(python="python3"), ran, PROFILE, lambda *a, **k: None)
+        perf.test_tp2_vs_tp1_scaling(ran, PROFILE, lambda *a, **k: None)
     measured = copy.deepcopy(ran)
     measured["comparisons"]["tp2_vs_tp1"].update(verdict="measured", gain_pct=41.0)
-    perf.test_tp2_vs_tp1_scaling(_Gpus(2), NS(python="python3"), measured, PROFILE, lambda *a, **k: None)
+    perf.test_tp2_vs_tp1_scaling(measured, PROFILE, lambda *a, **k: None)
 
 
 # ---- the GPU specs (specs/test_31_gpu.py), fed real cuobjdump output, the H200 host's NCCL result and its logs

@@ -1,6 +1,6 @@
 """Backends move bytes: run an argv on the target, put a file there. Nothing else.
 
-A backend never knows what a fact asks or what a step wants (STYLE rule 1). Every
+A backend never knows what a fact asks or what a step wants (facts read, steps change). Every
 concrete backend only says how to *wrap* an argv so that it runs on its target
 (`pct exec CTID --`, `lxc-attach -n NAME --`, `ssh host`, `docker exec`); running,
 timeouts, streaming to a log and progress live here, once.

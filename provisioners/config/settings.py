@@ -7,10 +7,11 @@ import shutil
 import subprocess
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
-from provisioners.backends import parse_target
 from provisioners.backends.engine import EngineChoice, choose_engine
+from provisioners.backends.kinds import TargetKind, TargetUrl, parse_target_url
 from provisioners.core.errors import ConfigError
 from provisioners.core.secrets import register_env
 
@@ -19,38 +20,6 @@ PROFILE_NAMES = ("gpu-blackwell", "gpu-hopper", "cpu")
 # profiles a spec run may name besides those (no docker release of their own): cpu-source builds vLLM from source
 RUN_ONLY_PROFILES = ("cpu-source",)
 DEFAULT_CONFIG = "config/phoenix_lxc_configs.json"
-
-
-@dataclass(frozen=True)
-class Variant:
-    """What kind of target a run drives, decided once from the target URL's scheme; fixtures ask it
-    instead of comparing scheme strings."""
-
-    scheme: str
-
-    @property
-    def container(self) -> bool:
-        """A container the run manages (classic LXC or Proxmox pct): the container layer runs."""
-        return self.scheme in ("pct", "lxc")
-
-    @property
-    def docker(self) -> bool:
-        """Seed 004's Docker deployment: the stack comes from the compose release, not the layers."""
-        return self.scheme == "docker"
-
-    @property
-    def host(self) -> bool:
-        """A host install (this machine, or one reached over ssh)."""
-        return self.scheme in ("local", "ssh")
-
-    @property
-    def local(self) -> bool:
-        """This machine itself: local paths are the target's paths."""
-        return self.scheme == "local"
-
-    @property
-    def pct(self) -> bool:
-        return self.scheme == "pct"
 
 
 @dataclass(frozen=True)
@@ -69,13 +38,15 @@ class Settings:
     venv: str | None = None      # the venv path instead of the container entry's vllm_venv
     engine: EngineChoice | None = None   # docker:// only: the container engine, decided once (backends/engine.py)
 
-    @property
-    def target_scheme(self) -> str:
-        return parse_target(self.target_url)[0]
+    @cached_property
+    def parsed_target(self) -> TargetUrl:
+        """The target URL, parsed once (kind, name, the ssh hop)."""
+        return parse_target_url(self.target_url)
 
     @property
-    def variant(self) -> Variant:
-        return Variant(self.target_scheme)
+    def kind(self) -> TargetKind:
+        """What kind of target this run drives: fixtures ask it instead of comparing scheme strings."""
+        return self.parsed_target.spec
 
     @property
     def log_dir(self) -> Path:
@@ -111,13 +82,12 @@ def build_settings(*, ctid: str | None, target: str | None, config: str | None, 
     register_env(os.environ)     # an operator's HF_TOKEN & co. are masked in every log and report
     if ctid is not None and not re.fullmatch(r"\d{3,9}", str(ctid)):
         raise ConfigError(f"--ctid {ctid!r}: must be a numeric container id such as 921")
-    if ctid is not None and target and not target.startswith(("pct://", "lxc://")):
+    parsed = parse_target_url(target) if target else None
+    if ctid is not None and parsed and not parsed.spec.container:
         raise ConfigError(f"--ctid {ctid} means --target pct://{ctid}; it cannot be combined with --target {target}")
-    if target:
-        parse_target(target)
     target_url = target or (f"pct://{ctid}" if ctid is not None else "local://")
-    if target_url.startswith("pct://") and ctid is None:
-        ctid = parse_target(target_url)[1].split("@")[0]
+    if parsed and parsed.spec.name_is_ctid and ctid is None:
+        ctid = parsed.name
     config_path = Path(config or DEFAULT_CONFIG)
     if not config_path.is_absolute():
         config_path = (Path.cwd() / config_path) if (Path.cwd() / config_path).exists() else rootdir / config_path
@@ -137,7 +107,7 @@ def build_settings(*, ctid: str | None, target: str | None, config: str | None, 
     if venv is not None and (not venv.startswith("/") or "=" in venv or venv.rstrip("/") in ("", "/usr", "/opt")):
         raise ConfigError(f"--venv {venv!r}: must be an absolute path of its own (without '='), e.g. /opt/vllm-blackwell")
     out = Path(out_dir) if out_dir else rootdir / "reports" / "out"
-    engine = choose_engine(configured=configured_engine(prof)) if target_url.startswith("docker://") else None
+    engine = choose_engine(configured=configured_engine(prof)) if parsed and parsed.spec.docker else None
     return Settings(target_url=target_url, ctid=str(ctid) if ctid is not None else None,
                     config_path=config_path.resolve(), profile=prof, profile_reason=reason, audit=audit,
                     wheelhouse=wh, out_dir=out.resolve(), run_id=time.strftime("%Y%m%dT%H%M%S"),

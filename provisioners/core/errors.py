@@ -1,4 +1,5 @@
-"""One root for everything that goes wrong while provisioning (STYLE rule 8)."""
+"""One root for everything that goes wrong while provisioning; each error carries its evidence (argv, rc,
+the output tail, the log path)."""
 from __future__ import annotations
 
 import re

@@ -1,8 +1,8 @@
-"""Steps converge one piece of state: check, apply if needed, check again (DESIGN: Contracts).
+"""Steps converge one piece of state: check, apply if needed, check again.
 
 `check()` reads and changes nothing. `apply()` makes the change. `converge()` records a
 StepResult in the run's Ledger. `changed` means the observed state before differs from
-the observed state after -- not "a command ran" (STYLE rule 5). In audit mode only
+the observed state after -- not "a command ran". In audit mode only
 check() runs and an unsatisfied step is recorded as drift.
 """
 from __future__ import annotations
@@ -47,7 +47,7 @@ class StepResult:
 
 
 class Step(ABC):
-    """A unit of desired state. Desired values go to the constructor (STYLE rule 5)."""
+    """A unit of desired state. Desired values go to the constructor."""
 
     name: str = "step"
     log_path: str | None = None
@@ -121,7 +121,7 @@ class Step(ABC):
 class Ledger:
     """What happened in this run, in order. Written as JSON next to the reports.
 
-    The ledger records; it is never read back as truth (STYLE rule 6).
+    The ledger records; it is never read back as truth (done is observed by check(), never remembered).
     `pass_no` counts converge passes: pass 2 is the idempotence check.
     `held=True`: entries stay in memory until `admit()` (the run passed every preflight), so a run that
     is refused never replaces the last real run's ledger; `set_aside_as(path)` writes them elsewhere.

@@ -1,4 +1,4 @@
-"""Facts read the target and change nothing: one command, one parser, a default (STYLE rule 4).
+"""Facts read the target and change nothing: one command, one parser, a default (absence is a value).
 
 Parsers are pure, so they are tested from canned output with no host.
 """
@@ -105,20 +105,3 @@ def version_tuple(v: str) -> tuple[int, ...]:
     except InvalidVersion:
         return ()
 
-
-@dataclass
-class DistDirectUrl(Fact):
-    """pip's direct_url.json (PEP 610) of an installed distribution: {"url", "dir_info" | "archive_info"
-    | "vcs_info"} for a local folder, file or VCS install; None for a plain index install or no dist."""
-
-    python: str
-    name: str
-
-    def command(self):
-        return [self.python, "-c", _PY_JSON + "import importlib.metadata as m\n"
-                "try: t=m.distribution(sys.argv[1]).read_text('direct_url.json')\n"
-                "except m.PackageNotFoundError: t=None\n"
-                "print(t.strip() if t else 'null')", self.name]
-
-    def parse(self, stdout):
-        return json.loads(stdout.strip().splitlines()[-1])

@@ -1,4 +1,4 @@
-"""What the machine running pytest has: commands on PATH, files, kernel features (STYLE rule 4).
+"""What the machine running pytest has: commands on PATH, files, kernel features (each one command, one parser, a default).
 
 Each fact is one read-only command and a pure parser, so it is tested from canned output.
 Only the standard library is imported: `python3 -m provisioners.steps.host` runs before the venv exists.

@@ -139,11 +139,6 @@ def read_dumps(target, python: str, *, timeout: float = 600, tools: tuple[str, .
         raise FactError(f"kernel fact: unparsable output ({exc})", stderr=r.stdout) from None
 
 
-def kernel_archs(target, python: str) -> dict[str, set[str]]:
-    """{file: archs} for every vllm/_C*.so and _moe_C*.so in the venv of `python`."""
-    return {f: parse_lelf(t) for f, t in read_dumps(target, python)["files"].items()}
-
-
 def kernel_report(target, python: str, arch: str, tools: tuple[str, ...] = ()) -> KernelReport:
     d = read_dumps(target, python, tools=tools)
     return report_from_dumps(arch, d["files"], package_dir=d["package_dir"], cuobjdump=d["cuobjdump"],

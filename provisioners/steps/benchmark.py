@@ -2,8 +2,8 @@
 
 A result is state like any other: it is keyed by the service unit's digest and the
 workload, stored on the target, and a second run that finds a complete result for the
-same key does not measure again (STYLE rule 6: keyed by content, checked to exist).
-`vllm bench serve` exits 0 even when every request fails (recipes/vllm-cpu.md), so a
+same key does not measure again (a result is keyed by content and checked to exist, never remembered).
+`vllm bench serve` exits 0 even when every request fails (seen with the CPU build), so a
 result only counts when completed == num_prompts and failed == 0.
 """
 from __future__ import annotations

@@ -23,14 +23,15 @@ import os
 import sys
 import sysconfig
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from provisioners.backends.base import Backend
 from provisioners.backends.engine import EngineChoice, EngineError, choose_engine
+from provisioners.backends.kinds import KINDS, parse_target_url
 from provisioners.backends.local import LocalBackend
-from provisioners.core.errors import ProvisionError
+from provisioners.core.errors import ConfigError, ProvisionError
 from provisioners.core.step import Ledger, Observed, Step, StepResult
 from provisioners.facts.host import CommandsOnPath, EffectiveUid, KernelFeature, KernelFeatures, PathsExist
 
@@ -122,7 +123,34 @@ TEST_NEEDS = [
     Need("openssh-server", "a real sshd on 127.0.0.1 for the ssh tests", paths=("/usr/sbin/sshd",)),
 ]
 
-PURPOSES = ("local", "lxc", "pct", "ssh", "docker", "tests")
+
+def _pct_needs(env: Mapping[str, str], via_ssh: bool, engine: EngineChoice | None
+               ) -> tuple[list[Need], list[KernelFeature]]:
+    if via_ssh:
+        return list(SSH_NEEDS), []
+    return [Need("pve-container", "pct create/clone/exec/push", commands=(env.get("PHOENIX_PCT") or "pct",),
+                 installable=False, hint="run on a Proxmox VE host (pve-container provides pct) or set PHOENIX_PCT")], []
+
+
+def _docker_needs(env: Mapping[str, str], via_ssh: bool, engine: EngineChoice | None
+                  ) -> tuple[list[Need], list[KernelFeature]]:
+    """Those of the run's engine (default: choose_engine(env)): a docker client whose daemon does not
+    answer is no engine, so such a host gets podman."""
+    needs = PODMAN_NEEDS if (engine or choose_engine(env)).is_podman else DOCKER_NEEDS
+    return list(needs), list(DOCKER_KERNEL)
+
+
+# what the machine running pytest needs for each kind of target (provisioners.backends.kinds): one entry a kind,
+# called with (env, via_ssh, the docker:// run's EngineChoice or None)
+KIND_NEEDS: dict[str, Callable[[Mapping[str, str], bool, EngineChoice | None],
+                               tuple[list[Need], list[KernelFeature]]]] = {
+    "local": lambda env, via_ssh, engine: ([], []),
+    "lxc": lambda env, via_ssh, engine: (list(LXC_NEEDS), list(LXC_KERNEL)),
+    "pct": _pct_needs,
+    "ssh": lambda env, via_ssh, engine: (list(SSH_NEEDS), []),
+    "docker": _docker_needs,
+}
+PURPOSES = (*KINDS, "tests")
 
 
 def _dedup(needs: Sequence[Need]) -> list[Need]:
@@ -153,40 +181,23 @@ def needs_for(purpose: str, env: Mapping[str, str] | None = None, *, via_ssh: bo
     """
     env = os.environ if env is None else env
     needs, kernel = common_needs("bootstrap" if purpose == "tests" else tls_mode), []
-    if purpose == "local":
-        pass
-    elif purpose == "lxc":
-        needs += LXC_NEEDS
-        kernel += LXC_KERNEL
-    elif purpose == "pct":
-        if via_ssh:
-            needs += SSH_NEEDS
-        else:
-            needs.append(Need("pve-container", "pct create/clone/exec/push", commands=(env.get("PHOENIX_PCT") or "pct",),
-                              installable=False,
-                              hint="run on a Proxmox VE host (pve-container provides pct) or set PHOENIX_PCT"))
-    elif purpose == "ssh":
-        needs += SSH_NEEDS
-    elif purpose == "docker":
-        if (engine or choose_engine(env)).is_podman:
-            needs += PODMAN_NEEDS
-        else:
-            needs += DOCKER_NEEDS
-        kernel += DOCKER_KERNEL
-    elif purpose == "tests":             # every real part of tests/: LXC (and the pct stand-in on it), podman, chromium, sshd
+    if purpose == "tests":             # every real part of tests/: LXC (and the pct stand-in on it), podman, chromium, sshd
         needs += LXC_NEEDS + PODMAN_NEEDS + TEST_NEEDS
         kernel += LXC_KERNEL + DOCKER_KERNEL
+    elif purpose in KIND_NEEDS:
+        more, more_kernel = KIND_NEEDS[purpose](env, via_ssh, engine)
+        needs += more
+        kernel += more_kernel
     else:
         raise ValueError(f"--for {purpose}: one of {', '.join(PURPOSES)}")
     return _dedup(needs), _dedup_kernel(kernel)
 
 
 def purpose_of(target_url: str) -> tuple[str, bool]:
-    """(purpose, via_ssh) for a target URL: pct://921@root@pve is pct over ssh."""
-    scheme, _, rest = target_url.partition("://")
-    if scheme not in PURPOSES or scheme == "tests":
-        raise ValueError(f"{target_url}: no host prerequisites known for this scheme")
-    return scheme, scheme == "pct" and "@" in rest
+    """(purpose, via_ssh) for a target URL: pct://921@root@pve is pct over ssh. A bad URL raises
+    ConfigError (one line naming --target)."""
+    url = parse_target_url(target_url)
+    return url.kind, url.via is not None
 
 
 class MissingPrerequisites(ProvisionError):
@@ -292,7 +303,7 @@ def preflight(purpose: str, *, audit: bool = False, ledger: Ledger | None = None
     Raises MissingPrerequisites (one line; nothing changed) without root or under --audit.
     docker: `engine` is the run's choice (default: choose_engine(env)); it is recorded in the step's state.
     """
-    if purpose == "docker" and engine is None:
+    if purpose in KINDS and KINDS[purpose].docker and engine is None:
         engine = choose_engine(env)
     needs, kernel = needs_for(purpose, env, via_ssh=via_ssh, tls_mode=tls_mode, engine=engine)
     step = HostPrerequisites(purpose, needs, kernel, host=host, log_path=log_path, engine=engine)
@@ -323,17 +334,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python3 -m provisioners.steps.host", description=__doc__.splitlines()[0])
     g = ap.add_mutually_exclusive_group(required=True)
     g.add_argument("--for", dest="purpose", choices=PURPOSES, help="what the host must be ready for")
-    g.add_argument("--target", help="a target URL (lxc://NAME, pct://CTID, docker://NAME, local://)")
+    g.add_argument("--target", help="a target URL (" + ", ".join(k.example for k in KINDS.values()) + ")")
     ap.add_argument("--audit", action="store_true", help="check only: change nothing, exit 4 when something is missing")
     ap.add_argument("--ledger", help="append the step's result to this ledger JSON file")
     ap.add_argument("--log", help="apt-get/modprobe output goes here")
     ap.add_argument("--tls-mode", choices=TLS_MODES, default="bootstrap",
                     help="the config's tls.mode: only `bootstrap` needs go and the step-ca sources (default)")
     a = ap.parse_args(argv)
-    purpose, via_ssh = (a.purpose, False) if a.purpose else purpose_of(a.target)
+    try:
+        purpose, via_ssh = (a.purpose, False) if a.purpose else purpose_of(a.target)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_MISSING
     ledger = Ledger(a.ledger) if a.ledger else None
     try:
-        engine = choose_engine() if purpose == "docker" else None
+        engine = choose_engine() if purpose in KINDS and KINDS[purpose].docker else None
         if engine is not None:
             print(engine.line(), file=sys.stderr)
         result = preflight(purpose, audit=a.audit, ledger=ledger, via_ssh=via_ssh, log_path=a.log,

@@ -9,7 +9,7 @@ repeated `repeats` times; variants are compared by their medians. The workload i
 to make a threshold pass: it is the profile's, for every variant.
 
 Each run's JSON is state on the target, keyed by (variant engine args + env, workload, repeat):
-a second run finds complete results and measures nothing again (STYLE rule 6), and a
+a second run finds complete results and measures nothing again (done is observed, never remembered), and a
 run that ran out of time resumes where the last one stopped.
 
 Decode roofline: with B sequences decoding together, one decode step reads the weights once

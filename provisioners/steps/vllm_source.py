@@ -12,7 +12,7 @@ context"), in this order:
 4. `pip install -r requirements/build.txt` (or requirements/build/<device>.txt in newer trees);
 5. `pip install --no-build-isolation -e .`;
 6. the built wheel is cached under a key of (commit or release, torch version, arch list, device), so
-   the next target installs it instead of compiling (DESIGN: "Performance that matters"): apply()
+   the next target installs it instead of compiling (a rebuild costs tens of minutes): apply()
    installs a cached wheel of the same key when one exists (CACHE_SCRIPT) and builds nothing.
    ccache is used when present, which makes the wheel pass after the editable build cheap.
 
@@ -42,7 +42,7 @@ from provisioners.core.errors import CommandFailed, ProvisionError
 
 DOC_BUILD_MINUTES = (15, 45)          # seed 000 section 5
 
-# One shell, values only through the environment (never spliced into the text: STYLE rule 3).
+# One shell, values only through the environment (never spliced into the text: only the backend quotes).
 BUILD_SCRIPT = r"""
 set -eu
 say() { printf '[phoenix-source] %s\n' "$*"; }

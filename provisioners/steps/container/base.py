@@ -103,10 +103,6 @@ class ContainerDriver(ABC):
         self.timings: dict[str, float] = {}
 
     @abstractmethod
-    def guest(self, ctid: str) -> Backend:
-        """A backend that runs commands inside the container (what the layers above use)."""
-
-    @abstractmethod
     def label(self, ctid: str) -> str:
         """How an operator names this container on this host ("pct 921", "lxc phoenix-921")."""
 

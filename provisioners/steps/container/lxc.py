@@ -68,9 +68,6 @@ class LxcDriver(ContainerDriver):
     def name_for(self, ctid: str) -> str:
         return self.names.get(str(ctid)) or f"phoenix-ct{ctid}"
 
-    def guest(self, ctid: str) -> Backend:
-        return LxcBackend(self.name_for(ctid), lxcpath=self.lxcpath if self.lxcpath != DEFAULT_LXCPATH else None)
-
     def label(self, ctid: str) -> str:
         return f"lxc {self.name_for(ctid)}"
 

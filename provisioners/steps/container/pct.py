@@ -36,7 +36,6 @@ from provisioners.backends.base import Backend, CommandResult
 from provisioners.backends.pct import (
     DEFAULT_CONF_DIR,
     GUEST_ENV,
-    PctBackend,
     PctHost,
     PveConfig,
     format_pve_options,
@@ -76,9 +75,6 @@ class PctDriver(ContainerDriver):
         self.pct = pct
         self.via_ssh = via_ssh
         self.facts = PctHost(self.host, pct=pct, conf_dir=conf_dir)
-
-    def guest(self, ctid: str) -> Backend:
-        return PctBackend(ctid, via_ssh=self.via_ssh, pct=self.pct)
 
     def label(self, ctid: str) -> str:
         return f"pct {ctid}"

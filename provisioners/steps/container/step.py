@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from provisioners.backends.base import Backend
 from provisioners.config.phoenix import ContainerConfig, PhoenixConfig
 from provisioners.core.errors import ConfigError, RefusedTarget
 from provisioners.core.progress import emit
@@ -36,11 +35,6 @@ class Container(Step):
         self.driver = driver
         self.name = f"container-{self.ctid}"
         self.log_path = str(Path(log_dir) / f"{self.name}.log") if log_dir else None
-
-    @property
-    def guest(self) -> Backend:
-        """A backend into the container, for the layers above."""
-        return self.driver.guest(self.ctid)
 
     def desired(self) -> dict[str, Any]:
         return self.driver.desired(self.ctid, self.ct)

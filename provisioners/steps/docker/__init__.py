@@ -11,7 +11,7 @@ uses (never kept by hand):
 - `DockerDeployment` (provisioners/config/docker.py, loaded from deploy/docker/deployment.yaml): image names,
   compose settings, nginx, Prometheus, the model list, the rollout and the Triton cleanup list.
 
-Steps (check/apply/check, STYLE rule 5), all on the *docker host* (the machine running pytest):
+Steps (check/apply/check, desired state in the constructor), all on the *docker host* (the machine running pytest):
 `ReleaseFiles` (one immutable directory per release: the previous ones are the config backups),
 `DebootstrapBase` (a local base image where no registry exists), `ImageBuild` (builder and
 runtime stages, content-addressed tags, a wheel cache keyed by commit/torch/arch), `ModelFiles`,

@@ -332,13 +332,6 @@ class ComposeRollout(Step):
     def project(self) -> str:
         return self.rel.deployment.project
 
-    def _labels(self, name: str) -> dict[str, str]:
-        info = self.host.inspect(name) or {}
-        return (info.get("Config") or {}).get("Labels") or {}
-
-    def running_release(self) -> str | None:
-        return self._labels(self.rel.container_name).get(f"{LABEL_NS}.release")
-
     def check(self, target: Target) -> Observed:
         rel = self.rel
         names = {"vllm": rel.container_name, "nginx": f"{self.project}-nginx", "prometheus": f"{self.project}-prometheus"}
