@@ -231,10 +231,8 @@ def build_sweep_report(results: list[CellResult], workload: SweepWorkload, *, th
         points = {}
         for c in workload.concurrency:
             runs = res.at(c)
-            tpots = [r["median_tpot_ms"] for r in runs if r.get("median_tpot_ms")]
-            points[str(c)] = {"output_throughput": spread(runs), "tpot_ms": spread(
-                [{"output_throughput": t} for t in tpots]), "ttft_ms_median": statistics.median(
-                    [r["median_ttft_ms"] for r in runs]) if runs else None}
+            points[str(c)] = {"output_throughput": spread(runs), "tpot_ms": spread(runs, "median_tpot_ms"),
+                              "ttft_ms_median": statistics.median([r["median_ttft_ms"] for r in runs]) if runs else None}
         entry = {"variant": res.variant, "startup_s": res.startup_s, "weight_gib_logged": res.weight_gib_logged,
                  "error": res.error, "warmup": res.warmup, "points": points, "decode_c1": None}
         c1 = points.get("1", {}).get("tpot_ms", {})
