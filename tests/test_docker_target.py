@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from provisioners.backends.engine import EngineChoice, EngineError, choose_engine, engine_problem, probe_engine
+from provisioners.backends.engine import EngineChoice, EngineUnusable, choose_engine, engine_problem, probe_engine
 from provisioners.config.docker import load_deployment
 from provisioners.config.phoenix import load_config, load_profile
 from provisioners.config.settings import Settings
@@ -73,7 +73,7 @@ def test_operator_and_config_choices_come_before_detection():
 
 @pytest.mark.parametrize("bad", ["nerdctl", "/usr/bin/true", "docker-compose"])
 def test_a_choice_that_is_no_engine_is_one_line_naming_it(bad):
-    with pytest.raises(EngineError) as e:
+    with pytest.raises(EngineUnusable) as e:
         choose_engine({"PHOENIX_DOCKER": bad}, probe=canned())
     assert str(e.value).startswith(f"PHOENIX_DOCKER={bad}: not a container engine") and "\n" not in str(e.value)
     assert isinstance(e.value, ConfigError)       # a usage error: exit 4 before anything runs

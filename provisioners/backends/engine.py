@@ -21,7 +21,7 @@ ENGINES = ("docker", "podman")
 PROBE_TIMEOUT_S = 30
 
 
-class EngineError(ConfigError):
+class EngineUnusable(ConfigError):
     """No usable container engine, or a choice that is not one: one line, exit 4 (a usage error)."""
 
     def __str__(self) -> str:
@@ -70,7 +70,7 @@ def probe_engine(binary: str, *, timeout: float = PROBE_TIMEOUT_S) -> tuple[bool
 
 def _explicit(binary: str, where: str, probe) -> EngineChoice:
     if posixpath.basename(binary) not in ENGINES:
-        raise EngineError(f"{where}={binary}: not a container engine; use docker or podman "
+        raise EngineUnusable(f"{where}={binary}: not a container engine; use docker or podman "
                           "(or leave it unset: the suite uses docker when its daemon answers, else podman)")
     ok, said = probe(binary)
     return EngineChoice(binary, where + f"={binary}", (f"{binary}: {said}",), ok)
@@ -78,7 +78,7 @@ def _explicit(binary: str, where: str, probe) -> EngineChoice:
 
 def choose_engine(env: Mapping[str, str] | None = None, *, configured: str | None = None,
                   probe: Callable[[str], tuple[bool, str]] = probe_engine) -> EngineChoice:
-    """The engine for a docker:// run (module docstring has the order). Raises EngineError on a choice
+    """The engine for a docker:// run (module docstring has the order). Raises EngineUnusable on a choice
     that is no engine; whether the chosen one answers is `answers` (checked again before the run starts)."""
     import os
 

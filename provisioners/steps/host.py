@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisioners.backends.base import Backend
-from provisioners.backends.engine import EngineChoice, EngineError, choose_engine
+from provisioners.backends.engine import EngineChoice, EngineUnusable, choose_engine
 from provisioners.backends.kinds import KINDS, parse_target_url
 from provisioners.backends.local import LocalBackend
 from provisioners.core.errors import ConfigError, ProvisionError
@@ -353,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(engine.line(), file=sys.stderr)
         result = preflight(purpose, audit=a.audit, ledger=ledger, via_ssh=via_ssh, log_path=a.log,
                            tls_mode=a.tls_mode, engine=engine)
-    except (MissingPrerequisites, EngineError) as exc:
+    except (MissingPrerequisites, EngineUnusable) as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_MISSING
     except ProvisionError as exc:
