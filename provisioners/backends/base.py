@@ -21,6 +21,7 @@ from pathlib import Path
 
 from provisioners.core.progress import Heartbeat
 from provisioners.core.secrets import redact
+from provisioners.scripts.supervise import group_alive
 
 log = logging.getLogger("phoenix.backend")
 
@@ -55,28 +56,6 @@ class CommandResult:
         return (f"CommandResult(backend={self.backend!r}, command={self.command!r}, rc={self.rc}, "
                 f"timed_out={self.timed_out}, duration={self.duration:.2f}s, "
                 f"stdout={redact(tail(self.stdout, 5))!r}, stderr={redact(tail(self.stderr, 10))!r})")
-
-
-def _group_alive(pgid: int) -> bool:
-    """A live (not zombie) process in the group? kill(-pgid, 0) would count zombies, and an orphan whose
-    new parent does not reap it stays one."""
-    try:
-        pids = [p for p in os.listdir("/proc") if p.isdigit()]
-    except OSError:
-        try:
-            os.killpg(pgid, 0)
-            return True
-        except (ProcessLookupError, PermissionError):
-            return False
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            return True
-    return False
 
 
 class Backend(ABC):
@@ -146,7 +125,7 @@ class Backend(ABC):
         def gone(within: float) -> bool:
             deadline = time.monotonic() + within
             while time.monotonic() < deadline:
-                if proc.poll() is not None and not _group_alive(pgid):
+                if proc.poll() is not None and not group_alive(pgid):
                     return True
                 time.sleep(0.05)
             return False

@@ -4,6 +4,7 @@ Reads SPEC (JSON: argv, env, restart, restart_sec, log) and runs argv with exact
 environment, restarting it when it exits non-zero (systemd Restart=on-failure). Writes
 its own pid to SPEC.supervisor.pid and the child's to SPEC.child.pid. SIGTERM stops the
 child (terminate, kill after 10 s) and its process group, and exits. Usage: supervise.py SPEC
+Stdlib only: it is copied to the target as one file. The host imports `group_alive` from it.
 """
 import json
 import os
@@ -13,9 +14,6 @@ import sys
 import threading
 import time
 
-spec_path = sys.argv[1]
-spec = json.load(open(spec_path))
-base = spec_path.rsplit(".json", 1)[0]
 stopping = False
 child = None
 
@@ -83,27 +81,31 @@ def group_alive(pgid):
     return False
 
 
-signal.signal(signal.SIGTERM, stop)
-signal.signal(signal.SIGINT, stop)
-write(base + ".supervisor.pid", str(os.getpid()))
-restarts = 0
-while not stopping:
-    log = open(spec["log"], "ab", buffering=0)
-    log.write(f"-- phoenix-supervise: starting (restart #{restarts}) {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
-    child = subprocess.Popen(spec["argv"], env=spec["env"], stdout=log, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, cwd=spec.get("cwd") or "/", start_new_session=True)
-    write(base + ".child.pid", str(child.pid))
-    rc = child.wait()
-    reap_group(child.pid)           # the child was started in its own session: its pid is the group id
-    log.write(f"-- phoenix-supervise: exited rc={rc} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
-    log.close()
-    if stopping or rc == 0 or spec.get("restart", "on-failure") == "no":
-        break
-    restarts += 1
-    write(base + ".restarts", str(restarts))
-    time.sleep(float(spec.get("restart_sec", 5)))
-for suffix in (".child.pid", ".supervisor.pid"):
-    try:
-        os.unlink(base + suffix)
-    except FileNotFoundError:
-        pass
+if __name__ == "__main__":
+    spec_path = sys.argv[1]
+    spec = json.load(open(spec_path))
+    base = spec_path.rsplit(".json", 1)[0]
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    write(base + ".supervisor.pid", str(os.getpid()))
+    restarts = 0
+    while not stopping:
+        log = open(spec["log"], "ab", buffering=0)
+        log.write(f"-- phoenix-supervise: starting (restart #{restarts}) {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
+        child = subprocess.Popen(spec["argv"], env=spec["env"], stdout=log, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, cwd=spec.get("cwd") or "/", start_new_session=True)
+        write(base + ".child.pid", str(child.pid))
+        rc = child.wait()
+        reap_group(child.pid)           # the child was started in its own session: its pid is the group id
+        log.write(f"-- phoenix-supervise: exited rc={rc} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
+        log.close()
+        if stopping or rc == 0 or spec.get("restart", "on-failure") == "no":
+            break
+        restarts += 1
+        write(base + ".restarts", str(restarts))
+        time.sleep(float(spec.get("restart_sec", 5)))
+    for suffix in (".child.pid", ".supervisor.pid"):
+        try:
+            os.unlink(base + suffix)
+        except FileNotFoundError:
+            pass
