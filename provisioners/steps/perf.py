@@ -223,7 +223,53 @@ class PerfResult:
         return {k: median_of(self.runs, k) for k in METRICS}
 
 
-class PerfMatrix(Step):
+class Measurement(Step):
+    """A step that measures rather than configures: its results are JSON kept on the target, and a run the
+    time budget stopped (`stopped`) is recorded as measured so far ("changed", the note says what is left),
+    not failed: the next run resumes it. `left_partial` may name other accepted reasons (a variant that did
+    not start, recorded with its error)."""
+
+    stopped: str | None = None
+    log_path: str | None = None
+
+    @staticmethod
+    def read_json(target, path: str) -> dict | None:
+        text = target.read_text(path)
+        try:
+            return json.loads(text) if text else None
+        except json.JSONDecodeError:
+            return None
+
+    def left_partial(self, target) -> str | dict | None:
+        """Why an unfinished result is accepted for this run (None: it is not)."""
+        return self.stopped
+
+    def converge(self, target, *, audit: bool = False, ledger=None) -> StepResult:
+        self.stopped = None
+        if audit or self.check(target).satisfied:
+            return super().converge(target, audit=audit, ledger=ledger)
+        start = time.monotonic()
+        before = self.check(target)
+        emit(f"{self.name}: converging ({before.reason})")
+        self.apply(target, before)
+        after = self.check(target)
+        why = None if after.satisfied else self.left_partial(target)
+        if not after.satisfied and not why:
+            err = ProvisionError(f"still not converged after apply: {after.reason}", step=self.name, log_path=self.log_path)
+            if ledger is not None:
+                ledger.record(StepResult(self.name, "failed", False, before.state, after.state,
+                                         time.monotonic() - start, note=after.reason, log=self.log_path, error=str(err)))
+            raise err
+        note = before.reason if after.satisfied else f"partial: {after.reason}; {why}"
+        result = StepResult(self.name, "changed", after.state != before.state, before.state, after.state,
+                            time.monotonic() - start, note=note, log=self.log_path)
+        if ledger is not None:
+            ledger.record(result)
+        emit(f"{self.name}: changed ({note})")
+        return result
+
+
+class PerfMatrix(Measurement):
     """Every variant measured `repeats` times; results kept on the target and reused."""
 
     name = "performance"
@@ -258,13 +304,6 @@ class PerfMatrix(Step):
     def meta_path(self, v: Variant) -> str:
         return posixpath.join(self.dir, f"{v.name}-{v.key}-{self.wkey}-meta.json")
 
-    def _read(self, target, path: str) -> dict | None:
-        text = target.read_text(path)
-        try:
-            return json.loads(text) if text else None
-        except json.JSONDecodeError:
-            return None
-
     def _complete(self, run: dict | None, w: Workload | None = None) -> bool:
         return bool(run) and run.get("completed") == (w or self.workload).num_prompts and not run.get("failed")
 
@@ -272,13 +311,13 @@ class PerfMatrix(Step):
         if not self.decode:
             return []
         return [r for rep in range(self.repeats)
-                if self._complete(r := self._read(target, self.decode_path(v, rep)), self.decode)]
+                if self._complete(r := self.read_json(target, self.decode_path(v, rep)), self.decode)]
 
     def results(self, target) -> dict[str, PerfResult]:
         out = {}
         for v in self.variants:
-            meta = self._read(target, self.meta_path(v)) or {}
-            runs = [r for rep in range(self.repeats) if self._complete(r := self._read(target, self.run_path(v, rep)))]
+            meta = self.read_json(target, self.meta_path(v)) or {}
+            runs = [r for rep in range(self.repeats) if self._complete(r := self.read_json(target, self.run_path(v, rep)))]
             out[v.name] = PerfResult(v.describe(), [_numbers(r) for r in runs],
                                      meta.get("startup_s"), meta.get("weight_gib_logged"), meta.get("log_excerpt", ""),
                                      meta.get("error"), [_numbers(r) for r in self._decode_runs(target, v)])
@@ -296,42 +335,17 @@ class PerfMatrix(Step):
             return Observed(False, state, f"variants without {self.repeats} complete runs: {', '.join(missing)}")
         return Observed(True, state, f"{len(done)} variants x {self.repeats} runs present")
 
-    def converge(self, target, *, audit: bool = False, ledger=None) -> StepResult:
-        """As every step, except that a matrix the time budget stopped is recorded as measured so far
-        ("changed", the note says what is left), not failed: the next run resumes it."""
-        self.stopped = None
-        if audit or self.check(target).satisfied:
-            return super().converge(target, audit=audit, ledger=ledger)
-        start = time.monotonic()
-        before = self.check(target)
-        emit(f"{self.name}: converging ({before.reason})")
-        self.apply(target, before)
-        after = self.check(target)
-        if not after.satisfied and not self.stopped:
-            err = ProvisionError(f"still not converged after apply: {after.reason}", step=self.name, log_path=self.log_path)
-            if ledger is not None:
-                ledger.record(StepResult(self.name, "failed", False, before.state, after.state,
-                                         time.monotonic() - start, note=after.reason, log=self.log_path, error=str(err)))
-            raise err
-        note = before.reason if after.satisfied else f"partial: {after.reason}; {self.stopped}"
-        result = StepResult(self.name, "changed", after.state != before.state, before.state, after.state,
-                            time.monotonic() - start, note=note, log=self.log_path)
-        if ledger is not None:
-            ledger.record(result)
-        emit(f"{self.name}: changed ({note})")
-        return result
-
     def _time_left(self) -> float:
         return self.deadline - time.monotonic() if self.deadline else float("inf")
 
     def apply(self, target, observed: Observed) -> None:
         target.must(["mkdir", "-p", self.dir])
         for v in self.variants:
-            reps = [rep for rep in range(self.repeats) if not self._complete(self._read(target, self.run_path(v, rep)))]
+            reps = [rep for rep in range(self.repeats) if not self._complete(self.read_json(target, self.run_path(v, rep)))]
             decode_done = not self.decode or len(self._decode_runs(target, v)) >= self.repeats
             if not reps and decode_done:
                 continue
-            if (self._read(target, self.meta_path(v)) or {}).get("error"):
+            if (self.read_json(target, self.meta_path(v)) or {}).get("error"):
                 continue                     # it did not start in this run already: not again and again
             if self._time_left() < 240:
                 self.stopped = f"stopped by the time budget before {v.name} ({self._time_left():.0f}s left)"
@@ -371,7 +385,7 @@ class PerfMatrix(Step):
             r = target.run(argv, env={"HF_HUB_OFFLINE": "1", **self.bench_env}, log_path=self.log_path,
                            progress=f"{self.name}: {v.name} run {rep + 1}/{self.repeats}",
                            timeout=max(60.0, min(900.0, self._time_left() - 10)))
-            data = self._read(target, posixpath.join(self.dir, tmp))
+            data = self.read_json(target, posixpath.join(self.dir, tmp))
             if r.failed or not self._complete(data):
                 emit(f"{self.name}: {v.name} run {rep + 1} incomplete (rc {r.rc})")
                 continue
@@ -388,7 +402,7 @@ class PerfMatrix(Step):
     def _measure_decode(self, target, v: Variant) -> None:
         """Concurrency 1 after the main runs (the JIT is warm by then): the decode-roofline workload."""
         for rep in range(self.repeats):
-            if self._complete(self._read(target, self.decode_path(v, rep)), self.decode):
+            if self._complete(self.read_json(target, self.decode_path(v, rep)), self.decode):
                 continue
             if self._time_left() < 30:
                 self.stopped = f"stopped by the time budget before {v.name} concurrency-1 run {rep + 1}"
@@ -401,7 +415,7 @@ class PerfMatrix(Step):
             r = target.run(argv, env={"HF_HUB_OFFLINE": "1", **self.bench_env}, log_path=self.log_path,
                            progress=f"{self.name}: {v.name} concurrency 1 run {rep + 1}/{self.repeats}",
                            timeout=max(30.0, min(600.0, self._time_left() - 5)))
-            data = self._read(target, posixpath.join(self.dir, tmp))
+            data = self.read_json(target, posixpath.join(self.dir, tmp))
             if r.failed or not self._complete(data, self.decode):
                 emit(f"{self.name}: {v.name} concurrency-1 run {rep + 1} incomplete (rc {r.rc})")
                 continue

@@ -24,6 +24,7 @@ from provisioners.core.progress import emit
 from provisioners.core.step import Observed, Step, StepResult
 from provisioners.scripts import read as read_script
 from provisioners.steps.perf import (
+    Measurement,
     Variant,
     gain_pct,
     llama_params,
@@ -78,7 +79,7 @@ class CellResult:
         return [r for k, r in sorted(self.runs.items()) if k.startswith(f"c{c}-") and not r.get("failed")]
 
 
-class PerfSweep(Step):
+class PerfSweep(Measurement):
     name = "performance-sweep"
 
     def __init__(self, cells: list[Cell], workload: SweepWorkload, *, python: str, base_url: str, served: str,
@@ -100,11 +101,7 @@ class PerfSweep(Step):
                                         f"{kind}.json")
 
     def _read(self, target, path: str) -> dict:
-        text = target.read_text(path)
-        try:
-            return json.loads(text) if text else {}
-        except json.JSONDecodeError:
-            return {}
+        return self.read_json(target, path) or {}
 
     def missing(self, target, cell: Cell) -> int:
         runs = self._read(target, self.path(cell)).get("runs", {})
@@ -120,28 +117,11 @@ class PerfSweep(Step):
         return Observed(True, state, f"{len(self.cells)} shape x variant cells x {len(self.workload.concurrency)} "
                                      f"concurrencies x {self.workload.repeats} rounds present")
 
-    def converge(self, target, *, audit: bool = False, ledger=None) -> StepResult:
-        """As every step, except that a sweep the time budget stopped is recorded as measured so far."""
-        self.stopped = None
-        if audit or self.check(target).satisfied:
-            return super().converge(target, audit=audit, ledger=ledger)
-        start = time.monotonic()
-        before = self.check(target)
-        emit(f"{self.name}: converging ({before.reason})")
-        self.apply(target, before)
-        after = self.check(target)
-        failed = {k: m["error"] for c in self.cells if (m := self._read(target, self.path(c, "meta"))).get("error")
-                  for k in [f"{c.shape}/{c.variant.name}"]}
-        if not after.satisfied and not self.stopped and not failed:
-            raise ProvisionError(f"still not converged after apply: {after.reason}", step=self.name,
-                                 log_path=self.log_path)
-        note = before.reason if after.satisfied else f"partial: {after.reason}; {self.stopped or failed}"
-        result = StepResult(self.name, "changed", after.state != before.state, before.state, after.state,
-                            time.monotonic() - start, note=note, log=self.log_path)
-        if ledger is not None:
-            ledger.record(result)
-        emit(f"{self.name}: changed ({note})")
-        return result
+    def left_partial(self, target) -> str | dict | None:
+        """The time budget, or cells that did not start (each recorded with its error, not retried)."""
+        failed = {f"{c.shape}/{c.variant.name}": m["error"] for c in self.cells
+                  if (m := self._read(target, self.path(c, "meta"))).get("error")}
+        return self.stopped or failed or None
 
     def _left(self) -> float:
         return self.deadline - time.time() if self.deadline else float("inf")
