@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from pathlib import Path
 from types import SimpleNamespace as NS
 
@@ -27,27 +26,10 @@ def _json(rel: str) -> dict:
 
 
 def rebuilt_h100_report() -> dict:
-    """The H100 run's report rebuilt from its raw `vllm bench serve` results with today's build_report()
-    (what tools/device/rebuild_report.py does, without the plot)."""
-    from provisioners.steps.benchmark import Workload
-    from provisioners.steps.perf import PerfResult, _numbers, build_report
-    from tools.device.rebuild_report import LLAMA_32_1B
+    """The H100 run's report rebuilt from its raw `vllm bench serve` results with today's build_report()."""
+    from tools.device.rebuild_report import rebuild
 
-    d = EVIDENCE / "h100" / "runs"
-    results = {}
-    for meta_path in sorted(d.glob("*-meta.json")):
-        meta = json.loads(meta_path.read_text())
-        stem = meta_path.name.removesuffix("-meta.json")
-        runs = [_numbers(json.loads(p.read_text())) for p in sorted(d.glob(f"{stem}-r*.json"))
-                if re.search(r"-r\d+\.json$", p.name)]
-        results[meta["variant"]["name"]] = PerfResult(meta["variant"], runs, meta.get("startup_s"),
-                                                      meta.get("weight_gib_logged"), meta.get("log_excerpt", ""),
-                                                      meta.get("error"))
-    bw = json.loads((d / "gpu-copy-bandwidth.json").read_text())
-    first = next(iter(results.values())).runs[0]
-    w = Workload(first["completed"], 512, 256, first.get("max_concurrency") or 32, 0.9, 50)
-    return build_report(results, workload=w, bandwidth=bw, model_config=LLAMA_32_1B,
-                        thresholds={"fp8_gain_pct": 10.0, "sampler_gain_pct": 20.0}, gpu=bw.get("gpu", ""))
+    return rebuild(EVIDENCE / "h100" / "runs")
 
 
 @pytest.mark.demonstrates("R003-6.3-logs-flashinfer")

@@ -25,9 +25,9 @@ LLAMA_32_1B = dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192, 
                    rope_theta=500000.0, rms_norm_eps=1e-5, tie_word_embeddings=True)
 
 
-def main(runs_dir: str, out_dir: str) -> None:
-    d, out = Path(runs_dir), Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def rebuild(runs_dir: Path) -> dict:
+    """The performance report of the runs kept in `runs_dir`, by today's build_report()."""
+    d = Path(runs_dir)
     results: dict[str, PerfResult] = {}
     for meta_path in sorted(d.glob("*-meta.json")):
         meta = json.loads(meta_path.read_text())
@@ -42,10 +42,16 @@ def main(runs_dir: str, out_dir: str) -> None:
     bw = json.loads((d / "gpu-copy-bandwidth.json").read_text())
     first = next(iter(results.values())).runs[0]
     w = Workload(first["completed"], 512, 256, first.get("max_concurrency") or 32, 0.9, 50)
-    report = build_report(results, workload=w, bandwidth=bw, model_config=LLAMA_32_1B,
-                          thresholds={"fp8_gain_pct": 10.0, "sampler_gain_pct": 20.0}, gpu=bw.get("gpu", ""),
-                          notes=["rebuilt off-device by tools/device/rebuild_report.py from the device's raw runs",
-                                 "model: Llama-3.2-1B-shaped config, --load-format dummy (random weights)"])
+    return build_report(results, workload=w, bandwidth=bw, model_config=LLAMA_32_1B,
+                        thresholds={"fp8_gain_pct": 10.0, "sampler_gain_pct": 20.0}, gpu=bw.get("gpu", ""),
+                        notes=["rebuilt off-device by tools/device/rebuild_report.py from the device's raw runs",
+                               "model: Llama-3.2-1B-shaped config, --load-format dummy (random weights)"])
+
+
+def main(runs_dir: str, out_dir: str) -> None:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = rebuild(Path(runs_dir))
     (out / "performance.json").write_text(json.dumps(report, indent=1))
     plot_png(report, str(out / "tok_s_by_variant.png"))
     print(json.dumps({n: {"out_tok_s": v["medians"]["output_throughput"], "logged": v["flashinfer_sampler_logged"]}
