@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from provisioners.backends.kinds import target_applies
+from provisioners.backends.kinds import CATEGORIES, KINDS, known_target_name, target_applies
 from provisioners.core.files import load_yaml
 
 CATALOG_PATH = Path(__file__).resolve().parent.parent / "specs" / "requirements.yaml"
@@ -95,3 +95,19 @@ def _load(path: str) -> Catalog:
             quote=src.get("quote", ""), superseded_by=r.get("superseded_by"), specs=tuple(r.get("specs") or ()),
             resolution=r.get("resolution", ""), between=tuple(r.get("between") or ()), see=tuple(r.get("see") or ()))
     return Catalog(documents=data.get("documents", {}), layers=data.get("layers", []), requirements=reqs, raw=data)
+
+
+def applies_marker(item) -> dict:
+    """The spec's own applicability: `@pytest.mark.applies(targets=[...], profiles=[...])`, merged."""
+    out: dict = {}
+    for m in item.iter_markers("applies"):
+        for key in ("targets", "profiles"):
+            if m.kwargs.get(key) and key not in out:
+                out[key] = list(m.kwargs[key])
+    unknown = [t for t in out.get("targets", []) if not known_target_name(t)]
+    if unknown:
+        import pytest
+
+        raise pytest.UsageError(f"{item.nodeid}: applies(targets={out['targets']}): {', '.join(unknown)} is neither a "
+                                f"category ({', '.join(CATEGORIES)}) nor a kind ({', '.join(KINDS)})")
+    return out

@@ -17,8 +17,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from provisioners.core.files import load_json, write_together
-from provisioners.core.errors import ConfigError
+from provisioners.core.files import write_together
 from provisioners.core.secrets import redact_obj
 from reports.catalog import Catalog, load_catalog
 from reports.html import interrupted_text, render_html
@@ -183,18 +182,3 @@ def write_compliance(outcomes: list[dict], *, settings, environment: dict | None
                     paths["json"]: json.dumps(doc, indent=2)})
     t = summary["total"]
     return {**{k: str(v) for k, v in paths.items()}, "summary": ", ".join(f"{t[s]} {s}" for s in STATUSES)}
-
-
-def latest_interruption(compliance: Path | str) -> str | None:
-    """One line when the run after this complete report was interrupted (compliance-interrupted.json
-    beside it), for the gate and the summary that read the complete one; else None."""
-    partial = Path(compliance).with_name("compliance-interrupted.json")
-    try:
-        meta = load_json(partial).get("meta", {})
-    except (OSError, ValueError, ConfigError):
-        return None
-    stop = meta.get("interrupted") or {}
-    where = f" during step {stop['step']}" if stop.get("step") else ""
-    return (f"the latest run ({meta.get('run_id', '?')}) was interrupted by {stop.get('signal', '?')}{where} at "
-            f"{stop.get('at', '?')}; its partial report is {partial.with_suffix('.md')}; this reads the last "
-            f"complete report")

@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from provisioners.backends.kinds import kind_of, target_applies
+from provisioners.core.errors import ConfigError
 from provisioners.core.files import DuplicateKey, load_json, load_yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -162,6 +163,21 @@ def _one_line(text: str, limit: int = 240) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def latest_interruption(compliance: Path | str) -> str | None:
+    """One line when the run after this complete report was interrupted (compliance-interrupted.json
+    beside it), for the gate and the summary that read the complete one; else None."""
+    partial = Path(compliance).with_name("compliance-interrupted.json")
+    try:
+        meta = load_json(partial).get("meta", {})
+    except (OSError, ValueError, ConfigError):
+        return None
+    stop = meta.get("interrupted") or {}
+    where = f" during step {stop['step']}" if stop.get("step") else ""
+    return (f"the latest run ({meta.get('run_id', '?')}) was interrupted by {stop.get('signal', '?')}{where} at "
+            f"{stop.get('at', '?')}; its partial report is {partial.with_suffix('.md')}; this reads the last "
+            f"complete report")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m reports.gate", description="Fail when a required requirement "
                                  "failed, or was not verified on a profile where it applies.")
@@ -179,8 +195,6 @@ def main(argv: list[str] | None = None) -> int:
     except GateConfigError as e:
         print(f"gate: {e}", file=sys.stderr)
         return 2
-    from reports.compliance import latest_interruption
-
     note = latest_interruption(a.compliance)
     if note:
         print(f"gate: note: {note} (run {doc.get('meta', {}).get('run_id', '?')})")

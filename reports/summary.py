@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         diff = path.parent / "compliance-diff.md"
         text = render(doc, out_dir=path.parent, gate=gate, diff_md=diff.read_text() if diff.is_file() else None,
                       accept=accept)
-        from reports.compliance import latest_interruption
+        from reports.gate import latest_interruption
 
         note = latest_interruption(path)
         if note:

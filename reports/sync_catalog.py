@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from provisioners.core.files import write_atomic
-from reports.catalog import CATALOG_PATH, load_catalog
+from reports.catalog import CATALOG_PATH, applies_marker, load_catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,8 +25,6 @@ class _Collector:
         self.applies: dict[str, dict] = {}
 
     def pytest_collection_modifyitems(self, items):
-        from fixtures.reporting import applies_marker
-
         for item in items:
             base = item.nodeid.split("[", 1)[0]
             ids = [rid for m in item.iter_markers("req") for rid in m.args]

@@ -11,9 +11,8 @@ import json
 
 import pytest
 
-from provisioners.facts import TorchInfo
+from provisioners.facts import GpuCount, TorchInfo
 from provisioners.facts.kernels import decide_strategy, kernel_report, sm_name
-from provisioners.steps.perf import bandwidth_cached
 
 # every spec here reads a CUDA GPU (the `gpu` fixture): on a run without one it verifies none of its ids. On
 # docker:// the target is the serving container, where no layer of this file (apt, venv, torch) may install
@@ -112,8 +111,7 @@ NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1"
 @pytest.mark.gpu_runtime("runs an all-reduce on the GPUs")
 def test_nccl_all_reduce_over_all_gpus(target, toolchain, torch_layer, gpu, evidence, settings):
     """All-reduce over every visible GPU: the right sum, and its bus bandwidth measured (1, 64, 512 MiB)."""
-    from provisioners.steps.perf import gpu_count
-    n = gpu_count(target, toolchain.python)
+    n = GpuCount(toolchain.python).read(target)
     if n < 2:
         pytest.skip(f"not verified: no second GPU ({n} visible); an all-reduce needs 2 or more")
     target.put("/tmp/phoenix_nccl_all_reduce.py", _NCCL_SCRIPT)
@@ -130,8 +128,9 @@ def test_nccl_all_reduce_over_all_gpus(target, toolchain, torch_layer, gpu, evid
 
 
 @pytest.fixture(scope="module")
-def copy_bandwidth(target, toolchain, torch_layer, layout, gpu):
-    return bandwidth_cached(target, toolchain.python, layout.state_dir)
+def copy_bandwidth(request, gpu):
+    """The copy bandwidth as the performance fixtures measured and kept it (fixtures/performance.py)."""
+    return request.getfixturevalue("gpu_copy_bandwidth")
 
 
 @pytest.mark.req("R004-Ph4.1-benchmark-speed")

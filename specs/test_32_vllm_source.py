@@ -1,7 +1,8 @@
 """vLLM built from source (seed 000 step 3; seed 001 TR2-TR6 and 4.1-4.3; seed 002 G2-G3; seed 003 3.2's fallback).
 
-These specs read what the SourceBuild step (provisioners/steps/vllm_source.py) left: its build log (the one
-`bash -c` that ran the stages), the source tree at vllm.source.repo_dir, the venv's vllm, and the wheel cache.
+These specs read what the SourceBuild step (provisioners/steps/vllm_source.py) left, through the reads of
+provisioners/facts/source_build.py: its build log (the one `bash -c` that ran the stages), the source tree at
+vllm.source.repo_dir, the venv's vllm, and the wheel cache.
 They apply whenever the vllm step ended on the source strategy: a profile that asks for it (`cpu-source`), or
 a GPU profile whose wheel lacked the GPU's kernels (the fallback). Otherwise they are "not verified".
 A target that installed the cached wheel of its key ran no build: the build specs say so and are not verified;
@@ -16,14 +17,14 @@ from urllib.parse import unquote
 import pytest
 
 from provisioners.facts import DistVersions
-from provisioners.steps.vllm_source import (
+from provisioners.facts.source_build import (
     DOC_BUILD_MINUTES,
-    SourceBuild,
-    SourcePlan,
     cache_fields,
+    editable_build_gap,
     minutes_vs_docs,
     parse_source_log,
     repo_facts,
+    tree_facts,
 )
 from specs import checks
 
@@ -157,11 +158,12 @@ def test_build_requirements_are_installed(source_build, target, toolchain, profi
 @pytest.mark.req("R000-S3.6-pip-install-editable", "R001-TR6-pip-install-editable", "R000-1-build-from-source-objective",
                  "R001-2.1-build-from-source", "R002-G1-build-from-source", "R002-S-automation")
 def test_vllm_is_the_editable_build_from_the_checkout(source_build, target, toolchain, profile):
-    obs = SourceBuild(SourcePlan(python=toolchain.python, repo_dir=profile.vllm.source.repo_dir,
-                                 commit=profile.vllm.source.commit, cache_root=None)).check(target)
-    why = checks.editable_build(obs.satisfied, obs.reason, obs.state.get("editable_location"),
-                                profile.vllm.source.repo_dir, source_build["log"]["exit"])
-    assert not why, f"{why}: {obs.state}"
+    repo, commit = profile.vllm.source.repo_dir, profile.vllm.source.commit
+    tree = tree_facts(target, toolchain.python, repo, commit)
+    gap = editable_build_gap(tree, repo, commit)
+    why = checks.editable_build(gap is None, gap or f"vllm {tree.get('version')} built from {repo}",
+                                tree.get("editable_location"), repo, source_build["log"]["exit"])
+    assert not why, f"{why}: {tree}"
 
 
 @pytest.mark.req("R000-5-build-time")

@@ -66,7 +66,7 @@ def test_the_variants_spec_fails_when_a_variant_did_not_start():
 
 
 class _Gpus:
-    """A stand-in for a host with `n` GPUs (none here): answers gpu_count()'s torch query only."""
+    """A stand-in for a host with `n` GPUs (none here): answers GpuCount's torch query only."""
 
     def __init__(self, n: int):
         self.n = n
@@ -116,7 +116,7 @@ def test_the_kernel_spec_fails_on_a_wheel_without_sm_120():
 
 
 class _NcclHost(_Gpus):
-    """Two GPUs (none here): gpu_count() says 2 and the all-reduce prints the H200 host's real result line."""
+    """Two GPUs (none here): GpuCount says 2 and the all-reduce prints the H200 host's real result line."""
 
     def __init__(self, result: dict):
         super().__init__(2)

@@ -357,7 +357,7 @@ def test_engine_values_are_the_configs_own():
 def _evidence_log(name: str) -> dict:
     from pathlib import Path
 
-    from provisioners.steps.vllm_source import parse_source_log
+    from provisioners.facts.source_build import parse_source_log
     return parse_source_log((Path(__file__).resolve().parent.parent / "docs" / "evidence" / name).read_text(errors="replace"))
 
 

@@ -114,7 +114,7 @@ def test_settings_answer_through_the_registry(tmp_path):
 def test_an_applies_marker_naming_an_unknown_target_is_refused():
     from types import SimpleNamespace as NS
 
-    from fixtures.reporting import applies_marker
+    from reports.catalog import applies_marker
 
     def item(targets):
         return NS(nodeid="specs/test_x.py::test_y", iter_markers=lambda name: [pytest.mark.applies(targets=targets).mark])

@@ -12,10 +12,9 @@ from provisioners.steps.vllm_source import (
     SourcePlan,
     cache_key,
     max_jobs_for,
-    minutes_vs_docs,
-    parse_build_log,
     plan_from_profile,
 )
+from provisioners.facts.source_build import editable_build_gap, minutes_vs_docs, parse_build_log
 
 
 @pytest.mark.parametrize("mem,cores,conf,jobs", [(24, 2, None, 2), (24, 16, None, 6), (128, 16, 8, 8),
@@ -88,7 +87,7 @@ def test_parse_the_real_cpu_sdist_build_log():
     (VLLM_TARGET_DEVICE=cpu, MAX_JOBS=1); CMake stopped it: vLLM's CPU backend needs g++ >= 12.3."""
     from pathlib import Path
 
-    from provisioners.steps.vllm_source import parse_source_log
+    from provisioners.facts.source_build import parse_source_log
 
     text = (Path(__file__).resolve().parent.parent / "docs" / "evidence" / "source-build-cpu-local.log").read_text()
     log = parse_source_log(text)
@@ -259,7 +258,7 @@ def test_check_accepts_the_cached_wheel_only_under_this_builds_key():
 
 
 def test_parse_a_cache_install_log():
-    from provisioners.steps.vllm_source import parse_source_log
+    from provisioners.facts.source_build import parse_source_log
     text = ("$ env PHX_PY=/p /bin/bash -c '\nset -eu\n' phoenix-vllm-source\n[phoenix-source] build_seconds=4000\n# exit 0\n"
             "$ env PHX_PY=/p /bin/bash -c '\nset -eu\n' phoenix-vllm-cache\n"
             "[phoenix-source] cache_install_seconds=9\n# exit 0\n")
@@ -290,3 +289,28 @@ def test_broken_runtime_pins_are_reinstalled_without_a_rebuild():
     assert t.argv == [["/p", "-m", "pip", "install", "--progress-bar", "off", "transformers>=4.56.0,<5"]]
     assert step.build_seconds is None and "runtime pins installed" in step.notes[0]
     assert load_profile("cpu-source").vllm.source.runtime_pins
+
+
+@pytest.mark.parametrize("facts,commit,gap", [
+    ({"editable_location": "/opt/vllm_repo", "extensions": ["_C.abi3.so"], "head": "abc"}, "abc", None),
+    ({"editable_location": "/opt/vllm_repo", "extensions": ["_C.abi3.so"], "head": "abc"}, None, None),
+    ({"editable_location": None, "version": "0.11.0", "extensions": ["_C.abi3.so"]}, None,
+     "vllm is not an editable install from /opt/vllm_repo (installed: 0.11.0)"),
+    ({"editable_location": "/elsewhere", "extensions": []}, None,
+     "vllm is not an editable install from /opt/vllm_repo (installed: none)"),
+    ({"editable_location": "/opt/vllm_repo", "extensions": []}, None, "no compiled extension vllm/_C*.so in /opt/vllm_repo"),
+    ({"editable_location": "/opt/vllm_repo", "extensions": ["_C.abi3.so"], "head": "def"}, "abc",
+     "checkout at def, want abc"),
+])
+def test_editable_build_gap_names_what_is_missing(facts, commit, gap):
+    """The read behind both the step's check and the editable-build spec: the first gap, or None."""
+    assert editable_build_gap(facts, "/opt/vllm_repo", commit) == gap
+
+
+def test_the_source_build_facts_module_doctests():
+    import doctest
+
+    import provisioners.facts as facts
+    import provisioners.facts.source_build as source_build
+    assert doctest.testmod(source_build).failed == 0
+    assert doctest.testmod(facts).failed == 0

@@ -84,6 +84,42 @@ class TorchInfo(Fact):
 
 
 @dataclass
+class SitePackages(Fact):
+    """The interpreter's purelib folder (where pip puts a venv's packages); None when it does not run.
+
+    >>> SitePackages("python3").parse("/opt/vllm/lib/python3.11/site-packages\\n")
+    '/opt/vllm/lib/python3.11/site-packages'
+    """
+
+    python: str
+
+    def command(self):
+        return [self.python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]
+
+    def parse(self, stdout):
+        return stdout.strip().splitlines()[-1]
+
+
+@dataclass
+class GpuCount(Fact):
+    """GPUs torch sees on the target (CUDA_VISIBLE_DEVICES applies); 0 when torch or CUDA is missing.
+
+    >>> GpuCount("python3").parse("2\\n")
+    2
+    """
+
+    python: str
+    default: ClassVar[Any] = 0
+
+    def command(self):
+        return [self.python, "-c", "import torch; print(torch.cuda.device_count())"]
+
+    def parse(self, stdout):
+        lines = stdout.split()
+        return int(lines[-1]) if lines else 0
+
+
+@dataclass
 class HasSystemd(Fact):
     """True when systemd is PID 1 on the target (testinfra's check: /run/systemd/system is a directory)."""
 

@@ -563,12 +563,3 @@ def bandwidth_cached(target, python: str, state_dir: str) -> dict:
     target.must(["mkdir", "-p", posixpath.dirname(path)])
     target.put(path, json.dumps(bw, indent=1))
     return bw
-
-
-def gpu_count(target, python: str) -> int:
-    """GPUs torch sees on the target (CUDA_VISIBLE_DEVICES applies); 0 when torch or CUDA is missing."""
-    r = target.run([python, "-c", "import torch; print(torch.cuda.device_count())"], timeout=120)
-    try:
-        return int(r.stdout.strip().splitlines()[-1]) if r.succeeded else 0
-    except (ValueError, IndexError):
-        return 0

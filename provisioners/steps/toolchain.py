@@ -7,7 +7,7 @@ import posixpath
 from collections.abc import Sequence
 
 from provisioners.core.step import Observed, Step
-from provisioners.facts import PythonInfo
+from provisioners.facts import PythonInfo, SitePackages
 from provisioners.config.layout import Layout
 
 
@@ -25,6 +25,12 @@ def pip_install(target, layout: Layout, requirements: Sequence[str], *, step: st
     argv += [*extra, *requirements]
     target.must(argv, what=f"pip install {' '.join(requirements)} failed", step=step, log_path=log_path,
                 progress=f"{step}: pip install {' '.join(requirements)}", timeout=timeout)
+
+
+def site_packages(target, layout: Layout) -> str:
+    """The venv's site-packages (the SitePackages fact); raises CommandFailed when its python does not run."""
+    fact = SitePackages(layout.python)
+    return fact.parse(target.must(fact.command(), what="cannot locate the venv's site-packages").stdout)
 
 
 APT_LOCK_WAIT = 600     # seconds apt waits for the dpkg/apt lists lock another apt (unattended-upgrades) holds
@@ -93,7 +99,6 @@ class Venv(Step):
         return self._parent.get("purelib") if self._parent.get("venv") else None
 
     def _pth_path(self, target) -> str:
-        from provisioners.steps.vllm import site_packages
         return posixpath.join(site_packages(target, self.layout), self.PTH)
 
     def check(self, target) -> Observed:

@@ -18,18 +18,12 @@ from provisioners.config.phoenix import VllmExpect, lock_pins
 from provisioners.facts import DistVersions
 from provisioners.facts.pins import PipCheck
 from provisioners.config.layout import Layout
-from provisioners.steps.toolchain import pip_install
+from provisioners.steps.toolchain import pip_install, site_packages
 
 CPU_CONFLICTS = ("torchvision", "torchaudio", "torchcodec")
 
 # (target) -> (ok, reason): does the installed build carry the GPU's kernels? (provisioners/facts/kernels.py)
 KernelCheck = Callable[[object], tuple[bool, str]]
-
-
-def site_packages(target, layout: Layout) -> str:
-    r = target.must([layout.python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                    what="cannot locate the venv's site-packages")
-    return r.stdout.strip()
 
 
 class VllmInstall(Step):

@@ -32,15 +32,19 @@ import hashlib
 import json
 import math
 import posixpath
-import re
 import time
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from provisioners.core.step import Observed, Step
 from provisioners.core.errors import CommandFailed, ProvisionError
-
-DOC_BUILD_MINUTES = (15, 45)          # seed 000 section 5
+from provisioners.facts.source_build import (
+    cache_fields,
+    editable_build_gap,
+    minutes_vs_docs,
+    parse_build_log,
+    tree_facts,
+)
 
 # One shell, values only through the environment (never spliced into the text: only the backend quotes).
 BUILD_SCRIPT = r"""
@@ -177,42 +181,6 @@ print(dest)
 """
 
 # check(): what is installed, from where, and whether the compiled extension exists.
-_FACTS = r"""
-import glob, json, os, subprocess, sys
-repo, commit, pins = sys.argv[1], sys.argv[2], [p for p in sys.argv[3:] if p]
-out = {"pins_broken": [], "repo": os.path.isdir(repo), "head": None, "editable_location": None, "version": None, "extensions": [],
-       "wheel_url": None, "installed_extensions": []}
-if os.path.isdir(os.path.join(repo, ".git")):
-    r = subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True)
-    out["head"] = r.stdout.strip() or None
-out["extensions"] = sorted(os.path.basename(p) for p in glob.glob(os.path.join(repo, "vllm", "_C*.so")))
-try:
-    import importlib.metadata as m
-    d = m.distribution("vllm")
-    out["version"] = d.version
-    du = d.read_text("direct_url.json")
-    if du:
-        j = json.loads(du)
-        if j.get("dir_info", {}).get("editable"):
-            out["editable_location"] = j["url"].removeprefix("file://")
-        elif "archive_info" in j:
-            out["wheel_url"] = j["url"]
-    out["installed_extensions"] = sorted(f.name for f in (d.files or [])
-                                         if f.name.startswith("_C") and f.name.endswith(".so"))
-except Exception:
-    pass
-for pin in pins:
-    try:
-        from packaging.requirements import Requirement
-        import importlib.metadata as m
-        req = Requirement(pin)
-        have = m.version(req.name)
-        if not req.specifier.contains(have, prereleases=True):
-            out["pins_broken"].append(f"{pin} (installed {have})")
-    except Exception as exc:
-        out["pins_broken"].append(f"{pin} ({type(exc).__name__}: {exc})")
-print(json.dumps(out))
-"""
 
 
 def max_jobs_for(mem_gb: float, cores: int, *, gb_per_job: float = 4.0, configured: int | None = None) -> int:
@@ -227,12 +195,6 @@ def max_jobs_for(mem_gb: float, cores: int, *, gb_per_job: float = 4.0, configur
     return max(1, min(configured or cores, by_memory, cores if configured is None else configured))
 
 
-def cache_fields(source: str | None, torch_version: str, arch_list: str | None, device: str,
-                 flags: str = "") -> dict[str, str]:
-    return {"commit": source or "main", "torch": torch_version, "archs": arch_list or "", "device": device,
-            "flags": flags}
-
-
 def cache_key(source: str | None, torch_version: str, arch_list: str | None, device: str, flags: str = "") -> str:
     """The built wheel's cache key: same commit (or release sdist), same torch, same arch list, same device, same
     vLLM build switches (VLLM_CPU_DISABLE_AVX512 changes the kernels as much as an arch list does) -> reuse.
@@ -245,13 +207,6 @@ def cache_key(source: str | None, torch_version: str, arch_list: str | None, dev
     """
     raw = json.dumps(cache_fields(source, torch_version, arch_list, device, flags), sort_keys=True)
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
-
-
-def minutes_vs_docs(seconds: float) -> str:
-    lo, hi = DOC_BUILD_MINUTES
-    m = seconds / 60
-    where = "within" if lo <= m <= hi else ("under" if m < lo else "over")
-    return f"{m:.1f} min ({where} the documents' {lo}-{hi} min)"
 
 
 @dataclass
@@ -319,13 +274,6 @@ class SourcePlan:
         }
 
 
-def parse_build_log(text: str) -> dict[str, float]:
-    """The numbers the build and cache scripts print: build_seconds, wheel_seconds, cache_install_seconds."""
-    return {k: float(v) for k, v in
-            re.findall(r"\[phoenix-source\] (build_seconds|wheel_seconds|wheel_install_seconds|cache_install_seconds)=(\d+)",
-                       text)}
-
-
 class SourceBuild(Step):
     """vLLM compiled from source into the venv (seed 000 step 3), reusing a cached wheel when one fits."""
 
@@ -345,12 +293,7 @@ class SourceBuild(Step):
 
     # -- facts ------------------------------------------------------------------------------
     def _facts(self, target) -> dict:
-        r = target.run([self.plan.python, "-c", _FACTS, self.plan.repo_dir, self.plan.commit or "",
-                        *self.plan.runtime_pins], timeout=120)
-        if r.failed:
-            return {"repo": False, "head": None, "editable_location": None, "version": None, "extensions": [],
-                    "error": r.stderr[-300:]}
-        return json.loads(r.stdout.strip().splitlines()[-1])
+        return tree_facts(target, self.plan.python, self.plan.repo_dir, self.plan.commit, tuple(self.plan.runtime_pins))
 
     def _torch_version(self, target) -> str:
         r = target.run([self.plan.python, "-c", "import torch; print(torch.__version__)"], timeout=300)
@@ -398,13 +341,9 @@ class SourceBuild(Step):
             self.cache_dir, self.cache_hit = want, wheel_url.removeprefix("file://")
             self.torch_version = torch_version
             return Observed(True, state, f"vllm {f.get('version')} from the cached wheel {wheel_url}")
-        if f.get("editable_location") != self.plan.repo_dir:
-            return Observed(False, state, f"vllm is not an editable install from {self.plan.repo_dir} "
-                                          f"(installed: {f.get('version') or 'none'})")
-        if not f.get("extensions"):
-            return Observed(False, state, f"no compiled extension vllm/_C*.so in {self.plan.repo_dir}")
-        if self.plan.commit and f.get("head") != self.plan.commit:
-            return Observed(False, state, f"checkout at {f.get('head')}, want {self.plan.commit}")
+        gap = editable_build_gap(f, self.plan.repo_dir, self.plan.commit)
+        if gap:
+            return Observed(False, state, gap)
         return Observed(True, state, f"vllm {f.get('version')} built from {self.plan.repo_dir} "
                                      f"({', '.join(f['extensions'])})")
 
@@ -541,64 +480,3 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-# ------------------------------------------------------------------ facts for the specs
-_REPO_FACTS = r"""
-import glob, json, os, subprocess, sys
-repo = sys.argv[1]
-def git(*a):
-    r = subprocess.run(["git", "-C", repo, *a], capture_output=True, text=True)
-    return r.stdout.strip() if r.returncode == 0 else None
-out = {"exists": os.path.isdir(repo), "work_tree": git("rev-parse", "--is-inside-work-tree") == "true",
-       "origin": git("remote", "get-url", "origin"), "head": git("rev-parse", "HEAD"),
-       "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
-       "status": (git("status", "--porcelain") or "").splitlines(),
-       "torch_pins": [], "extensions": sorted(os.path.basename(p) for p in glob.glob(os.path.join(repo, "vllm", "_C*.so")))}
-for f in glob.glob(os.path.join(repo, "requirements", "**", "*.txt"), recursive=True):
-    for line in open(f, errors="replace"):
-        if line.strip().lower().startswith("torch=="):
-            out["torch_pins"].append(os.path.relpath(f, repo) + ": " + line.strip())
-print(json.dumps(out))
-"""
-
-_STEP_LINES = (("source", re.compile(r"\[phoenix-source\] (git clone|unpacking the release sdist|reusing the)")),
-               ("env", re.compile(r"\[phoenix-source\] TORCH_CUDA_ARCH_LIST=")),
-               ("use_existing_torch", re.compile(r"\[phoenix-source\] \S+ \S*use_existing_torch\.py")),
-               ("build_deps", re.compile(r"\[phoenix-source\] pip install -r ")),
-               ("editable", re.compile(r"\[phoenix-source\] pip install --no-build-isolation -e \.")))
-
-
-def parse_source_log(text: str) -> dict:
-    """What the LAST build in the log says: the order of the seed 000 step 3 stages, the exported env,
-    the times, and whether every stage ran inside the one `bash -c` command (seed 000: one shell)."""
-    lines = text.splitlines()
-    # the backend writes "$ <command>" first; the quoted script ends with "' phoenix-vllm-source"
-    starts = [i for i, line in enumerate(lines) if line.rstrip().endswith(" phoenix-vllm-source")]
-    cached = [i for i, line in enumerate(lines) if line.rstrip().endswith(" phoenix-vllm-cache")]
-    if cached and (not starts or cached[-1] > starts[-1]):
-        seg = lines[cached[-1]:]
-        exit_line = next((line for line in seg if line.startswith("# exit ")), None)
-        return {"from_cache": True, "order": [], "env": {}, **parse_build_log("\n".join(seg)),
-                "commands": len(starts), "single_shell": False,
-                "exit": int(exit_line.split()[2]) if exit_line else None}
-    segment = lines[starts[-1]:] if starts else lines
-    order: list[str] = []
-    for line in segment:
-        for name, rx in _STEP_LINES:
-            if rx.search(line) and name not in order:
-                order.append(name)
-    env: dict[str, str] = {}
-    for line in segment:
-        m = re.search(r"\[phoenix-source\] (TORCH_CUDA_ARCH_LIST=.*)", line)
-        if m:
-            env = dict(kv.split("=", 1) for kv in m.group(1).split() if "=" in kv)
-            break
-    seg = "\n".join(segment)
-    exit_line = next((line for line in segment if line.startswith("# exit ")), None)
-    return {"from_cache": False, "order": order, "env": env, **parse_build_log(seg), "commands": len(starts),
-            "single_shell": bool(starts) and len(order) == len(_STEP_LINES),
-            "exit": int(exit_line.split()[2]) if exit_line else None}
-
-
-def repo_facts(target, python: str, repo_dir: str) -> dict:
-    r = target.run([python, "-c", _REPO_FACTS, repo_dir], timeout=120)
-    return json.loads(r.stdout.strip().splitlines()[-1]) if r.succeeded and r.stdout.strip() else {"exists": False}
