@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from provisioners.plan import LAYERS, serve_with_fallback
+from provisioners.steps.benchmark import Workload
 from reports.catalog import load_catalog
 
 TRIGGER = "ERROR 09-30 12:00:01 flashinfer sampling failed: unsupported kernel for sm_120"
@@ -109,3 +111,41 @@ def test_fixture_modules_do_not_import_each_other_in_a_cycle():
             for p in root.glob("*.py")}
     cycles = sorted((a, b) for a in deps for b in deps[a] if a in deps.get(b, set()) and a < b)
     assert not cycles, cycles
+
+
+def _serving(**kw):
+    from provisioners.config.layout import Layout
+    from provisioners.config.phoenix import load_config, load_profile
+    from provisioners.plan import Serving
+
+    ct = load_config(Path(__file__).resolve().parents[1] / "tools/device/phoenix_device.json").container("921")
+    engine = ct.vllm_engine_config.merged({"ModelConfig": {"model": "/m", "load_format": "dummy"},
+                                           "ServerConfig": {"host": "127.0.0.1"}})
+    layout = Layout.for_target(uid=0, home="/root", venv=ct.vllm_venv, model_dir="/m")
+    return Serving(layout, engine, dict(load_profile("gpu-hopper").service.env), **kw)
+
+
+def test_the_serving_chain_is_built_from_one_decision():
+    """The unit, where it answers and the benchmark all come from the same engine, TLS and service env."""
+    plain = _serving()
+    unit = plain.unit(sampler=True)
+    assert ("VLLM_USE_FLASHINFER_SAMPLER", "1") in unit.env and unit.exec_argv[0] == plain.layout.vllm
+    assert plain.endpoint().base_url == f"http://127.0.0.1:{plain.engine.ServerConfig.port}"
+    assert plain.service(None, unit, supervisor=True).endpoint.base_url == plain.endpoint().base_url
+    runs = [plain.benchmark(Workload(8, 32, 16, 1), unit, label="x", run=str(i)) for i in range(2)]
+    assert runs[0].key != runs[1].key and runs[0].env == {}          # repeated runs are measured apart
+    tls = _serving(tls=("/k.pem", "/c.pem"), ca_file="/here/root.crt", target_ca="/there/root.crt", address="10.0.0.5")
+    assert tls.endpoint().base_url.startswith("https://10.0.0.5:") and tls.endpoint().ca_file == "/here/root.crt"
+    bench = tls.benchmark(Workload(8, 32, 16, 1), tls.unit(None))
+    assert bench.base_url.startswith("https://127.0.0.1:") and bench.env == {"SSL_CERT_FILE": "/there/root.crt"}
+    assert tls.unit(None).tls == ("/k.pem", "/c.pem")
+
+
+def test_the_device_tool_builds_its_chain_through_the_plan():
+    """tools/device/serve_921.py calls the plan, as the fixtures do, instead of constructing the steps itself."""
+    import ast
+
+    tool = Path(__file__).resolve().parents[1] / "tools/device/serve_921.py"
+    names = {a.name for n in ast.walk(ast.parse(tool.read_text())) if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert {"Serving", "model_step"} <= names
+    assert not names & {"SupervisedService", "UnitModel", "Endpoint", "Benchmark", "ModelDir"}, names

@@ -1,6 +1,6 @@
 """CT 921's own engine config (tools/device/phoenix_device.json: --quantization fp8, --kv-cache-dtype fp8,
 --tensor-parallel-size 2, --max-model-len 8192, --gpu-memory-utilization 0.9, FlashInfer sampler on) served
-on a two-GPU machine through the suite's own steps (model, supervised service, benchmark), with a
+on a two-GPU machine through the suite's plan (provisioners/plan.py: model, supervised service, benchmark), with a
 Llama-3.2-3B-shaped dummy model. Prints one JSON line (PHOENIX_921 ...) and writes it to OUT/ct921.json.
 
     python3 tools/device/serve_921.py [EXTRA_ARG ...]      e.g. the gpu-hopper profile's deviation flags
@@ -22,9 +22,9 @@ from provisioners.backends.target import Target  # noqa: E402
 from provisioners.config.layout import Layout  # noqa: E402
 from provisioners.config.phoenix import load_config, load_profile  # noqa: E402
 from provisioners.core.errors import ProvisionError  # noqa: E402
-from provisioners.steps.benchmark import Benchmark, Workload, summary  # noqa: E402
-from provisioners.steps.model import ModelDir  # noqa: E402
-from provisioners.steps.service import Endpoint, SupervisedService, UnitModel, engine_death  # noqa: E402
+from provisioners.plan import Serving, model_step  # noqa: E402
+from provisioners.steps.benchmark import Workload, summary  # noqa: E402
+from provisioners.steps.service import engine_death  # noqa: E402
 
 LLAMA_32_3B = {"hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": 28, "num_attention_heads": 24,
                "num_key_value_heads": 8, "head_dim": 128}
@@ -40,11 +40,10 @@ def main(extra: list[str]) -> int:
                                            "ServerConfig": {"host": "127.0.0.1"}, "extra_args": extra})
     layout = Layout.for_target(uid=os.getuid(), home=os.path.expanduser("~"), venv=ct.vllm_venv, model_dir=MODEL)
     target = Target.from_url("local://")
-    ModelDir(layout, "dummy-config", MODEL, architecture=LLAMA_32_3B).converge(target)
-    unit = UnitModel.build(vllm_bin=layout.vllm, engine=engine, profile_env=dict(profile.service.env), sampler=True)
-    ep = Endpoint(base_url=f"http://127.0.0.1:{engine.ServerConfig.port}", served_model=engine.served_name,
-                  model_dir=MODEL)
-    svc = SupervisedService(unit, ep, state_dir=layout.state_dir, startup_timeout=480)
+    model_step(layout, "dummy-config", MODEL, architecture=LLAMA_32_3B).converge(target)
+    serving = Serving(layout, engine, dict(profile.service.env), startup_timeout=480)
+    unit = serving.unit(sampler=True)
+    svc = serving.service(target, unit, supervisor=True)
     res: dict = {"argv": list(unit.exec_argv), "env": dict(unit.env)}
     t0 = time.monotonic()
     try:
@@ -59,15 +58,12 @@ def main(extra: list[str]) -> int:
         svc.stop(target)
         return 1
     res["started"] = True
-    w = Workload(profile.benchmark.num_prompts, profile.benchmark.input_len, profile.benchmark.output_len,
-                 profile.benchmark.max_concurrency, profile.benchmark.top_p, profile.benchmark.top_k)
+    w = Workload.from_profile(profile.benchmark)
     warm = Workload(64, w.input_len, 32, w.max_concurrency, w.top_p, w.top_k)     # absorbs the JIT, not measured
-    Benchmark(layout, warm, base_url=ep.base_url, served=engine.served_name, tokenizer=MODEL,
-              service_digest=unit.digest, label="ct921-warmup").converge(target)
+    serving.benchmark(warm, unit, label="ct921-warmup").converge(target)
     runs = []
     for i in range(int(os.environ.get("REPEATS", "3"))):
-        b = Benchmark(layout, w, base_url=ep.base_url, served=engine.served_name, tokenizer=MODEL,
-                      service_digest=f"{unit.digest}-{i}", label=f"ct921-{i}")
+        b = serving.benchmark(w, unit, label=f"ct921-{i}", run=str(i))
         b.converge(target)
         runs.append(summary(b._read(target) or {}))
     res["bench"] = runs
