@@ -16,9 +16,9 @@ import sys
 import pytest
 
 from provisioners.backends.base import Backend, CommandResult
-from provisioners.backends.pct import (
-    GUEST_ENV, PctBackend, format_pve_options, insert_raw_lxc_lines, parse_pve_config, parse_pve_options, push_argv,
-)
+from provisioners.backends.pct import GUEST_ENV, PctBackend, push_argv
+from provisioners.facts.pve import parse_pve_config, parse_pve_options
+from provisioners.steps.container.pct import format_pve_options, insert_raw_lxc_lines
 from provisioners.config.phoenix import PhoenixConfig, load_config
 from provisioners.steps.container import Container, PctDriver, mismatches, nvidia_lines
 from provisioners.core.errors import RefusedTarget

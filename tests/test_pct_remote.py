@@ -14,7 +14,8 @@ import shlex
 import pytest
 
 from provisioners.backends import backend_for
-from provisioners.backends.pct import PctBackend, PctHost
+from provisioners.backends.pct import PctBackend
+from provisioners.facts.pve import PctHost
 from provisioners.steps.container import PctDriver
 from tests.conftest import ROOT
 

@@ -33,20 +33,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from provisioners.backends.base import Backend, CommandResult
-from provisioners.backends.pct import (
-    DEFAULT_CONF_DIR,
-    GUEST_ENV,
-    PctHost,
-    PveConfig,
-    format_pve_options,
-    insert_raw_lxc_lines,
-    parse_pve_options,
-    pct_put,
-)
+from provisioners.backends.pct import GUEST_ENV, pct_put
 from provisioners.backends.remote import SshBackend
 from provisioners.config.phoenix import ContainerConfig
 from provisioners.core.errors import ConfigError, ProvisionError
 from provisioners.core.progress import emit
+from provisioners.facts.pve import DEFAULT_CONF_DIR, PctHost, PveConfig, parse_pve_options
 from provisioners.steps.container.base import (
     PROVENANCE,
     READY,
@@ -58,6 +50,34 @@ from provisioners.steps.container.base import (
     _size_gb,
     nvidia_lines,
 )
+
+
+def format_pve_options(opts: Mapping[str, str]) -> str:
+    """The inverse of parse_pve_options: a property string for `pct set --net0/--features`.
+
+    >>> format_pve_options({"name": "eth0", "hwaddr": "52:54:00:67:89:21"})
+    'name=eth0,hwaddr=52:54:00:67:89:21'
+    """
+    return ",".join(v if k == "" else f"{k}={v}" for k, v in opts.items())
+
+
+def insert_raw_lxc_lines(conf_text: str, lines: Sequence[str]) -> str:
+    """Add `lxc.*: ...` lines to a CTID.conf at the end of the *current* section.
+
+    Appending at the end of the file would put them into the last snapshot section when the
+    container has snapshots, where Proxmox ignores them.
+    """
+    if not lines:
+        return conf_text
+    body = conf_text.splitlines()
+    cut = next((i for i, ln in enumerate(body) if ln.startswith("[")), len(body))
+    head, rest = body[:cut], body[cut:]
+    while head and not head[-1].strip():
+        head.pop()
+    new = head + list(lines)
+    if rest:
+        new += [""] + rest
+    return "\n".join(new) + "\n"
 
 
 class PctDriver(ContainerDriver):
