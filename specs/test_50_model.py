@@ -10,6 +10,8 @@ import re
 
 import pytest
 
+from provisioners.facts.service import ProcessArgv
+
 pytestmark = pytest.mark.layer("model")
 
 
@@ -20,8 +22,7 @@ def overridden(profile, section: str, keys: tuple[str, ...]) -> list[str]:
 
 def running_argv(target, service_unit) -> list[str]:
     status = service_unit.status()
-    raw = target.get(f"/proc/{status['main_pid']}/cmdline") or b""
-    return [a.decode() for a in raw.split(b"\0") if a]
+    return ProcessArgv(status["main_pid"]).read(target) or []
 
 
 def flag_value(argv: list[str], flag: str) -> str | None:

@@ -11,7 +11,8 @@ import hashlib
 import pytest
 from conftest import sha256_on
 
-from provisioners.facts.systemd import exec_start_argv
+from provisioners.facts.service import ProcessArgv, ProcessEnviron
+from provisioners.facts.systemd import UnitEnabled, UnitProperty, exec_start_argv
 from specs import checks
 
 pytestmark = pytest.mark.layer("service")
@@ -37,10 +38,17 @@ def needs_systemd(svc):
                     "under phoenix-supervise instead")
 
 
-def proc(target, pid: int, what: str) -> bytes:
-    data = target.get(f"/proc/{pid}/{what}")
-    assert data is not None, f"cannot read /proc/{pid}/{what} on the target"
-    return data
+def proc(target, fact):
+    """A process fact (ProcessArgv, ProcessEnviron) of the running server; it must be readable."""
+    got = fact.read(target)
+    assert got is not None, f"cannot read {fact.command()[-1]} on the target"
+    return got
+
+
+@pytest.fixture
+def proc_env(target, status) -> dict[str, str]:
+    """The running server's environment as the kernel has it (/proc/PID/environ)."""
+    return proc(target, ProcessEnviron(status["main_pid"]))
 
 
 @pytest.mark.req("R003-6.3-service-status")
@@ -57,9 +65,8 @@ def test_service_is_active_and_running(status, svc, evidence):
 @pytest.mark.req("R003-P3.3-daemon-reload-enable")
 def test_unit_is_enabled_and_loaded(target, svc):
     needs_systemd(svc)
-    enabled = target.run(["systemctl", "is-enabled", svc.unit.name]).stdout.strip()
-    r = target.run(["systemctl", "show", "-p", "NeedDaemonReload", "--value", svc.unit.name])
-    why = checks.unit_enabled(enabled, r.stdout.strip())
+    enabled = UnitEnabled(svc.unit.name).read(target)
+    why = checks.unit_enabled(enabled, UnitProperty(svc.unit.name, "NeedDaemonReload").read(target))
     assert not why, why
 
 
@@ -91,7 +98,7 @@ def test_unit_arrived_whole_with_no_temp_leftovers(target, svc, unit_model):
 
 @pytest.mark.req("R003-P3.2-config-to-cli-args", "R001-2.1-declarative-config", "R003-4-server-config")
 def test_running_process_argv_is_the_engine_config(target, status, served_engine, unit_model, evidence):
-    argv = [a.decode() for a in proc(target, status["main_pid"], "cmdline").split(b"\0") if a]
+    argv = proc(target, ProcessArgv(status["main_pid"]))
     evidence("process argv", text=" ".join(argv))
     # the engine config's own field values, read back from the process (not compared with the renderer)
     ec = served_engine
@@ -103,9 +110,8 @@ def test_running_process_argv_is_the_engine_config(target, status, served_engine
 
 
 @pytest.mark.req("R003-P3.2-unset-cuda-env", "R003-3.3-no-etc-environment")
-def test_process_environment_is_exactly_the_units(target, status, svc, unit_model):
-    raw = proc(target, status["main_pid"], "environ")
-    env = dict(item.decode().split("=", 1) for item in raw.split(b"\0") if b"=" in item)
+def test_process_environment_is_exactly_the_units(target, proc_env, svc, unit_model):
+    env = proc_env
     why = checks.env_has(env, dict(unit_model.env))      # every Environment= line, the later one winning
     assert not why, why
     unit_text = target.read_text(svc.definition) if svc.systemd else unit_model.render_unit()
@@ -114,9 +120,8 @@ def test_process_environment_is_exactly_the_units(target, status, svc, unit_mode
 
 
 @pytest.mark.req("R003-P3.2-set-cuda-env")
-def test_cuda_environment_is_set_from_the_profile(target, status, profile):
-    raw = proc(target, status["main_pid"], "environ")
-    env = dict(item.decode().split("=", 1) for item in raw.split(b"\0") if b"=" in item)
+def test_cuda_environment_is_set_from_the_profile(proc_env, profile):
+    env = proc_env
     # seed 003 P3.2: both are cleared first, then set from the profile: one the profile leaves out is empty
     want = {k: profile.service.env.get(k, "") for k in ("CUDA_HOME", "LD_LIBRARY_PATH")}
     if not any(want.values()):
@@ -126,9 +131,8 @@ def test_cuda_environment_is_set_from_the_profile(target, status, profile):
 
 
 @pytest.mark.req("R003-P3.2-flashinfer-sampler-env")
-def test_flashinfer_sampler_is_on_in_the_unit(target, status, profile):
-    raw = proc(target, status["main_pid"], "environ")
-    env = dict(item.decode().split("=", 1) for item in raw.split(b"\0") if b"=" in item)
+def test_flashinfer_sampler_is_on_in_the_unit(proc_env, profile):
+    env = proc_env
     if not (profile.flashinfer.enabled and profile.flashinfer.sampler):
         pytest.skip(f"not verified: profile {profile.name} does not use the FlashInfer sampler")
     why = checks.env_has(env, {"VLLM_USE_FLASHINFER_SAMPLER": checks.SAMPLER_ON})
@@ -165,8 +169,7 @@ def test_runner_script_unchanged(target, baseline, service):
 
 
 @pytest.mark.req("R002-T-no-fa3-on-blackwell")
-def test_flash_attention_2_is_pinned_and_fa3_never_selected(target, status, svc):
-    raw = proc(target, status["main_pid"], "environ")
-    env = dict(item.decode().split("=", 1) for item in raw.split(b"\0") if b"=" in item)
+def test_flash_attention_2_is_pinned_and_fa3_never_selected(proc_env, svc):
+    env = proc_env
     why = checks.fa2_only(env, svc.current_log())
     assert not why, why

@@ -57,3 +57,43 @@ def test_counter_and_deploy_record():
     assert SupervisorRestarts("/x.restarts").default == 0
     assert DeployRecord("/x.deploy.json").parse('{"restarts": 2, "injected": []}') == {"restarts": 2, "injected": []}
     assert DeployRecord("/x.deploy.json").default is None
+
+
+@pytest.mark.parametrize("raw, want", [
+    (b"PATH=/usr/bin\0CUDA_HOME=\0CUDA_HOME=/usr/local/cuda\0", {"PATH": "/usr/bin", "CUDA_HOME": "/usr/local/cuda"}),
+    (b"VLLM_ARGS=--a=b\0NOEQUALS\0\0", {"VLLM_ARGS": "--a=b"}),      # the value keeps its "="; junk left out
+    (b"", {}),
+])
+def test_process_environ_parse(raw, want):
+    from provisioners.facts.service import ProcessEnviron, parse_environ
+
+    assert parse_environ(raw) == want
+    assert ProcessEnviron(1).parse(raw.decode()) == want
+
+
+def test_process_argv_parse_keeps_bytes_that_are_not_utf8():
+    from provisioners.facts.service import ProcessArgv, parse_nul_list
+
+    assert parse_nul_list(b"/opt/vllm/bin/vllm\0serve\0/m\0--port\0008000\0") == \
+        ["/opt/vllm/bin/vllm", "serve", "/m", "--port", "8000"]
+    assert parse_nul_list(b"x\xff\0y\0") == ["x\udcff", "y"] and ProcessArgv(1).command() == ["cat", "/proc/1/cmdline"]
+
+
+def test_process_facts_read_a_real_process():
+    """A process started here with a known argv and environment, read back through the local target."""
+    import subprocess
+    import sys
+
+    from provisioners.backends.target import Target
+    from provisioners.facts.service import ProcessArgv, ProcessEnviron
+
+    env = {"PATH": "/usr/bin:/bin", "CUDA_HOME": "", "PHOENIX_PROBE": "a=b"}
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "extra arg"], env=env)
+    try:
+        target = Target.from_url("local://")
+        assert ProcessEnviron(p.pid).read(target) == env
+        assert ProcessArgv(p.pid).read(target) == [sys.executable, "-c", "import time; time.sleep(30)", "extra arg"]
+    finally:
+        p.kill()
+        p.wait()
+    assert ProcessEnviron(p.pid).read(target) is None              # gone: absence is a value

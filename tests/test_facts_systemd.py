@@ -63,3 +63,16 @@ def test_reads_use_the_output_even_on_a_nonzero_exit():
     t = _Target({"systemctl": "ActiveState=failed\n", "journalctl": "-- No entries --\n"})
     assert UnitStatus("u").read(t)["active"] == "failed"
     assert UnitJournal("u").read(t) == "-- No entries --\n"
+
+
+@pytest.mark.parametrize("cls, verb, stdout, want", [
+    ("UnitEnabled", "is-enabled", "enabled\n", "enabled"),
+    ("UnitEnabled", "is-enabled", "disabled\n", "disabled"),
+    ("UnitActive", "is-active", "activating\n", "activating"),
+    ("UnitActive", "is-active", "", ""),
+])
+def test_unit_enabled_and_active(cls, verb, stdout, want):
+    import provisioners.facts.systemd as systemd
+
+    fact = getattr(systemd, cls)("vllm_model_server.service")
+    assert fact.command() == ["systemctl", verb, "vllm_model_server.service"] and fact.parse(stdout) == want

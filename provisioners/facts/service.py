@@ -1,5 +1,6 @@
 """Service facts that are not systemd's: the supervisor's restart counter, the record the service step
-writes at each deploy, and who listens on a TCP port (`ss -ltnp`, else /proc/net/tcp and the fd links).
+writes at each deploy, who listens on a TCP port (`ss -ltnp`, else /proc/net/tcp and the fd links), and what a
+running process really has: its argv and environment (/proc/PID/cmdline, /proc/PID/environ).
 
 >>> PortListeners(8000).parse('LISTEN 0 5 127.0.0.1:8000 0.0.0.0:* users:(("python3",pid=41,fd=3))\\n')
 [{'addr': '127.0.0.1', 'port': 8000, 'pid': 41, 'name': 'python3'}]
@@ -134,6 +135,59 @@ class SocketOwners(Fact):
             if m:
                 out.setdefault(int(m.group(2)), int(m.group(1)))
         return out
+
+
+def parse_nul_list(raw: bytes) -> list[str]:
+    """/proc/PID/cmdline or environ: NUL-separated items, the empty ones dropped (bytes that are not UTF-8 kept as
+    surrogates: a stranger's argv never makes the read fail).
+
+    >>> parse_nul_list(b"vllm\\0serve\\0/m\\0")
+    ['vllm', 'serve', '/m']
+    """
+    return [item.decode(errors="surrogateescape") for item in raw.split(b"\0") if item]
+
+
+def parse_environ(raw: bytes) -> dict[str, str]:
+    """/proc/PID/environ -> {NAME: value}; an item without "=" is left out, a later NAME wins.
+
+    >>> parse_environ(b"CUDA_HOME=\\0CUDA_HOME=/usr/local/cuda\\0A=x=y\\0junk\\0")
+    {'CUDA_HOME': '/usr/local/cuda', 'A': 'x=y'}
+    """
+    return dict(item.split("=", 1) for item in parse_nul_list(raw) if "=" in item)
+
+
+@dataclass
+class ProcessEnviron(Fact):
+    """The environment a running process has (/proc/PID/environ, read as bytes); None when it cannot be read."""
+
+    pid: int
+
+    def command(self):
+        return ["cat", f"/proc/{self.pid}/environ"]
+
+    def read(self, target, *, timeout: float = 30):
+        raw = target.get(f"/proc/{self.pid}/environ")
+        return None if raw is None else parse_environ(raw)
+
+    def parse(self, stdout):
+        return parse_environ(stdout.encode())
+
+
+@dataclass
+class ProcessArgv(Fact):
+    """The argv a running process has (/proc/PID/cmdline, read as bytes); None when it cannot be read."""
+
+    pid: int
+
+    def command(self):
+        return ["cat", f"/proc/{self.pid}/cmdline"]
+
+    def read(self, target, *, timeout: float = 30):
+        raw = target.get(f"/proc/{self.pid}/cmdline")
+        return None if raw is None else parse_nul_list(raw)
+
+    def parse(self, stdout):
+        return parse_nul_list(stdout.encode())
 
 
 def _cmdline(target, pid: int) -> str:

@@ -45,6 +45,35 @@ class UnitProperty(Fact):
 
 
 @dataclass
+class UnitEnabled(Fact):
+    """`systemctl is-enabled UNIT`: "enabled", "disabled", "static", ... ("" when systemd gives no answer).
+    The word is the answer whatever the exit code (non-zero for anything but enabled)."""
+
+    unit: str
+    default: ClassVar[Any] = ""
+
+    def command(self):
+        return ["systemctl", "is-enabled", self.unit]
+
+    def read(self, target, *, timeout: float = 60):
+        return self.parse(target.run(self.command(), timeout=timeout).stdout)
+
+
+@dataclass
+class UnitActive(Fact):
+    """`systemctl is-active UNIT`: "active", "inactive", "failed", "activating", ... ("" when no answer)."""
+
+    unit: str
+    default: ClassVar[Any] = ""
+
+    def command(self):
+        return ["systemctl", "is-active", self.unit]
+
+    def read(self, target, *, timeout: float = 60):
+        return self.parse(target.run(self.command(), timeout=timeout).stdout)
+
+
+@dataclass
 class UnitJournal(Fact):
     """The unit's last `lines` journal lines, optionally only those since a timestamp ("" when none)."""
 

@@ -25,8 +25,8 @@ from provisioners.core.step import Observed, Step
 from provisioners.config.engine import EngineConfig, to_cli_args
 from provisioners.core.errors import ProvisionError, tail
 from provisioners.facts import HasSystemd
-from provisioners.facts.service import DeployRecord, SupervisorRestarts, conflicts, port_listeners
-from provisioners.facts.systemd import UnitJournal, UnitProperty, UnitStatus
+from provisioners.facts.service import DeployRecord, ProcessArgv, SupervisorRestarts, conflicts, port_listeners
+from provisioners.facts.systemd import UnitActive, UnitEnabled, UnitJournal, UnitProperty, UnitStatus
 from provisioners.core.progress import Heartbeat
 from provisioners.scripts import read as read_script
 
@@ -335,9 +335,9 @@ class SupervisedService(_ServiceStep):
         pid = int(text.strip())
         if target.run(["kill", "-0", str(pid)]).failed:
             return None
-        cmdline = (target.get(f"/proc/{pid}/cmdline") or b"").split(b"\0")
+        cmdline = ProcessArgv(pid).read(target) or []
         mine = self.spec_path if which == "supervisor" else self.unit.exec_argv[0]
-        if mine.encode() in cmdline:
+        if mine in cmdline:
             return pid
         if which == "child":       # a server that renamed its process title: ours if our supervisor is its parent
             stat = (target.get(f"/proc/{pid}/stat") or b"").rsplit(b")", 1)[-1].split()
@@ -458,8 +458,8 @@ class SystemdUnit(_ServiceStep):
 
     def check(self, target) -> Observed:
         have = target.read_text(self.path)
-        enabled = target.run(["systemctl", "is-enabled", self.unit.name]).stdout.strip()
-        active = target.run(["systemctl", "is-active", self.unit.name]).stdout.strip()
+        enabled = UnitEnabled(self.unit.name).read(target)
+        active = UnitActive(self.unit.name).read(target)
         state = {"unit_digest": self.unit.digest, "unit_current": have == self.unit.render_unit(),
                  "enabled": enabled, "active": active}
         if have != self.unit.render_unit():
