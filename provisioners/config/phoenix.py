@@ -255,6 +255,10 @@ class VllmSource(_Model):
     reason: str = Field(default="", description="why this source (commit, tag or release) is the known-good one")
     runtime_pins: list[str] = Field(default=[], description="requirements installed after vLLM (build or cached "
                                     "wheel) and checked: what a release's open-ended requirements let break later")
+    cuda_toolkit: list[str] = Field(default=[], description="NVIDIA's CUDA toolkit wheels (nvcc, crt, nvvm, cudart, "
+                                    "cccl) unpacked into cuda_toolkit_dir for the build: torch's CMake config wants "
+                                    "a CUDA toolkit whenever torch is a CUDA build, for a CPU extension too")
+    cuda_toolkit_dir: str = "/opt/phoenix/cuda-toolkit"
 
 
 class VllmExpect(_Model):
