@@ -10,7 +10,7 @@ SPECS_ARGS ?=
 ## System python3, before the venv exists (the venv itself needs python3-venv).
 HOST    := $(PY) -m provisioners.steps.host
 
-.PHONY: venv specs specs-lxc audit lint test catalog report gate clean source-build-cpu device-bundle install-blackwell
+.PHONY: venv specs specs-lxc audit lint test catalog report gate clean source-build-cpu cuda-configure device-bundle install-blackwell
 
 # an existing venv (or a link to one) is updated in place, not created again
 $(BIN)/python: requirements.txt
@@ -45,6 +45,20 @@ specs-lxc:
 source-build-cpu: venv
 	nice -n 10 $(PYTEST) specs/test_32_vllm_source.py specs/test_40_vllm.py -p no:randomly --profile cpu-source \
 	  --target local:// $(SPECS_ARGS)
+
+## vLLM's CUDA build set up for sm_120 on this host without a GPU (provisioners/steps/cuda_configure.py): NVIDIA's
+## toolkit wheels, the CMake configure of vLLM's sdist for TORCH_CUDA_ARCH_LIST "12.0" and "9.0;12.0" against the venv's
+## CUDA build of torch, one csrc kernel compiled, then specs/test_33 reads the folders (docs/evidence/source-build.md).
+CUDA_CFG_PY ?= /opt/vllm/bin/python
+CUDA_CFG_REPO ?= /var/tmp/phoenix-cuda-configure/vllm-0.11.0
+CUDA_CFG_DIR ?= /var/tmp/phoenix-cuda-configure
+cuda-configure: venv
+	nice -n 10 $(BIN)/python -m provisioners.steps.cuda_configure --python $(CUDA_CFG_PY) --repo $(CUDA_CFG_REPO) \
+	  --arch-list "12.0" --build-dir $(CUDA_CFG_DIR)/sm120
+	nice -n 10 $(BIN)/python -m provisioners.steps.cuda_configure --python $(CUDA_CFG_PY) --repo $(CUDA_CFG_REPO) \
+	  --arch-list "9.0;12.0" --build-dir $(CUDA_CFG_DIR)/sm90-sm120
+	$(PYTEST) specs/test_33_cuda_configure.py -p no:randomly --cuda-configure $(CUDA_CFG_DIR)/sm120 \
+	  --cuda-configure $(CUDA_CFG_DIR)/sm90-sm120 $(SPECS_ARGS)
 
 ## The documents' own GPU stack installed for real on a host without a GPU (profile gpu-blackwell, --install-only):
 ## torch as the vLLM 0.10.2 wheel pins it (2.8.0, CUDA 12.8), vLLM 0.10.2, FlashInfer 0.3.1, pip check after each step,
