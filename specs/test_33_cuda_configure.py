@@ -22,51 +22,51 @@ def _archs(arch_list: str) -> list[str]:
     return [a.strip().replace(".", "") for a in arch_list.replace(";", " ").split() if a.strip()]
 
 
-@pytest.fixture(scope="module")
-def cuda_configures(request) -> list[dict]:
-    dirs = request.config.getoption("phoenix_cuda_configure", default=[]) or []
-    if not dirs:
+def pytest_generate_tests(metafunc):
+    """One case per build folder given with --cuda-configure (none: one case, not verified)."""
+    if "cuda_configure" in metafunc.fixturenames:
+        dirs = metafunc.config.getoption("phoenix_cuda_configure", default=[]) or [None]
+        metafunc.parametrize("cuda_configure", dirs, indirect=True, ids=[Path(d).name if d else "none" for d in dirs])
+
+
+@pytest.fixture
+def cuda_configure(request) -> dict:
+    d = request.param
+    if not d:
         pytest.skip("not verified: no build folder of vLLM's CUDA configure was given (make cuda-configure, "
                     "--cuda-configure DIR)")
-    out = []
-    for d in dirs:
-        summary = Path(d, "phoenix-configure.json")
-        out.append({"dir": d, "build": read_build_dir(d),
-                    "run": json.loads(summary.read_text()) if summary.exists() else {}})
-    return out
+    summary = Path(d, "phoenix-configure.json")
+    return {"dir": d, "build": read_build_dir(d), "run": json.loads(summary.read_text()) if summary.exists() else {}}
 
 
-def test_the_configure_generated_gencode_for_every_arch_of_the_list(cuda_configures):
+def test_the_configure_generated_gencode_for_every_arch_of_the_list(cuda_configure):
     """CMake wrote build.ninja, and every arch of TORCH_CUDA_ARCH_LIST has SASS gencode flags in it
     (arch=compute_120,code=sm_120 for "12.0")."""
-    for c in cuda_configures:
-        b = c["build"]
-        arch_list = b["env"].get("TORCH_CUDA_ARCH_LIST", "")
-        assert b["build_ninja"], f"{c['dir']}: no build.ninja (the configure did not finish): {c['run'].get('errors')}"
-        assert arch_list, f"{c['dir']}: the configure's environment has no TORCH_CUDA_ARCH_LIST"
-        missing = [a for a in _archs(arch_list) if a not in b["gencode_archs"]]
-        assert not missing, f"{c['dir']}: no gencode for {missing} in build.ninja (it has {b['gencode_archs']})"
-        assert b["cuda_objects"] > 0, f"{c['dir']}: build.ninja compiles no CUDA object"
+    c, b = cuda_configure, cuda_configure["build"]
+    arch_list = b["env"].get("TORCH_CUDA_ARCH_LIST", "")
+    assert b["build_ninja"], f"{c['dir']}: no build.ninja (the configure did not finish): {c['run'].get('errors')}"
+    assert arch_list, f"{c['dir']}: the configure's environment has no TORCH_CUDA_ARCH_LIST"
+    missing = [a for a in _archs(arch_list) if a not in b["gencode_archs"]]
+    assert not missing, f"{c['dir']}: no gencode for {missing} in build.ninja (it has {b['gencode_archs']})"
+    assert b["cuda_objects"] > 0, f"{c['dir']}: build.ninja compiles no CUDA object"
 
 
-def test_the_configure_ran_with_flash_attention_2(cuda_configures):
+def test_the_configure_ran_with_flash_attention_2(cuda_configure):
     """VLLM_FLASH_ATTN_VERSION=2 was exported for the configure (seed 000 step 3.3). vLLM 0.11.0's CMake reads
     none of it: it selects the FlashAttention version at run time."""
-    for c in cuda_configures:
-        env = c["build"]["env"]
-        assert env.get("VLLM_FLASH_ATTN_VERSION") == "2", f"{c['dir']}: {env}"
-        assert env.get("VLLM_TARGET_DEVICE") == "cuda", f"{c['dir']}: {env}"
+    c, env = cuda_configure, cuda_configure["build"]["env"]
+    assert env.get("VLLM_FLASH_ATTN_VERSION") == "2", f"{c['dir']}: {env}"
+    assert env.get("VLLM_TARGET_DEVICE") == "cuda", f"{c['dir']}: {env}"
 
 
-def test_the_compiled_kernel_carries_sass_for_every_arch(cuda_configures):
+def test_the_compiled_kernel_carries_sass_for_every_arch(cuda_configure):
     """The one CUDA source of vLLM's csrc compiled in the folder: `cuobjdump --list-elf` lists a cubin for each
     arch of the list, read here again with the cuobjdump the configure used."""
-    for c in cuda_configures:
-        run = c["run"]
-        obj, tool = run.get("kernel_object"), run.get("cuobjdump")
-        assert obj and tool and Path(obj).exists() and Path(tool).exists(), f"{c['dir']}: no compiled kernel: {run}"
-        r = subprocess.run([tool, "--list-elf", obj], capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0, r.stderr
-        want = [f"sm_{a}" for a in _archs(c["build"]["env"].get("TORCH_CUDA_ARCH_LIST", ""))]
-        missing = [s for s in want if f".{s}.cubin" not in r.stdout]
-        assert want and not missing, f"{obj}: no cubin for {missing}: {r.stdout}"
+    c, run = cuda_configure, cuda_configure["run"]
+    obj, tool = run.get("kernel_object"), run.get("cuobjdump")
+    assert obj and tool and Path(obj).exists() and Path(tool).exists(), f"{c['dir']}: no compiled kernel: {run}"
+    r = subprocess.run([tool, "--list-elf", obj], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    want = [f"sm_{a}" for a in _archs(c["build"]["env"].get("TORCH_CUDA_ARCH_LIST", ""))]
+    missing = [s for s in want if f".{s}.cubin" not in r.stdout]
+    assert want and not missing, f"{obj}: no cubin for {missing}: {r.stdout}"

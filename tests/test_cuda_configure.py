@@ -67,16 +67,16 @@ def test_the_stand_ins_are_named_in_the_log_and_only_with_the_switch():
 def test_the_gencode_spec_fails_without_sm_120(tmp_path):
     c = {"dir": str(tmp_path), "build": read_build_dir(_folder(tmp_path, "90")), "run": {}}
     with pytest.raises(AssertionError, match=r"no gencode for \['120'\]"):
-        spec.test_the_configure_generated_gencode_for_every_arch_of_the_list([c])
+        spec.test_the_configure_generated_gencode_for_every_arch_of_the_list(c)
     ok = {"dir": str(tmp_path), "build": read_build_dir(_folder(tmp_path, "120")), "run": {}}
-    spec.test_the_configure_generated_gencode_for_every_arch_of_the_list([ok])
+    spec.test_the_configure_generated_gencode_for_every_arch_of_the_list(ok)
 
 
 @pytest.mark.demonstrates("R001-TR3-flash-attn")
 def test_the_flash_attn_spec_fails_on_another_version(tmp_path):
     c = {"dir": str(tmp_path), "build": read_build_dir(_folder(tmp_path, "120", fa="3")), "run": {}}
     with pytest.raises(AssertionError):
-        spec.test_the_configure_ran_with_flash_attention_2([c])
+        spec.test_the_configure_ran_with_flash_attention_2(c)
 
 
 def test_the_kernel_spec_fails_when_the_object_has_no_sm_120(tmp_path):
@@ -89,4 +89,4 @@ def test_the_kernel_spec_fails_when_the_object_has_no_sm_120(tmp_path):
     (tmp_path / "phoenix-configure.json").write_text(json.dumps(run))
     c = {"dir": str(tmp_path), "build": read_build_dir(_folder(tmp_path, "120")), "run": run}
     with pytest.raises(AssertionError, match=r"no cubin for \['sm_120'\]"):
-        spec.test_the_compiled_kernel_carries_sass_for_every_arch([c])
+        spec.test_the_compiled_kernel_carries_sass_for_every_arch(c)

@@ -50,7 +50,14 @@ if [ ! -d "$PHX_CUTLASS_DIR/cutlass_library/source/include/cutlass" ]; then
   "$PY" -m pip download --progress-bar off --no-deps $PHX_PIP_OPTS -d "$PHX_CUTLASS_DIR/wheel" "$PHX_CUTLASS_WHEEL"
   "$PY" -c 'import glob, sys, zipfile; zipfile.ZipFile(sorted(glob.glob(sys.argv[1] + "/wheel/*.whl"))[-1]).extractall(sys.argv[1])' "$PHX_CUTLASS_DIR"
 fi
+# vLLM's Machete generator imports cutlass_library from ${CUTLASS_DIR}/python, as in CUTLASS's repository; in the wheel
+# the package is the folder above source/
+mkdir -p "$PHX_CUTLASS_DIR/cutlass_library/source/python"
+ln -sfn ../.. "$PHX_CUTLASS_DIR/cutlass_library/source/python/cutlass_library"
 export VLLM_CUTLASS_SRC_DIR="$PHX_CUTLASS_DIR/cutlass_library/source"
+# ${CUTLASS_DIR} (the generators' PYTHONPATH, the FMHA example includes) is what CUTLASS's own CMakeLists.txt would
+# set; the wheel's tree has none, so it is given
+CMAKE_ARGS="${CMAKE_ARGS:-} -DCUTLASS_DIR=$VLLM_CUTLASS_SRC_DIR"
 export PYTHONPATH="$PHX_CUTLASS_DIR${PYTHONPATH:+:$PYTHONPATH}"
 say "CUTLASS $VLLM_CUTLASS_SRC_DIR ($(grep -hE 'define CUTLASS_(MAJOR|MINOR|PATCH) ' "$VLLM_CUTLASS_SRC_DIR/include/cutlass/version.h" | awk '{print $3}' | paste -sd.))"
 if [ -n "$PHX_STAND_IN" ]; then
