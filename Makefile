@@ -39,9 +39,9 @@ specs-lxc:
 	$(PYTEST) specs/ -p no:randomly --target lxc://$(LXC_NAME) --profile cpu --wheelhouse $(WHEELHOUSE) \
 	  --phoenix-out reports/out-lxc --alluredir=reports/allure-results-lxc --junitxml=reports/out-lxc/junit-specs.xml $(SPECS_ARGS)
 
-## vLLM built from source by the suite itself (profile cpu-source: the vllm==0.11.0 sdist, seed 000 step 3, then the
-## wheel cache); run outside CI (docs/evidence/source-build.md has the times). A second run with the same key
-## installs the cached wheel instead of compiling.
+## vLLM built from source by the suite itself (profile cpu-source: the vllm==0.12.0 sdist on its torch 2.9.1, seed 000
+## step 3, then the wheel cache); run outside CI (docs/evidence/source-build.md has the times). A second run with the
+## same key installs the cached wheel instead of compiling. SPECS_ARGS can add the serving specs (test_50 to test_85).
 source-build-cpu: venv
 	nice -n 10 $(PYTEST) specs/test_32_vllm_source.py specs/test_40_vllm.py -p no:randomly --profile cpu-source \
 	  --target local:// $(SPECS_ARGS)
