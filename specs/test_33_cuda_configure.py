@@ -39,6 +39,7 @@ def cuda_configure(request) -> dict:
     return {"dir": d, "build": read_build_dir(d), "run": json.loads(summary.read_text()) if summary.exists() else {}}
 
 
+@pytest.mark.req("R000-S3.3-cuda-configure-sm120")
 def test_the_configure_generated_gencode_for_every_arch_of_the_list(cuda_configure):
     """CMake wrote build.ninja, and every arch of TORCH_CUDA_ARCH_LIST has SASS gencode flags in it
     (arch=compute_120,code=sm_120 for "12.0")."""
@@ -51,6 +52,7 @@ def test_the_configure_generated_gencode_for_every_arch_of_the_list(cuda_configu
     assert b["cuda_objects"] > 0, f"{c['dir']}: build.ninja compiles no CUDA object"
 
 
+@pytest.mark.req("R000-S3.3-cuda-configure-sm120")
 def test_the_configure_ran_with_flash_attention_2(cuda_configure):
     """VLLM_FLASH_ATTN_VERSION=2 was exported for the configure (seed 000 step 3.3). vLLM 0.11.0's CMake reads
     none of it: it selects the FlashAttention version at run time."""
@@ -59,6 +61,7 @@ def test_the_configure_ran_with_flash_attention_2(cuda_configure):
     assert env.get("VLLM_TARGET_DEVICE") == "cuda", f"{c['dir']}: {env}"
 
 
+@pytest.mark.req("R000-S3.3-cuda-configure-sm120")
 def test_the_compiled_kernel_carries_sass_for_every_arch(cuda_configure):
     """The one CUDA source of vLLM's csrc compiled in the folder: `cuobjdump --list-elf` lists a cubin for each
     arch of the list, read here again with the cuobjdump the configure used."""

@@ -63,7 +63,7 @@ def test_the_stand_ins_are_named_in_the_log_and_only_with_the_switch():
     assert "stand-in (empty) driver library" in CONFIGURE_SCRIPT
 
 
-@pytest.mark.demonstrates("R001-TR3-arch-list")
+@pytest.mark.demonstrates("R000-S3.3-cuda-configure-sm120")
 def test_the_gencode_spec_fails_without_sm_120(tmp_path):
     c = {"dir": str(tmp_path), "build": read_build_dir(_folder(tmp_path, "90")), "run": {}}
     with pytest.raises(AssertionError, match=r"no gencode for \['120'\]"):
@@ -72,7 +72,6 @@ def test_the_gencode_spec_fails_without_sm_120(tmp_path):
     spec.test_the_configure_generated_gencode_for_every_arch_of_the_list(ok)
 
 
-@pytest.mark.demonstrates("R001-TR3-flash-attn")
 def test_the_flash_attn_spec_fails_on_another_version(tmp_path):
     c = {"dir": str(tmp_path), "build": read_build_dir(_folder(tmp_path, "120", fa="3")), "run": {}}
     with pytest.raises(AssertionError):
