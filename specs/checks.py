@@ -22,6 +22,7 @@ DOC_VLLM = "0.10.2"                             # seed 003 3.2 / 6.2: the vLLM 0
 DOC_FLASHINFER = "0.3.1"                        # seed 003 phase 2.2: FlashInfer v0.3.1
 DOC_FLASHINFER_FALLBACK = "0.3.0"               # seed 003 section 7.1
 DOC_PYTHON = "3.11"                             # seed 000 step 1: python3.11-full
+DOC_GPU_ARCH = "12.0"                           # seed 002 G1, seed 004: an sm_120 GPU (RTX 50xx)
 
 
 def unchanged(before, after, what: str) -> str | None:
