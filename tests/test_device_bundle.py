@@ -186,3 +186,80 @@ def test_readme_call_table_replayed_call_by_call(tmp_path):
         shutil.rmtree(tree)
     got = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (acc / "wheelhouse").iterdir()}
     assert got == want
+
+
+def _replay(tmp_path: Path, parts: Path, n: int, parts_dir: str = ".whl") -> Path:
+    """Each part carried alone to a fresh tree (as a call does), then `assemble`: the unpacked wheelhouse."""
+    repo, acc = tmp_path / "repo", tmp_path / "acc"
+    (repo / "tools" / "device").mkdir(parents=True)
+    shutil.copy(DEVICE / "run.sh", repo / "tools" / "device" / "run.sh")
+    env = {**os.environ, "ACC": str(acc), "PARTS_DIR": parts_dir, "PATH": "/usr/bin:/bin"}
+    for i in range(n):
+        shutil.rmtree(repo / parts_dir, ignore_errors=True)
+        shutil.copytree(parts / f"p{i}", repo / parts_dir / f"p{i}")
+        r = subprocess.run(["bash", "tools/device/run.sh", "recv", str(i)], cwd=repo, env=env,
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+    shutil.rmtree(repo / parts_dir)
+    r = subprocess.run(["bash", "tools/device/run.sh", "assemble"], cwd=repo, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return acc / "wheelhouse"
+
+
+@pytest.mark.parametrize("compress", ["xz", "zstd"])
+def test_a_bundle_of_more_than_ten_parts_reassembles(tmp_path, compress):
+    """The documents' stack needs about 60 parts: split's one-letter suffixes stopped at 10 (part.9)."""
+    if not shutil.which(compress):
+        pytest.skip(f"no {compress} here")
+    w = tmp_path / "w"
+    want = _wheelhouse(w)
+    parts = tmp_path / "bundle"
+    env = {**os.environ, "PART_BYTES": "1000", "XZ_OPT": "-0", "ZSTD_OPT": "-1", "COMPRESS": compress}
+    r = subprocess.run(["bash", str(DEVICE / "pack_parts.sh"), str(w), str(parts)], env=env, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    n = int((parts / "p0" / "parts.txt").read_text())
+    assert n > 10 and sorted(p.name for p in parts.iterdir()) == sorted(f"p{i}" for i in range(n))
+    suffix = {"xz": "wheelhouse.tar.xz", "zstd": "wheelhouse.tar.zst"}[compress]
+    assert (parts / "p0" / "wheelhouse.sha256").read_text().split()[1] == suffix
+    got = _replay(tmp_path, parts, n, parts_dir=".whl-bw")
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in got.iterdir()} == want
+
+
+def test_repack_with_a_trim_file_drops_only_its_patterns(tmp_path):
+    src, dest = tmp_path / "dl", tmp_path / "wh"
+    src.mkdir()
+    whl = src / "triton-3.4.0-cp312-cp312-manylinux_2_27_x86_64.whl"
+    with zipfile.ZipFile(whl, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("triton/__init__.py", "x = 1\n")
+        z.writestr("triton/backends/nvidia/lib/cupti/libcupti_static.a", b"\0" * 100)
+        z.writestr("vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so", b"\0" * 100)      # in the default list, not here
+        z.writestr("triton-3.4.0.dist-info/RECORD", "triton/__init__.py,sha256=a,6\n"
+                   "triton/backends/nvidia/lib/cupti/libcupti_static.a,sha256=b,100\n")
+    pins, trim = tmp_path / "pins.txt", tmp_path / "trim.txt"
+    pins.write_text("triton==3.4.0\n")
+    trim.write_text("# static archives\ntriton/backends/nvidia/lib/cupti/*.a\n")
+    subprocess.run([sys.executable, str(DEVICE / "repack_wheels.py"), str(src), str(dest), str(pins), str(trim)],
+                   check=True, capture_output=True)
+    with zipfile.ZipFile(dest / whl.name) as z:
+        assert z.namelist() == ["triton/__init__.py", "vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so",
+                                "triton-3.4.0.dist-info/RECORD"]
+        assert z.read("triton-3.4.0.dist-info/RECORD").decode() == "triton/__init__.py,sha256=a,6\n"
+
+
+def test_the_blackwell_hopper_pins_are_the_profiles_stack():
+    """The bundle carries exactly the versions the profile installs: vLLM, the torch its wheel pins, FlashInfer."""
+    sys.path.insert(0, str(DEVICE))
+    try:
+        from repack_wheels import pins
+    finally:
+        sys.path.remove(str(DEVICE))
+    from provisioners.config.phoenix import load_profile
+
+    got = pins(DEVICE / "bundle-pins-gpu-blackwell-hopper.txt")
+    prof = load_profile("gpu-blackwell-hopper")
+    assert got["vllm"] == prof.vllm.version and got["torch"] == "2.8.0"
+    assert got["flashinfer-python"] == prof.flashinfer.tag.lstrip("v")
+    assert f"nvidia-cuda-nvcc-cu12=={got['nvidia-cuda-nvcc-cu12']}" == prof.flashinfer.jit_nvcc
+    assert "build-from-sdist" in next(line for line in (DEVICE / "bundle-pins-gpu-blackwell-hopper.txt")
+                                      .read_text().splitlines() if line.startswith("flashinfer-python=="))

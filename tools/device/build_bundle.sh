@@ -14,16 +14,26 @@ ROOT=$(cd "$HERE/../.." && pwd)
 W=$(realpath -m "${1:-/tmp/dev}")
 PARTS=$(realpath -m "${2:-$ROOT/.whl}")          # absolute before any cd (a relative PARTS broke split)
 PART_BYTES=${PART_BYTES:-57671680}                 # 55 MiB: a part + the repo (~6 MB) stays under 64 MiB
-PINS=$HERE/bundle-pins.txt
+PINS=${PINS:-$HERE/bundle-pins.txt}                # another bundle: its own pins (and TRIM_FILE, COMPRESS)
+TRIM_FILE=${TRIM_FILE:-}                           # empty: repack_wheels.py's own list (the gpu-hopper bundle's)
 PLAT="--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64
  --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform manylinux_2_24_x86_64
  --platform manylinux_2_26_x86_64 --platform manylinux_2_31_x86_64 --platform manylinux_2_34_x86_64
  --platform manylinux_2_35_x86_64 --platform manylinux_2_5_x86_64"
 export PIP_CONSTRAINT=
 mkdir -p "$W/dl" "$PARTS"
+# a pin marked `# build-from-sdist` has no wheel on the index (flashinfer-python 0.3.1): its wheel is built here
+grep -v 'build-from-sdist' "$PINS" > "$W/pins-wheels.txt"
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp $PLAT \
-  -d "$W/dl" -r "$PINS"
+  -d "$W/dl" -r "$W/pins-wheels.txt"
+for req in $(grep 'build-from-sdist' "$PINS" | sed 's/#.*//'); do
+  # a throwaway venv with the sdist's build-system requirements (flashinfer 0.3.1: setuptools>=77, packaging>=24);
+  # its JIT-only build compiles nothing, so the wheel is py3-none-any
+  [ -x "$W/sdist-build/bin/python" ] || python3 -m venv "$W/sdist-build"
+  "$W/sdist-build/bin/python" -m pip install -q 'setuptools>=77' 'packaging>=24' wheel
+  "$W/sdist-build/bin/python" -m pip wheel -q --no-deps --no-build-isolation --no-binary :all: -w "$W/dl" "$req"
+done
 rm -rf "$W/wheelhouse" && mkdir -p "$W/wheelhouse"
-python3 "$HERE/repack_wheels.py" "$W/dl" "$W/wheelhouse" "$PINS"
+python3 "$HERE/repack_wheels.py" "$W/dl" "$W/wheelhouse" "$PINS" ${TRIM_FILE:+"$TRIM_FILE"}
 du -sh "$W/wheelhouse"
 "$HERE/pack_parts.sh" "$W" "$PARTS"
