@@ -10,7 +10,7 @@ SPECS_ARGS ?=
 ## System python3, before the venv exists (the venv itself needs python3-venv).
 HOST    := $(PY) -m provisioners.steps.host
 
-.PHONY: venv specs specs-lxc audit lint test catalog report gate clean source-build-cpu device-bundle install-blackwell
+.PHONY: venv specs specs-lxc audit lint test catalog report gate clean source-build-cpu device-bundle install-blackwell device-bundle-blackwell
 
 # an existing venv (or a link to one) is updated in place, not created again
 $(BIN)/python: requirements.txt
@@ -60,6 +60,16 @@ install-blackwell: venv
 ## The offline vLLM bundle for the offline H100 host (tools/device/README.md).
 device-bundle:
 	nice -n 19 tools/device/build_bundle.sh /tmp/dev .whl
+
+## The documents' own stack (profile gpu-blackwell-hopper: vLLM 0.10.2, torch 2.8.0 cu128, FlashInfer 0.3.1) for the
+## offline H100/H200 host: about 10 GB of wheels stored, zstd --long into parts of 55 MiB under .whl-bw/
+## (tools/device/README.md, "The documents' own stack on the offline host"). Needs about 20 GB free under BW_BUNDLE_DIR.
+BW_BUNDLE_DIR ?= /var/tmp/bw-bundle
+BW_ZSTD_OPT ?= -10 -T0 --long=31
+device-bundle-blackwell:
+	nice -n 19 env PINS=$(CURDIR)/tools/device/bundle-pins-gpu-blackwell-hopper.txt \
+	  TRIM_FILE=$(CURDIR)/tools/device/bundle-trim-gpu-blackwell-hopper.txt COMPRESS=zstd ZSTD_OPT="$(BW_ZSTD_OPT)" \
+	  tools/device/build_bundle.sh $(BW_BUNDLE_DIR) .whl-bw
 
 ## Check only: change nothing, report drift.
 audit:

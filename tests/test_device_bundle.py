@@ -263,3 +263,47 @@ def test_the_blackwell_hopper_pins_are_the_profiles_stack():
     assert f"nvidia-cuda-nvcc-cu12=={got['nvidia-cuda-nvcc-cu12']}" == prof.flashinfer.jit_nvcc
     assert "build-from-sdist" in next(line for line in (DEVICE / "bundle-pins-gpu-blackwell-hopper.txt")
                                       .read_text().splitlines() if line.startswith("flashinfer-python=="))
+
+
+def test_the_blackwell_hopper_runner_requirements_are_in_its_wheelhouse():
+    """run.sh installs the runner's pins from the carried wheelhouse with --no-index: each must be a pin of it."""
+    sys.path.insert(0, str(DEVICE))
+    try:
+        from repack_wheels import pins
+    finally:
+        sys.path.remove(str(DEVICE))
+    bundle = pins(DEVICE / "bundle-pins-gpu-blackwell-hopper.txt")
+    runner = pins(DEVICE / "runner-requirements-gpu-blackwell-hopper.txt")
+    assert runner and {k: bundle.get(k) for k in runner} == runner
+    assert set(runner) == set(pins(DEVICE / "runner-requirements.txt"))     # the same packages as gpu-hopper's
+
+
+def test_the_streamed_bundle_unpacks_to_the_wheels_the_directory_repack_writes(tmp_path):
+    """STREAM=1 (no wheelhouse on disk): repack_wheels.py --tar into pack_parts.sh gives, after run.sh's assembly,
+    byte for byte the wheels repack_wheels.py writes into a directory."""
+    if not shutil.which("zstd"):
+        pytest.skip("no zstd here")
+    dl = tmp_path / "dl"
+    dl.mkdir()
+    for i in range(3):
+        with zipfile.ZipFile(dl / f"pkg{i}-1.0-py3-none-any.whl", "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr(f"pkg{i}/__init__.py", os.urandom(2000 + 500 * i))
+            z.writestr(f"pkg{i}/lib.a", b"\0" * 300)
+            z.writestr(f"pkg{i}-1.0.dist-info/RECORD", f"pkg{i}/__init__.py,sha256=a,1\npkg{i}/lib.a,sha256=b,300\n")
+    pins, trim = tmp_path / "pins.txt", tmp_path / "trim.txt"
+    pins.write_text("pkg0==1.0\npkg1==1.0\npkg2==1.0\n")
+    trim.write_text("*/lib.a\n")
+    ref = tmp_path / "ref"
+    subprocess.run([sys.executable, str(DEVICE / "repack_wheels.py"), str(dl), str(ref), str(pins), str(trim)],
+                   check=True, capture_output=True)
+    want = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in ref.iterdir()}
+    parts = tmp_path / "bundle"
+    cmd = f"{sys.executable} {DEVICE / 'repack_wheels.py'} --tar {dl} {pins} {trim}"
+    env = {**os.environ, "PART_BYTES": "1500", "ZSTD_OPT": "-1", "COMPRESS": "zstd", "TAR_STREAM_CMD": cmd}
+    r = subprocess.run(["bash", str(DEVICE / "pack_parts.sh"), str(tmp_path / "w"), str(parts)], env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not (tmp_path / "w" / "wheelhouse").exists()
+    n = int((parts / "p0" / "parts.txt").read_text())
+    got = _replay(tmp_path, parts, n, parts_dir=".whl-bw")
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in got.iterdir()} == want

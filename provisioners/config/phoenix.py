@@ -459,7 +459,8 @@ def _undeclared_changes(child: dict) -> list[str]:
 def profile_data(name: str, directory: Path = PROFILES_DIR, _chain: tuple[str, ...] = ()) -> tuple[dict, Path]:
     """A profile's document with its `extends` chain merged in (parent first, child wins), and its file.
 
-    Refused with one ConfigError line: an unknown parent, a cycle, a key changed without a declared reason."""
+    Refused with one ConfigError line: an unknown parent, a cycle (load_profile also refuses a key the child
+    changes without a declared reason)."""
     path = _profile_path(name, directory)
     if path is None:
         raise ConfigError(f"--profile {name!r}: unknown profile (known: {', '.join(_known(directory))})")
@@ -475,9 +476,6 @@ def profile_data(name: str, directory: Path = PROFILES_DIR, _chain: tuple[str, .
         raise ConfigError(f"{path}: extends: {' -> '.join((*_chain, name, parent))} is a cycle")
     if _profile_path(parent, directory) is None:
         raise ConfigError(f"{path}: extends: {parent!r}: unknown profile (known: {', '.join(_known(directory))})")
-    errors = _undeclared_changes(data)
-    if errors:
-        raise ConfigError(f"{path}: {len(errors)} error(s)\n" + "\n".join(f"  {e}" for e in errors))
     base, _ = profile_data(parent, directory, (*_chain, name))
     # the parent's own change reasons speak of its parent, not of this child
     base = {k: v for k, v in base.items() if k not in ("changes", "name", "description")}
@@ -515,6 +513,10 @@ def load_profile(name: str, directory: Path = PROFILES_DIR) -> Profile:
         profile = Profile.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, str(path))) from None
+    if profile.extends:       # after the schema: an unknown key is named as one, not as an undeclared change
+        errors = _undeclared_changes(_read(path))
+        if errors:
+            raise ConfigError(f"{path}: {len(errors)} error(s)\n" + "\n".join(f"  {e}" for e in errors))
     # engine_overrides is free-form until it is merged into a container's engine config; merge it
     # onto a minimal one now, so a bad override stops the run here and not after the vLLM layer.
     try:
