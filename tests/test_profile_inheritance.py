@@ -195,3 +195,27 @@ def test_the_childs_declarations_name_catalog_ids_that_apply_to_it():
         assert cat.get(rid) is not None, rid
         assert cat.get(rid).profiles and "gpu-blackwell" in cat.get(rid).profiles, rid
     assert not set(child.substitutes) & set(child.not_verified)
+
+
+def test_a_spec_run_of_the_child_holds_its_sm120_ids_and_records_its_deviations(tmp_path):
+    """A real pytest run through the suite's plugins with --profile gpu-blackwell-hopper (--install-only: there is no
+    GPU here, and the specs are of an install layer): a spec whose only id needs an sm_120 GPU is not run (it would
+    fail), and the H100's capability is recorded as the declared deviation."""
+    from tests.test_report_honesty import rows, run
+
+    r = run(tmp_path, '''
+        @pytest.mark.layer("torch")
+        @pytest.mark.req("R002-T-no-fa3-on-blackwell")
+        def test_fa3_never_selected_on_blackwell():
+            raise AssertionError("runs only on an sm_120 GPU")
+
+        @pytest.mark.layer("torch")
+        @pytest.mark.req("R001-1-cuda128-torch29")
+        def test_capability(expect):
+            expect(None, "9.0", "12.0", what="GPU compute capability")
+    ''', "--profile", CHILD, "--target", "local://", "--install-only")
+    got = rows(tmp_path / "out")
+    assert got["R002-T-no-fa3-on-blackwell"]["status"] == "not verified", r.stdout + r.stderr
+    assert "needs an sm_120 GPU to execute" in got["R002-T-no-fa3-on-blackwell"]["reason"]
+    assert got["R001-1-cuda128-torch29"]["status"] != "passed"
+    assert [d["observed"] for d in got["R001-1-cuda128-torch29"]["specs"][0]["deviations"]] == ["9.0"], got

@@ -33,7 +33,7 @@ for req in $(grep 'build-from-sdist' "$PINS" | sed 's/#.*//'); do
   "$W/sdist-build/bin/python" -m pip install -q 'setuptools>=77' 'packaging>=24' wheel
   "$W/sdist-build/bin/python" -m pip wheel -q --no-deps --no-build-isolation --no-binary :all: -w "$W/dl" "$req"
 done
-if [ -n "${STREAM:-}" ]; then
+if [ "${STREAM:-0}" = 1 ]; then
   # STREAM=1: the repacked wheels go straight into the compressor (no wheelhouse on disk: ~10 GB for the documents'
   # stack); the parts are the same layout
   export TAR_STREAM_CMD="python3 '$HERE/repack_wheels.py' --tar '$W/dl' '$PINS' '$TRIM_FILE'"
