@@ -513,10 +513,6 @@ def load_profile(name: str, directory: Path = PROFILES_DIR) -> Profile:
         profile = Profile.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, str(path))) from None
-    if profile.extends:       # after the schema: an unknown key is named as one, not as an undeclared change
-        errors = _undeclared_changes(_read(path))
-        if errors:
-            raise ConfigError(f"{path}: {len(errors)} error(s)\n" + "\n".join(f"  {e}" for e in errors))
     # engine_overrides is free-form until it is merged into a container's engine config; merge it
     # onto a minimal one now, so a bad override stops the run here and not after the vLLM layer.
     try:
@@ -527,6 +523,10 @@ def load_profile(name: str, directory: Path = PROFILES_DIR) -> Profile:
         raise ConfigError(f"{path}: vllm.lock: {profile.vllm.lock} is not a file in {directory} or {PROFILES_DIR}")
     if profile.vllm.lock:
         lock_pins(profile.vllm.lock, directory)     # a package pinned twice stops the run here (exit 4)
+    if profile.extends:       # after the schemas: an unknown key is named as one, not as an undeclared change
+        errors = _undeclared_changes(_read(path))
+        if errors:
+            raise ConfigError(f"{path}: {len(errors)} error(s)\n" + "\n".join(f"  {e}" for e in errors))
     register_env(profile.service.env)
     register_env(profile.build_env)
     return profile
