@@ -461,9 +461,11 @@ def profile_data(name: str, directory: Path = PROFILES_DIR, _chain: tuple[str, .
 
     Refused with one ConfigError line: an unknown parent, a cycle (load_profile also refuses a key the child
     changes without a declared reason)."""
-    path = _profile_path(name, directory)
-    if path is None:
-        raise ConfigError(f"--profile {name!r}: unknown profile (known: {', '.join(_known(directory))})")
+    # the profile asked for is in `directory`; a parent it names may also be one of the shipped profiles
+    path = _profile_path(name, directory) if _chain else directory / f"{name}.yaml"
+    if path is None or not path.is_file():
+        known = sorted(p.stem for p in directory.glob("*.yaml"))
+        raise ConfigError(f"--profile {name!r}: unknown profile (known: {', '.join(known)})")
     data = _read(path)
     if not isinstance(data, dict) or not data.get("extends"):
         if isinstance(data, dict) and data.get("changes"):
