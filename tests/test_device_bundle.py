@@ -308,3 +308,25 @@ def test_the_streamed_bundle_unpacks_to_the_wheels_the_directory_repack_writes(t
     n = int((parts / "p0" / "parts.txt").read_text())
     got = _replay(tmp_path, parts, n, parts_dir=".whl-bw")
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in got.iterdir()} == want
+
+
+def test_zstd_parts_on_a_host_without_zstd_stop_with_one_line_and_keep_the_parts(tmp_path):
+    if not shutil.which("zstd"):
+        pytest.skip("no zstd here to pack with")
+    w, parts, acc = tmp_path / "w", tmp_path / "bundle", tmp_path / "acc"
+    _wheelhouse(w)
+    env = {**os.environ, "PART_BYTES": "4000", "ZSTD_OPT": "-1", "COMPRESS": "zstd"}
+    subprocess.run(["bash", str(DEVICE / "pack_parts.sh"), str(w), str(parts)], check=True, env=env,
+                   capture_output=True)
+    nozstd = tmp_path / "bin"                       # the tools run.sh uses, and no zstd
+    nozstd.mkdir()
+    for tool in ("bash", "cat", "cp", "ls", "mkdir", "rm", "date", "awk", "seq", "sha256sum", "tar", "xz"):
+        (nozstd / tool).symlink_to(shutil.which(tool))
+    repo = tmp_path / "repo"
+    (repo / "tools" / "device").mkdir(parents=True)
+    shutil.copy(DEVICE / "run.sh", repo / "tools" / "device" / "run.sh")
+    shutil.copytree(parts, repo / ".whl-bw")
+    r = subprocess.run([str(nozstd / "bash"), "tools/device/run.sh", "assemble"], cwd=repo, capture_output=True,
+                       text=True, env={**os.environ, "ACC": str(acc), "PARTS_DIR": ".whl-bw", "PATH": str(nozstd)})
+    assert r.returncode == 3 and "NO zstd: the parts are wheelhouse.tar.zst" in r.stdout, r.stdout + r.stderr
+    assert sorted(p.name for p in acc.glob("part.*")) and not (acc / "wheelhouse").exists()

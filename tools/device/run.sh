@@ -38,7 +38,8 @@ if [ ! -d "$WH" ]; then
   n=$(cat "$ACC/parts.txt" 2>/dev/null) || { echo "NO WHEELHOUSE: run 'recv 0' first (a cold machine lost it)"; exit 3; }
   tb=$(awk '{print $2}' "$ACC/wheelhouse.sha256")            # wheelhouse.tar.xz or wheelhouse.tar.zst
   case "$tb" in *.zst) unpack="zstd -dc --long=31 $tb" ;; *) unpack="xz -dc -T0 $tb" ;; esac
-  ( cd "$ACC" && for i in $(seq 0 $((n - 1))); do cat "part.$i" || exit 3; done > "$tb" \
+  command -v "${unpack%% *}" >/dev/null || { echo "NO ${unpack%% *}: the parts are $tb (rebuild them with COMPRESS=xz)"; exit 3; }
+  ( set -o pipefail; cd "$ACC" && for i in $(seq 0 $((n - 1))); do cat "part.$i" || exit 3; done > "$tb" \
     && sha256sum -c wheelhouse.sha256 && $unpack | tar -xf - && rm -f part.* "$tb" ) || exit 3
   echo "wheelhouse: $(ls "$WH" | wc -l) wheels, assembled at $(( $(date +%s) - T0 ))s"
 fi
