@@ -1,6 +1,6 @@
 #!/bin/bash
 # Build the offline wheelhouse for an offline GPU host (no network there) and split it into
-# parts that fit one `run` call each (the working tree a call carries is at most 64 MiB).
+# parts that fit one transfer each (CALL_BYTES, the repository included: pack_parts.sh sizes them).
 #   usage: tools/device/build_bundle.sh [WORKDIR] [PARTS_DIR]     (make device-bundle)
 # Layout written (run.sh and tools/device/README.md read exactly this; tests/test_device_bundle.py checks it):
 #   PARTS_DIR/p0/{part.0,wheelhouse.sha256,parts.txt}  PARTS_DIR/p1/part.1 ...
@@ -13,7 +13,6 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 W=$(realpath -m "${1:-/tmp/dev}")
 PARTS=$(realpath -m "${2:-$ROOT/.whl}")          # absolute before any cd (a relative PARTS broke split)
-PART_BYTES=${PART_BYTES:-57671680}                 # 55 MiB: a part + the repo (~6 MB) stays under 64 MiB
 PINS=${PINS:-$HERE/bundle-pins.txt}                # another bundle: its own pins (and TRIM_FILE, COMPRESS)
 TRIM_FILE=${TRIM_FILE:-}                           # empty: repack_wheels.py's own list (the gpu-hopper bundle's)
 PLAT="--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64
