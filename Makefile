@@ -63,7 +63,7 @@ device-bundle:
 
 ## The documents' own stack (profile gpu-blackwell-hopper: vLLM 0.10.2, torch 2.8.0 cu128, FlashInfer 0.3.1) for the
 ## offline H100/H200 host: 10.3 GB of wheels stored, streamed (BW_STREAM=1: never on disk) through zstd --long into
-## parts of 55 MiB under .whl-bw/ (tools/device/README.md, "The documents' own stack on the offline host").
+## parts under .whl-bw/ sized by pack_parts.sh (tools/device/README.md, "The documents' own stack on the offline host").
 ## Disk: the 5 GB download under BW_BUNDLE_DIR, about 3.3 GB of parts, one repacked wheel at a time in TMPDIR (1.7 GB).
 BW_BUNDLE_DIR ?= /var/tmp/bw-bundle
 BW_ZSTD_OPT ?= -10 -T0 --long=31
