@@ -10,7 +10,7 @@ SPECS_ARGS ?=
 ## System python3, before the venv exists (the venv itself needs python3-venv).
 HOST    := $(PY) -m provisioners.steps.host
 
-.PHONY: venv specs specs-lxc audit lint test catalog report gate clean source-build-cpu cuda-configure device-bundle install-blackwell
+.PHONY: venv specs specs-lxc audit lint test catalog report gate clean source-build-cpu cuda-configure device-bundle install-blackwell device-bundle-blackwell
 
 # an existing venv (or a link to one) is updated in place, not created again
 $(BIN)/python: requirements.txt
@@ -75,6 +75,18 @@ install-blackwell: venv
 ## The offline vLLM bundle for the offline H100 host (tools/device/README.md).
 device-bundle:
 	nice -n 19 tools/device/build_bundle.sh /tmp/dev .whl
+
+## The documents' own stack (profile gpu-blackwell-hopper: vLLM 0.10.2, torch 2.8.0 cu128, FlashInfer 0.3.1) for the
+## offline H100/H200 host: 10.3 GB of wheels stored, streamed (BW_STREAM=1: never on disk) through zstd --long into
+## parts under .whl-bw/ sized by pack_parts.sh (tools/device/README.md, "The documents' own stack on the offline host").
+## Disk: the 5 GB download under BW_BUNDLE_DIR, about 3.3 GB of parts, one repacked wheel at a time in TMPDIR (1.7 GB).
+BW_BUNDLE_DIR ?= /var/tmp/bw-bundle
+BW_ZSTD_OPT ?= -10 -T0 --long=31
+BW_STREAM ?= 1
+device-bundle-blackwell:
+	nice -n 19 env PINS=$(CURDIR)/tools/device/bundle-pins-gpu-blackwell-hopper.txt STREAM=$(BW_STREAM) \
+	  TRIM_FILE=$(CURDIR)/tools/device/bundle-trim-gpu-blackwell-hopper.txt COMPRESS=zstd ZSTD_OPT="$(BW_ZSTD_OPT)" \
+	  tools/device/build_bundle.sh $(BW_BUNDLE_DIR) .whl-bw
 
 ## Check only: change nothing, report drift.
 audit:
