@@ -10,7 +10,7 @@ SPECS_ARGS ?=
 ## System python3, before the venv exists (the venv itself needs python3-venv).
 HOST    := $(PY) -m provisioners.steps.host
 
-.PHONY: venv specs specs-lxc audit lint test catalog report gate clean source-build-cpu device-bundle install-blackwell
+.PHONY: venv specs specs-lxc audit lint test catalog report gate clean source-build-cpu cuda-configure device-bundle install-blackwell device-bundle-blackwell
 
 # an existing venv (or a link to one) is updated in place, not created again
 $(BIN)/python: requirements.txt
@@ -39,12 +39,27 @@ specs-lxc:
 	$(PYTEST) specs/ -p no:randomly --target lxc://$(LXC_NAME) --profile cpu --wheelhouse $(WHEELHOUSE) \
 	  --phoenix-out reports/out-lxc --alluredir=reports/allure-results-lxc --junitxml=reports/out-lxc/junit-specs.xml $(SPECS_ARGS)
 
-## vLLM built from source by the suite itself (profile cpu-source: the vllm==0.11.0 sdist, seed 000 step 3, then the
-## wheel cache); run outside CI (docs/evidence/source-build.md has the times). A second run with the same key
-## installs the cached wheel instead of compiling.
+## vLLM built from source by the suite itself (profile cpu-source: the vllm==0.12.0 sdist on its torch 2.9.1, seed 000
+## step 3, then the wheel cache); run outside CI (docs/evidence/source-build.md has the times). A second run with the
+## same key installs the cached wheel instead of compiling. SPECS_ARGS can add the serving specs (test_50 to test_85).
 source-build-cpu: venv
 	nice -n 10 $(PYTEST) specs/test_32_vllm_source.py specs/test_40_vllm.py -p no:randomly --profile cpu-source \
 	  --target local:// $(SPECS_ARGS)
+
+## vLLM's CUDA build set up for sm_120 on this host without a GPU (provisioners/steps/cuda_configure.py): NVIDIA's
+## toolkit wheels, the CMake configure of vLLM's sdist for TORCH_CUDA_ARCH_LIST "12.0" and "9.0;12.0" against the venv's
+## CUDA build of torch (CUDA_CFG_PY: a venv with one, e.g. cpu-source's torch 2.9.1+cu128 in /opt/vllm), one csrc kernel
+## compiled, then specs/test_33 reads the folders (docs/evidence/source-build.md).
+CUDA_CFG_PY ?= /opt/vllm/bin/python
+CUDA_CFG_REPO ?= /var/tmp/phoenix-cuda-configure/vllm-0.11.0
+CUDA_CFG_DIR ?= /var/tmp/phoenix-cuda-configure
+cuda-configure: venv
+	nice -n 10 $(BIN)/python -m provisioners.steps.cuda_configure --python $(CUDA_CFG_PY) --repo $(CUDA_CFG_REPO) \
+	  --arch-list "12.0" --build-dir $(CUDA_CFG_DIR)/sm120
+	-nice -n 10 $(BIN)/python -m provisioners.steps.cuda_configure --python $(CUDA_CFG_PY) --repo $(CUDA_CFG_REPO) \
+	  --arch-list "9.0;12.0" --build-dir $(CUDA_CFG_DIR)/sm90-sm120   # stops at FlashMLA here: the spec says so
+	$(PYTEST) specs/test_33_cuda_configure.py -p no:randomly --cuda-configure $(CUDA_CFG_DIR)/sm120 \
+	  --cuda-configure $(CUDA_CFG_DIR)/sm90-sm120 $(SPECS_ARGS)
 
 ## The documents' own GPU stack installed for real on a host without a GPU (profile gpu-blackwell, --install-only):
 ## torch as the vLLM 0.10.2 wheel pins it (2.8.0, CUDA 12.8), vLLM 0.10.2, FlashInfer 0.3.1, pip check after each step,
@@ -60,6 +75,18 @@ install-blackwell: venv
 ## The offline vLLM bundle for the offline H100 host (tools/device/README.md).
 device-bundle:
 	nice -n 19 tools/device/build_bundle.sh /tmp/dev .whl
+
+## The documents' own stack (profile gpu-blackwell-hopper: vLLM 0.10.2, torch 2.8.0 cu128, FlashInfer 0.3.1) for the
+## offline H100/H200 host: 10.3 GB of wheels stored, streamed (BW_STREAM=1: never on disk) through zstd --long into
+## parts under .whl-bw/ sized by pack_parts.sh (tools/device/README.md, "The documents' own stack on the offline host").
+## Disk: the 5 GB download under BW_BUNDLE_DIR, about 3.3 GB of parts, one repacked wheel at a time in TMPDIR (1.7 GB).
+BW_BUNDLE_DIR ?= /var/tmp/bw-bundle
+BW_ZSTD_OPT ?= -10 -T0 --long=31
+BW_STREAM ?= 1
+device-bundle-blackwell:
+	nice -n 19 env PINS=$(CURDIR)/tools/device/bundle-pins-gpu-blackwell-hopper.txt STREAM=$(BW_STREAM) \
+	  TRIM_FILE=$(CURDIR)/tools/device/bundle-trim-gpu-blackwell-hopper.txt COMPRESS=zstd ZSTD_OPT="$(BW_ZSTD_OPT)" \
+	  tools/device/build_bundle.sh $(BW_BUNDLE_DIR) .whl-bw
 
 ## Check only: change nothing, report drift.
 audit:

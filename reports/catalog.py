@@ -31,8 +31,9 @@ class Requirement:
     see: tuple[str, ...] = field(default_factory=tuple)       # kind: conflict -- entries whose specs verify the choice
 
     def applies(self, profile: str, target_kind: str) -> tuple[bool, str]:
-        """`targets:` names categories (host, container, docker), or one kind where only it can verify."""
-        if profile not in self.profiles:
+        """`targets:` names categories (host, container, docker), or one kind where only it can verify.
+        A profile that extends another is covered by what covers its parent (`profile_applies`)."""
+        if not profile_applies(profile, self.profiles):
             return False, f"{self.id} applies to profile {', '.join(self.profiles)}; active profile is {profile}"
         if not target_applies(self.targets, target_kind):
             return False, f"{self.id} applies to target {', '.join(self.targets)}; active target is {target_kind}://"
@@ -51,9 +52,21 @@ def spec_applies(spec: str, profile: str, target_kind: str, *, targets=None, pro
     """
     if targets and not target_applies(targets, target_kind):
         return False, f"{spec} applies to target {', '.join(targets)}; active target is {target_kind}://"
-    if profiles and profile not in profiles:
+    if profiles and not profile_applies(profile, profiles):
         return False, f"{spec} applies to profile {', '.join(profiles)}; active profile is {profile}"
     return True, ""
+
+
+def profile_applies(profile: str, profiles) -> bool:
+    """Whether an entry or a spec written for `profiles` covers `profile`: named itself, or any profile it
+    extends (config/profiles/*.yaml `extends:`), so a child inherits what its parent verifies.
+
+    >>> profile_applies("gpu-blackwell-hopper", ["gpu-blackwell"]), profile_applies("gpu-hopper", ["gpu-blackwell"])
+    (True, False)
+    """
+    from provisioners.config.phoenix import profile_lineage
+
+    return any(p in profiles for p in profile_lineage(profile))
 
 
 @dataclass

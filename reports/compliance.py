@@ -18,6 +18,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from provisioners.core.files import write_together
+from provisioners.core.errors import ConfigError
 from provisioners.core.secrets import redact_obj
 from reports.catalog import Catalog, load_catalog
 from reports.html import interrupted_text, render_html
@@ -88,9 +89,12 @@ def _spec_entry(s: dict) -> dict:
 
 
 def requirement_rows(outcomes: list[dict], catalog: Catalog, *, profile: str | None = None,
-                     target_kind: str | None = None) -> list[dict]:
+                     target_kind: str | None = None, held: dict[str, str] | None = None) -> list[dict]:
     """One row per catalog entry. A spec that names several ids verifies only those that apply to
-    this run's profile and target: for the others its outcome counts as not verified, with why."""
+    this run's profile and target: for the others its outcome counts as not verified, with why.
+    `held` (the profile's `not_verified`: id -> why) keeps an id not verified whatever its specs observed;
+    a failure still shows as failed."""
+    held = held if held is not None else profile_held(profile)
     by_req: dict[str, list[dict]] = defaultdict(list)
     for o in outcomes:
         for rid in o.get("reqs", []):
@@ -103,6 +107,11 @@ def requirement_rows(outcomes: list[dict], catalog: Catalog, *, profile: str | N
             if not ok:
                 judged = [{**s, "outcome": "skipped", "message": f"not verified: {why}", "deviations": []}
                           for s in specs]
+        if rid in held and req.kind == "requirement":
+            judged = [s if s["outcome"] == FAILED else
+                      {**s, "outcome": "skipped", "message": f"not verified: {held[rid]}", "deviations": []}
+                      for s in judged] or [{"nodeid": "", "outcome": "skipped", "deviations": [],
+                                            "message": f"not verified: {held[rid]}"}]
         applying = [s for s in judged if s.get("applies", True)]
         status, reason, devs = _status(req, applying or judged)
         row = {
@@ -119,6 +128,18 @@ def requirement_rows(outcomes: list[dict], catalog: Catalog, *, profile: str | N
             row["conflict"] = {"between": list(req.between), "resolution": req.resolution, "see": list(req.see)}
         rows.append(row)
     return rows
+
+
+def profile_held(profile: str | None) -> dict[str, str]:
+    """A profile's `not_verified` ids and reasons ({} for no profile, or one that does not load)."""
+    if not profile:
+        return {}
+    from provisioners.config.phoenix import load_profile
+
+    try:
+        return dict(load_profile(profile).not_verified)
+    except ConfigError:
+        return {}
 
 
 def summarize(rows: list[dict]) -> dict:

@@ -27,6 +27,7 @@ import yaml
 from provisioners.backends.kinds import kind_of, target_applies
 from provisioners.core.errors import ConfigError
 from provisioners.core.files import DuplicateKey, load_json, load_yaml
+from reports.catalog import profile_applies
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "config" / "gate.yaml"
@@ -150,7 +151,7 @@ def evaluate(doc: dict, gate: dict[str, list[str]], profile: str | None = None,
             v.by_design.append({"id": rid, "status": r["status"], "reason": _one_line(r.get("reason", ""))})
         elif r["status"] == "failed":
             v.failures.append({"id": rid, "status": "failed", "reason": _one_line(r.get("reason", ""))})
-        elif profile in r.get("profiles", []) and target_applies(r.get("targets", []), kind_of(target)):
+        elif profile_applies(profile, r.get("profiles", [])) and target_applies(r.get("targets", []), kind_of(target)):
             v.failures.append({"id": rid, "status": "not verified",
                                "reason": _one_line(r.get("reason", "")) or "no spec for it ran"})
         else:

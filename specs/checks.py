@@ -22,6 +22,7 @@ DOC_VLLM = "0.10.2"                             # seed 003 3.2 / 6.2: the vLLM 0
 DOC_FLASHINFER = "0.3.1"                        # seed 003 phase 2.2: FlashInfer v0.3.1
 DOC_FLASHINFER_FALLBACK = "0.3.0"               # seed 003 section 7.1
 DOC_PYTHON = "3.11"                             # seed 000 step 1: python3.11-full
+DOC_GPU_ARCH = "12.0"                           # seed 002 G1, seed 004: an sm_120 GPU (RTX 50xx)
 
 
 def unchanged(before, after, what: str) -> str | None:
@@ -205,11 +206,43 @@ def release(version: str | None) -> str:
     return (version or "").split("+")[0]
 
 
-def pip_check_clean(result: Mapping) -> str | None:
-    """`pip check` exit 0; else pip's own lines ("vllm 0.10.2 has requirement torch==2.8.0, but you have ...")."""
+def pip_unmet(result: Mapping, only: str | None = None) -> list[tuple[str, str, str]]:
+    """(requirer, missing or mismatched requirement, pip's line) of each broken requirement; `only` keeps the
+    lines where that distribution is either side (the torch step answers for torch's lines, not vLLM's)."""
+    from provisioners.facts.pins import PipCheck
+    out = [(*pair, ln) for ln in result.get("lines") or [] if (pair := PipCheck.unmet(ln))]
+    return [u for u in out if only is None or only in u[:2]]
+
+
+def pip_check_clean(result: Mapping, only: str | None = None) -> str | None:
+    """`pip check` exit 0 (or no broken line about `only`); else pip's own lines ("vllm 0.10.2 has requirement
+    torch==2.8.0, but you have ...")."""
     if result.get("ok"):
         return None
-    return f"pip check (exit {result.get('rc')}): " + "; ".join(result.get("lines") or ["no output"])
+    if only is not None and result.get("rc") == 1 and not pip_unmet(result, only):
+        return None
+    lines = [u[2] for u in pip_unmet(result, only)] if only is not None else result.get("lines")
+    return f"pip check (exit {result.get('rc')}): " + "; ".join(lines or ["no output"])
+
+
+def names_within(observed: str, allowed: str) -> bool:
+    """Every name of `observed` ("a, b") is one of `allowed` ("a, b, c"; "none" is no name)."""
+    names = lambda s: {n.strip() for n in str(s).split(",") if n.strip() and n.strip() != "none"}  # noqa: E731
+    return names(observed) <= names(allowed)
+
+
+def pip_check_deviation(result: Mapping, expect, why: str, *, only: str | None = None) -> None:
+    """After pip_check_clean said `why`: a *deviation* when each unmet requirement is one the active profile
+    declares for the spec's ids (a substitute whose value lists the names, e.g. kernels an offline wheelhouse
+    leaves out on purpose); else AssertionError(why), pip's own lines."""
+    __tracebackhide__ = True
+    unmet = ", ".join(sorted({u[1] for u in pip_unmet(result, only)}))
+    if not unmet or result.get("rc") != 1:
+        raise AssertionError(why)
+    try:
+        expect(None, unmet, document="none", what="pip check's unmet requirements", compare=names_within)
+    except AssertionError:
+        raise AssertionError(why) from None
 
 
 def torch_is_the_pin(torch_version: str | None, pin: str | None, source: str) -> str | None:

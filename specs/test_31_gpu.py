@@ -12,7 +12,8 @@ import json
 import pytest
 
 from provisioners.facts import GpuCount, TorchInfo
-from provisioners.facts.kernels import decide_strategy, kernel_report, sm_name
+from provisioners.facts.kernels import decide_strategy, kernel_report, report_from_dumps, sm_name
+from specs.checks import DOC_GPU_ARCH
 
 # every spec here reads a CUDA GPU (the `gpu` fixture): on a run without one it verifies none of its ids. On
 # docker:// the target is the serving container, where no layer of this file (apt, venv, torch) may install
@@ -47,14 +48,20 @@ def kernels(target, toolchain, vllm_layer, gpu, settings):
     for name, text in dumps["files"].items():
         (out / f"{name}.lelf.txt").write_text(text)
     (out / "report.json").write_text(json.dumps(rep.to_json(), indent=1))
+    if sm_name(gpu) != sm_name(DOC_GPU_ARCH):     # the documents' arch, read from the same binaries (evidence only)
+        doc = report_from_dumps(DOC_GPU_ARCH, dumps["files"], package_dir=dumps["package_dir"],
+                                cuobjdump=dumps["cuobjdump"], errors=dumps["errors"])
+        (out / f"report-{sm_name(DOC_GPU_ARCH)}.json").write_text(json.dumps(doc.to_json(), indent=1))
     return rep
 
 
 @pytest.mark.req("R001-1-cuda128-torch29", "R004-Ph1.3-torch-cuda")
-def test_gpu_capability_is_the_profiles(torch_gpu, gpu):
+def test_gpu_capability_is_the_profiles(torch_gpu, gpu, expect):
     assert torch_gpu["cuda_available"], f"torch sees no GPU: {torch_gpu}"
     assert torch_gpu["capability"] == gpu, \
         f"GPU compute capability {torch_gpu['capability']}, profile expects {gpu}"
+    # the profile's GPU is there; the documents' is an sm_120 one: another GPU is a declared deviation, never a pass
+    expect(None, torch_gpu["capability"], document=DOC_GPU_ARCH, what="GPU compute capability")
 
 
 @pytest.mark.req("R001-1-cuda128-torch29")
@@ -65,9 +72,11 @@ def test_torch_arch_list_includes_the_gpu(torch_gpu, gpu):
 
 
 @pytest.mark.req("R002-G1-sm120-kernels", "R004-Ph2.2-sm120-optimised")
-def test_vllm_kernels_carry_the_gpu_arch(kernels, evidence, settings):
+def test_vllm_kernels_carry_the_gpu_arch(kernels, evidence, settings, expect):
     evidence("cuobjdump -lelf summary", text=json.dumps(kernels.to_json(), indent=1))
     assert kernels.ok, f"vLLM kernel libraries: {kernels.reason}"
+    # the SASS checked is the GPU's: the documents' sm_120 on their GPU, else the profile's declared substitute
+    expect(None, sm_name(kernels.arch), document=sm_name(DOC_GPU_ARCH), what="the GPU arch whose SASS vLLM carries")
 
 
 @pytest.mark.req("R003-3.2-wheel-first")

@@ -65,7 +65,10 @@ def test_fp8_quantization_and_kv_cache_are_applied(target, service_unit, contain
 
 
 @pytest.mark.req("R003-4-tensor-parallel-2")
-def test_model_is_sharded_over_two_gpus(target, service_unit, container_config):
+def test_model_is_sharded_over_two_gpus(target, service_unit, container_config, profile):
+    over = overridden(profile, "ParallelConfig", ("tensor_parallel_size",))
+    if over:
+        pytest.skip(f"not verified: profile {profile.name} overrides ParallelConfig {over} (one GPU)")
     tp = container_config.vllm_engine_config.ParallelConfig.tensor_parallel_size
     argv = running_argv(target, service_unit)
     r = target.run(["nvidia-smi", "--query-compute-apps=gpu_uuid", "--format=csv,noheader"])

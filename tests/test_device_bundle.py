@@ -186,3 +186,147 @@ def test_readme_call_table_replayed_call_by_call(tmp_path):
         shutil.rmtree(tree)
     got = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (acc / "wheelhouse").iterdir()}
     assert got == want
+
+
+def _replay(tmp_path: Path, parts: Path, n: int, parts_dir: str = ".whl") -> Path:
+    """Each part carried alone to a fresh tree (as a call does), then `assemble`: the unpacked wheelhouse."""
+    repo, acc = tmp_path / "repo", tmp_path / "acc"
+    (repo / "tools" / "device").mkdir(parents=True)
+    shutil.copy(DEVICE / "run.sh", repo / "tools" / "device" / "run.sh")
+    env = {**os.environ, "ACC": str(acc), "PARTS_DIR": parts_dir, "PATH": "/usr/bin:/bin"}
+    for i in range(n):
+        shutil.rmtree(repo / parts_dir, ignore_errors=True)
+        shutil.copytree(parts / f"p{i}", repo / parts_dir / f"p{i}")
+        r = subprocess.run(["bash", "tools/device/run.sh", "recv", str(i)], cwd=repo, env=env,
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+    shutil.rmtree(repo / parts_dir)
+    r = subprocess.run(["bash", "tools/device/run.sh", "assemble"], cwd=repo, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return acc / "wheelhouse"
+
+
+@pytest.mark.parametrize("compress", ["xz", "zstd"])
+def test_a_bundle_of_more_than_ten_parts_reassembles(tmp_path, compress):
+    """The documents' stack needs about 60 parts: split's one-letter suffixes stopped at 10 (part.9)."""
+    if not shutil.which(compress):
+        pytest.skip(f"no {compress} here")
+    w = tmp_path / "w"
+    want = _wheelhouse(w)
+    parts = tmp_path / "bundle"
+    env = {**os.environ, "PART_BYTES": "1000", "XZ_OPT": "-0", "ZSTD_OPT": "-1", "COMPRESS": compress}
+    r = subprocess.run(["bash", str(DEVICE / "pack_parts.sh"), str(w), str(parts)], env=env, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    n = int((parts / "p0" / "parts.txt").read_text())
+    assert n > 10 and sorted(p.name for p in parts.iterdir()) == sorted(f"p{i}" for i in range(n))
+    suffix = {"xz": "wheelhouse.tar.xz", "zstd": "wheelhouse.tar.zst"}[compress]
+    assert (parts / "p0" / "wheelhouse.sha256").read_text().split()[1] == suffix
+    got = _replay(tmp_path, parts, n, parts_dir=".whl-bw")
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in got.iterdir()} == want
+
+
+def test_repack_with_a_trim_file_drops_only_its_patterns(tmp_path):
+    src, dest = tmp_path / "dl", tmp_path / "wh"
+    src.mkdir()
+    whl = src / "triton-3.4.0-cp312-cp312-manylinux_2_27_x86_64.whl"
+    with zipfile.ZipFile(whl, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("triton/__init__.py", "x = 1\n")
+        z.writestr("triton/backends/nvidia/lib/cupti/libcupti_static.a", b"\0" * 100)
+        z.writestr("vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so", b"\0" * 100)      # in the default list, not here
+        z.writestr("triton-3.4.0.dist-info/RECORD", "triton/__init__.py,sha256=a,6\n"
+                   "triton/backends/nvidia/lib/cupti/libcupti_static.a,sha256=b,100\n")
+    pins, trim = tmp_path / "pins.txt", tmp_path / "trim.txt"
+    pins.write_text("triton==3.4.0\n")
+    trim.write_text("# static archives\ntriton/backends/nvidia/lib/cupti/*.a\n")
+    subprocess.run([sys.executable, str(DEVICE / "repack_wheels.py"), str(src), str(dest), str(pins), str(trim)],
+                   check=True, capture_output=True)
+    with zipfile.ZipFile(dest / whl.name) as z:
+        assert z.namelist() == ["triton/__init__.py", "vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so",
+                                "triton-3.4.0.dist-info/RECORD"]
+        assert z.read("triton-3.4.0.dist-info/RECORD").decode() == "triton/__init__.py,sha256=a,6\n"
+
+
+def test_the_blackwell_hopper_pins_are_the_profiles_stack():
+    """The bundle carries exactly the versions the profile installs: vLLM, the torch its wheel pins, FlashInfer."""
+    sys.path.insert(0, str(DEVICE))
+    try:
+        from repack_wheels import pins
+    finally:
+        sys.path.remove(str(DEVICE))
+    from provisioners.config.phoenix import load_profile
+
+    got = pins(DEVICE / "bundle-pins-gpu-blackwell-hopper.txt")
+    prof = load_profile("gpu-blackwell-hopper")
+    assert got["vllm"] == prof.vllm.version and got["torch"] == "2.8.0"
+    assert got["flashinfer-python"] == prof.flashinfer.tag.lstrip("v")
+    assert f"nvidia-cuda-nvcc-cu12=={got['nvidia-cuda-nvcc-cu12']}" == prof.flashinfer.jit_nvcc
+    assert got["transformers"].startswith("4."), "vLLM 0.10.2 cannot load a tokenizer with transformers 5"
+    assert "build-from-sdist" in next(line for line in (DEVICE / "bundle-pins-gpu-blackwell-hopper.txt")
+                                      .read_text().splitlines() if line.startswith("flashinfer-python=="))
+
+
+def test_the_blackwell_hopper_runner_requirements_are_in_its_wheelhouse():
+    """run.sh installs the runner's pins from the carried wheelhouse with --no-index: each must be a pin of it."""
+    sys.path.insert(0, str(DEVICE))
+    try:
+        from repack_wheels import pins
+    finally:
+        sys.path.remove(str(DEVICE))
+    bundle = pins(DEVICE / "bundle-pins-gpu-blackwell-hopper.txt")
+    runner = pins(DEVICE / "runner-requirements-gpu-blackwell-hopper.txt")
+    assert runner and {k: bundle.get(k) for k in runner} == runner
+    assert set(runner) == set(pins(DEVICE / "runner-requirements.txt"))     # the same packages as gpu-hopper's
+
+
+def test_the_streamed_bundle_unpacks_to_the_wheels_the_directory_repack_writes(tmp_path):
+    """STREAM=1 (no wheelhouse on disk): repack_wheels.py --tar into pack_parts.sh gives, after run.sh's assembly,
+    byte for byte the wheels repack_wheels.py writes into a directory."""
+    if not shutil.which("zstd"):
+        pytest.skip("no zstd here")
+    dl = tmp_path / "dl"
+    dl.mkdir()
+    for i in range(3):
+        with zipfile.ZipFile(dl / f"pkg{i}-1.0-py3-none-any.whl", "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr(f"pkg{i}/__init__.py", os.urandom(2000 + 500 * i))
+            z.writestr(f"pkg{i}/lib.a", b"\0" * 300)
+            z.writestr(f"pkg{i}-1.0.dist-info/RECORD", f"pkg{i}/__init__.py,sha256=a,1\npkg{i}/lib.a,sha256=b,300\n")
+    pins, trim = tmp_path / "pins.txt", tmp_path / "trim.txt"
+    pins.write_text("pkg0==1.0\npkg1==1.0\npkg2==1.0\n")
+    trim.write_text("*/lib.a\n")
+    ref = tmp_path / "ref"
+    subprocess.run([sys.executable, str(DEVICE / "repack_wheels.py"), str(dl), str(ref), str(pins), str(trim)],
+                   check=True, capture_output=True)
+    want = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in ref.iterdir()}
+    parts = tmp_path / "bundle"
+    cmd = f"{sys.executable} {DEVICE / 'repack_wheels.py'} --tar {dl} {pins} {trim}"
+    env = {**os.environ, "PART_BYTES": "1500", "ZSTD_OPT": "-1", "COMPRESS": "zstd", "TAR_STREAM_CMD": cmd}
+    r = subprocess.run(["bash", str(DEVICE / "pack_parts.sh"), str(tmp_path / "w"), str(parts)], env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not (tmp_path / "w" / "wheelhouse").exists()
+    n = int((parts / "p0" / "parts.txt").read_text())
+    got = _replay(tmp_path, parts, n, parts_dir=".whl-bw")
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in got.iterdir()} == want
+
+
+def test_zstd_parts_on_a_host_without_zstd_stop_with_one_line_and_keep_the_parts(tmp_path):
+    if not shutil.which("zstd"):
+        pytest.skip("no zstd here to pack with")
+    w, parts, acc = tmp_path / "w", tmp_path / "bundle", tmp_path / "acc"
+    _wheelhouse(w)
+    env = {**os.environ, "PART_BYTES": "4000", "ZSTD_OPT": "-1", "COMPRESS": "zstd"}
+    subprocess.run(["bash", str(DEVICE / "pack_parts.sh"), str(w), str(parts)], check=True, env=env,
+                   capture_output=True)
+    nozstd = tmp_path / "bin"                       # the tools run.sh uses, and no zstd
+    nozstd.mkdir()
+    for tool in ("bash", "cat", "cp", "ls", "mkdir", "rm", "date", "awk", "seq", "sha256sum", "tar", "xz"):
+        (nozstd / tool).symlink_to(shutil.which(tool))
+    repo = tmp_path / "repo"
+    (repo / "tools" / "device").mkdir(parents=True)
+    shutil.copy(DEVICE / "run.sh", repo / "tools" / "device" / "run.sh")
+    shutil.copytree(parts, repo / ".whl-bw")
+    r = subprocess.run([str(nozstd / "bash"), "tools/device/run.sh", "assemble"], cwd=repo, capture_output=True,
+                       text=True, env={**os.environ, "ACC": str(acc), "PARTS_DIR": ".whl-bw", "PATH": str(nozstd)})
+    assert r.returncode == 3 and "NO zstd: the parts are wheelhouse.tar.zst" in r.stdout, r.stdout + r.stderr
+    assert sorted(p.name for p in acc.glob("part.*")) and not (acc / "wheelhouse").exists()

@@ -17,7 +17,7 @@ import yaml
 
 from provisioners.backends.kinds import kind_of, target_applies
 from reports import diff as diff_mod
-from reports.catalog import load_catalog
+from reports.catalog import load_catalog, profile_applies
 from reports.gate import evaluate, load_gate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -142,7 +142,7 @@ def test_gate_config_names_real_applicable_requirements_with_specs():
             req = catalog.get(rid)
             if req is None:
                 problems.append(f"{profile}: {rid} is not in specs/requirements.yaml")
-            elif profile not in req.profiles:
+            elif not profile_applies(profile, req.profiles):      # named, or a profile it extends
                 problems.append(f"{profile}: {rid} does not apply to {profile} (profiles {req.profiles})")
             elif not req.specs:
                 problems.append(f"{profile}: {rid} has no spec, so it could never pass")
@@ -290,10 +290,10 @@ def test_accepted_deviations_are_declared_substitutes_of_that_profile():
         for rid in ids:
             if rid not in declared:
                 problems.append(f"{profile}: accepts a deviation of {rid}, which its profile does not declare")
-            if (req := catalog.get(rid)) is None or profile not in req.profiles:
+            if (req := catalog.get(rid)) is None or not profile_applies(profile, req.profiles):
                 problems.append(f"{profile}: {rid} is not a catalog id that applies to it")
         for rid in declared:
-            if (req := catalog.get(rid)) is None or profile not in req.profiles:
+            if (req := catalog.get(rid)) is None or not profile_applies(profile, req.profiles):
                 problems.append(f"config/profiles/{profile}.yaml substitutes {rid}: not a catalog id of {profile}")
     assert not problems, "\n".join(problems)
 

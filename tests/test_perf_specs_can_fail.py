@@ -104,15 +104,43 @@ def _no_evidence(*a, **k):
     return None
 
 
+def _expect(profile: str):
+    """The `expect` fixture's verdict for the kernel spec's ids under `profile`'s substitutes."""
+    from provisioners.config.phoenix import load_profile
+    from reports.verdict import judge
+
+    subs = load_profile(profile).substitutes
+    return lambda ids, observed, document, **kw: judge(["R002-G1-sm120-kernels", "R004-Ph2.2-sm120-optimised"],
+                                                       observed, document, substitutes=subs, profile=profile)
+
+
 @pytest.mark.demonstrates("R002-G1-sm120-kernels", "R004-Ph2.2-sm120-optimised")
 def test_the_kernel_spec_fails_on_a_wheel_without_sm_120():
     from provisioners.facts.kernels import report_from_dumps
 
     gpu.test_vllm_kernels_carry_the_gpu_arch(report_from_dumps("12.0", dumps("vllm-0.10.2-local"), package_dir="/x"),
-                                             _no_evidence, None)
+                                             _no_evidence, None, _expect("gpu-blackwell"))
     with pytest.raises(AssertionError, match="vLLM kernel libraries: .*sm_120"):    # vllm 0.8.5: the documents' deadlock
         gpu.test_vllm_kernels_carry_the_gpu_arch(report_from_dumps("12.0", dumps("vllm-0.8.5-local"), package_dir="/x"),
-                                                 _no_evidence, None)
+                                                 _no_evidence, None, _expect("gpu-blackwell"))
+
+
+@pytest.mark.demonstrates("R002-G1-sm120-kernels", "R004-Ph2.2-sm120-optimised")
+def test_the_kernel_spec_on_a_hopper_gpu_is_a_deviation_never_a_pass():
+    """vLLM 0.10.2's wheel carries sm_90 too: on an H100 the check passes for the GPU that is there, and the id is
+    the Hopper profile's declared deviation; on a profile that declares none it fails, naming sm_90."""
+    from provisioners.facts.kernels import report_from_dumps
+
+    h100 = report_from_dumps("9.0", dumps("vllm-0.10.2-local"), package_dir="/x")
+    assert h100.ok, h100.reason
+    seen = []
+    gpu.test_vllm_kernels_carry_the_gpu_arch(h100, _no_evidence, None,
+                                             lambda *a, **k: seen.extend(_expect("gpu-blackwell-hopper")(*a, **k)))
+    assert {d.id for d in seen} == {"R002-G1-sm120-kernels", "R004-Ph2.2-sm120-optimised"}
+    got = _expect("gpu-blackwell-hopper")(None, "sm_90", "sm_120")
+    assert {d.id for d in got} == {"R002-G1-sm120-kernels", "R004-Ph2.2-sm120-optimised"}
+    with pytest.raises(AssertionError, match="is sm_90; the document wants sm_120"):
+        gpu.test_vllm_kernels_carry_the_gpu_arch(h100, _no_evidence, None, _expect("gpu-blackwell"))
 
 
 class _NcclHost(_Gpus):

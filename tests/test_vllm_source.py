@@ -162,8 +162,56 @@ def test_the_cpu_source_profile_builds_a_pinned_release_for_cpu():
     prof = load_profile("cpu-source")
     plan = plan_from_profile(prof, "/opt/vllm/bin/python")
     assert prof.vllm.strategy == "source" and plan.device == "cpu" and plan.arch_list is None
-    assert plan.sdist == f"vllm=={prof.vllm.version}" and plan.source_id == plan.sdist
-    assert any("oneDNN" in url for url in plan.mirrors) and plan.cache_root
+    assert plan.sdist == f"vllm=={prof.vllm.version}" and plan.source_id == plan.sdist and plan.cache_root
+    # its torch is a CUDA build (the index has no CPU build of vLLM 0.12.0's torch): CMake needs a toolkit
+    assert prof.torch.expect_cuda and any(w.startswith("nvidia-cuda-nvcc==") for w in plan.cuda_toolkit)
+    assert plan.env(max_jobs=1, cache_dir=None)["PHX_CUDA_WHEELS"] == " ".join(plan.cuda_toolkit)
+
+
+def _toolkit_tree(tmp_path):
+    """What NVIDIA's CUDA 13 toolkit wheels leave after `pip install --target`: nvidia/cu13/{bin,include,lib}, no
+    targets/, no lib64, no unversioned .so; and a venv whose torch brought its own NVRTC."""
+    root = tmp_path / "tk" / "nvidia" / "cu13"
+    (root / "bin").mkdir(parents=True)
+    (root / "include").mkdir()
+    (root / "lib").mkdir()
+    (root / "lib" / "libcudart.so.13").write_text("")
+    nvcc = root / "bin" / "nvcc"
+    nvcc.write_text("#!/bin/sh\necho 'Cuda compilation tools, release 13.0, V13.0.88'\n")
+    nvcc.chmod(0o755)
+    site = tmp_path / "site" / "nvidia" / "cuda_nvrtc" / "lib"
+    site.mkdir(parents=True)
+    (site / "libnvrtc.so.12").write_text("")
+    return root, tmp_path / "site"
+
+
+def test_the_cuda_toolkit_wheels_become_a_tree_cmake_finds(tmp_path):
+    """torch 2.9.1 from the index is a CUDA build: Caffe2Config.cmake stops a CPU extension's configure without a
+    CUDA toolkit. The wheels' tree gets what nvcc.profile and FindCUDA read, and CMake gets torch's own NVRTC."""
+    import subprocess
+    import sys
+    root, site = _toolkit_tree(tmp_path)
+    plan = SourcePlan(python=sys.executable, cuda_toolkit=["nvidia-cuda-nvcc==13.0.88"],
+                      cuda_toolkit_dir=str(tmp_path / "tk"))
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site), **plan.env(max_jobs=1, cache_dir=None)}
+    script = ('say() { printf "[phoenix-source] %s\\n" "$*"; }; PY="$PHX_PY"; set -eu; eval "$PHX_CUDA_TOOLKIT_SH"; '
+              'printf "CMAKE_ARGS=%s\\nCUDA_HOME=%s\\nCUDACXX=%s\\n" "$CMAKE_ARGS" "$CUDA_HOME" "$CUDACXX"')
+    r = subprocess.run(["/bin/bash", "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "pip install" not in r.stdout                      # the wheels were there: nothing installed
+    assert (root / "targets" / "x86_64-linux" / "include").resolve() == (root / "include").resolve()
+    assert (root / "lib64").resolve() == (root / "lib").resolve()
+    assert (root / "lib" / "libcudart.so").resolve() == (root / "lib" / "libcudart.so.13").resolve()
+    assert f"-DCUDA_TOOLKIT_ROOT_DIR={root}" in r.stdout
+    assert f"-DCUDA_nvrtc_LIBRARY={site}/nvidia/cuda_nvrtc/lib/libnvrtc.so.12" in r.stdout
+    assert f"CUDA_HOME={root}" in r.stdout and f"CUDACXX={root}/bin/nvcc" in r.stdout
+    assert "release 13.0" in r.stdout
+
+
+def test_no_toolkit_wheels_no_toolkit_in_the_build():
+    plan = SourcePlan(python="/p")
+    assert plan.env(max_jobs=1, cache_dir=None)["PHX_CUDA_WHEELS"] == ""
+    assert 'if [ -n "$PHX_CUDA_WHEELS" ]; then' in BUILD_SCRIPT
 
 
 def test_the_blackwell_fallback_is_pinned_to_a_commit_with_a_reason():
@@ -288,7 +336,6 @@ def test_broken_runtime_pins_are_reinstalled_without_a_rebuild():
     step.apply(t, obs)
     assert t.argv == [["/p", "-m", "pip", "install", "--progress-bar", "off", "transformers>=4.56.0,<5"]]
     assert step.build_seconds is None and "runtime pins installed" in step.notes[0]
-    assert load_profile("cpu-source").vllm.source.runtime_pins
 
 
 @pytest.mark.parametrize("facts,commit,gap", [

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -255,6 +256,10 @@ class VllmSource(_Model):
     reason: str = Field(default="", description="why this source (commit, tag or release) is the known-good one")
     runtime_pins: list[str] = Field(default=[], description="requirements installed after vLLM (build or cached "
                                     "wheel) and checked: what a release's open-ended requirements let break later")
+    cuda_toolkit: list[str] = Field(default=[], description="NVIDIA's CUDA toolkit wheels (nvcc, crt, nvvm, cudart, "
+                                    "cccl) unpacked into cuda_toolkit_dir for the build: torch's CMake config wants "
+                                    "a CUDA toolkit whenever torch is a CUDA build, for a CPU extension too")
+    cuda_toolkit_dir: str = "/opt/phoenix/cuda-toolkit"
 
 
 class VllmExpect(_Model):
@@ -331,8 +336,15 @@ class Substitute(_Model):
 
 
 class Profile(_Model):
-    name: Literal["gpu-blackwell", "gpu-hopper", "cpu", "cpu-source"]
+    name: Literal["gpu-blackwell", "gpu-hopper", "cpu", "cpu-source", "gpu-blackwell-hopper"]
     description: str = ""
+    extends: str | None = Field(default=None, description="the parent profile: its document, deep-merged under this "
+                                "one (the child's values win); `changes` says why each changed value differs")
+    changes: dict[str, str] = Field(default={}, description="dotted key the child sets -> why it differs from the "
+                                    "parent (only with `extends`; every key the child sets needs one)")
+    not_verified: dict[str, str] = Field(default={}, description="catalog id -> why this profile cannot verify it "
+                                         "(hardware it lacks): its row is *not verified* with that reason, never "
+                                         "passed (reports/compliance.py)")
     gpu_arch: str | None = Field(default=None, description='compute capability, e.g. "12.0"; None = no GPU')
     torch_cuda_arch_list: str | None = None
     python: str = "python3"
@@ -397,13 +409,114 @@ def load_config(path: str | Path) -> PhoenixConfig:
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "config" / "profiles"
 
 
-def load_profile(name: str, directory: Path = PROFILES_DIR) -> Profile:
-    path = directory / f"{name}.yaml"
-    if not path.exists():
+# what a child profile may set without declaring a change: who it is, and its own declarations
+_OWN_KEYS = ("name", "description", "extends", "changes", "substitutes", "not_verified")
+
+
+def _profile_path(name: str, directory: Path) -> Path | None:
+    """A profile's file: in `directory`, else among the shipped profiles (a parent a child names)."""
+    for d in (directory, PROFILES_DIR):
+        if (d / f"{name}.yaml").is_file():
+            return d / f"{name}.yaml"
+    return None
+
+
+def _known(directory: Path) -> list[str]:
+    return sorted({p.stem for d in (directory, PROFILES_DIR) for p in d.glob("*.yaml")})
+
+
+def deep_merge(parent: Any, child: Any) -> Any:
+    """The child's document over its parent's: mappings merge key by key, anything else (a list, a value,
+    null) is the child's.
+
+    >>> deep_merge({"a": {"b": 1, "c": [1]}, "d": 1}, {"a": {"c": [2]}})
+    {'a': {'b': 1, 'c': [2]}, 'd': 1}
+    """
+    if not (isinstance(parent, dict) and isinstance(child, dict)):
+        return child
+    out = dict(parent)
+    for key, value in child.items():
+        out[key] = deep_merge(parent[key], value) if key in parent else value
+    return out
+
+
+def _leaves(data: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    if isinstance(data, dict) and data:
+        return [leaf for k, v in data.items() for leaf in _leaves(v, (*prefix, str(k)))]
+    return [prefix]
+
+
+def _undeclared_changes(child: dict) -> list[str]:
+    """Errors for a child's keys that no `changes` entry explains, and entries that explain nothing."""
+    changes = child.get("changes") or {}
+    if not isinstance(changes, dict):
+        return []                               # the model says what is wrong with it
+    declared = [tuple(str(k).split(".")) for k in changes]
+    set_paths = [leaf for k, v in child.items() if k not in _OWN_KEYS for leaf in _leaves(v, (str(k),))]
+    errors = [f"{'.'.join(p)}: changes the parent's value without a `changes` entry saying why"
+              for p in set_paths if not any(p[:len(d)] == d for d in declared)]
+    errors += [f"changes.{'.'.join(d)}: the profile does not set {'.'.join(d)}"
+               for d in declared if not any(p[:len(d)] == d or d[:len(p)] == p for p in set_paths)]
+    return errors
+
+
+def profile_data(name: str, directory: Path = PROFILES_DIR, _chain: tuple[str, ...] = ()) -> tuple[dict, Path]:
+    """A profile's document with its `extends` chain merged in (parent first, child wins), and its file.
+
+    Refused with one ConfigError line: an unknown parent, a cycle (load_profile also refuses a key the child
+    changes without a declared reason)."""
+    # the profile asked for is in `directory`; a parent it names may also be one of the shipped profiles
+    path = _profile_path(name, directory) if _chain else directory / f"{name}.yaml"
+    if path is None or not path.is_file():
         known = sorted(p.stem for p in directory.glob("*.yaml"))
         raise ConfigError(f"--profile {name!r}: unknown profile (known: {', '.join(known)})")
+    data = _read(path)
+    if not isinstance(data, dict) or not data.get("extends"):
+        if isinstance(data, dict) and data.get("changes"):
+            raise ConfigError(f"{path}: changes: only a profile that extends another declares changes")
+        return data, path
+    parent = data["extends"]
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: extends: must be a profile name, not {type(parent).__name__}")
+    if parent in (*_chain, name):
+        raise ConfigError(f"{path}: extends: {' -> '.join((*_chain, name, parent))} is a cycle")
+    if _profile_path(parent, directory) is None:
+        raise ConfigError(f"{path}: extends: {parent!r}: unknown profile (known: {', '.join(_known(directory))})")
+    base, _ = profile_data(parent, directory, (*_chain, name))
+    # the parent's own change reasons speak of its parent, not of this child
+    base = {k: v for k, v in base.items() if k not in ("changes", "name", "description")}
+    return deep_merge(base, data), path
+
+
+@lru_cache(maxsize=64)
+def _lineage(name: str, directory: str) -> tuple[str, ...]:
+    chain = [name]
+    while len(chain) < 16:
+        path = _profile_path(chain[-1], Path(directory))
+        try:
+            parent = (_read(path) or {}).get("extends") if path else None
+        except (ConfigError, AttributeError):
+            parent = None
+        if not isinstance(parent, str) or parent in chain:
+            break
+        chain.append(parent)
+    return tuple(chain)
+
+
+def profile_lineage(name: str, directory: Path = PROFILES_DIR) -> tuple[str, ...]:
+    """The profile and the profiles it extends, nearest first: what applies to a parent applies to the child
+    (reports/catalog.py). An unknown name is its own lineage.
+
+    >>> profile_lineage("gpu-blackwell-hopper")
+    ('gpu-blackwell-hopper', 'gpu-blackwell')
+    """
+    return _lineage(name, str(directory))
+
+
+def load_profile(name: str, directory: Path = PROFILES_DIR) -> Profile:
+    data, path = profile_data(name, directory)
     try:
-        profile = Profile.model_validate(_read(path))
+        profile = Profile.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, str(path))) from None
     # engine_overrides is free-form until it is merged into a container's engine config; merge it
@@ -416,6 +529,10 @@ def load_profile(name: str, directory: Path = PROFILES_DIR) -> Profile:
         raise ConfigError(f"{path}: vllm.lock: {profile.vllm.lock} is not a file in {directory} or {PROFILES_DIR}")
     if profile.vllm.lock:
         lock_pins(profile.vllm.lock, directory)     # a package pinned twice stops the run here (exit 4)
+    if profile.extends:       # after the schemas: an unknown key is named as one, not as an undeclared change
+        errors = _undeclared_changes(_read(path))
+        if errors:
+            raise ConfigError(f"{path}: {len(errors)} error(s)\n" + "\n".join(f"  {e}" for e in errors))
     register_env(profile.service.env)
     register_env(profile.build_env)
     return profile

@@ -17,8 +17,9 @@ from provisioners.core.secrets import register_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROFILE_NAMES = ("gpu-blackwell", "gpu-hopper", "cpu")
-# profiles a spec run may name besides those (no docker release of their own): cpu-source builds vLLM from source
-RUN_ONLY_PROFILES = ("cpu-source",)
+# profiles a spec run may name besides those (no docker release of their own): cpu-source builds vLLM from source;
+# gpu-blackwell-hopper is the documents' stack (gpu-blackwell) on an offline H100/H200, changed only where Hopper forces
+RUN_ONLY_PROFILES = ("cpu-source", "gpu-blackwell-hopper")
 DEFAULT_CONFIG = "config/phoenix_lxc_configs.json"
 
 

@@ -11,6 +11,8 @@ for 2.8.0. So the pin is read from the wheel's own metadata, never written down 
 """
 from __future__ import annotations
 
+import re
+
 import json
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -155,6 +157,26 @@ class PipCheck(Fact):
         broken = [ln for ln in lines if "has requirement" in ln or "is not supported" in ln or "which is not installed"
                   in ln]
         return {"ok": rc == 0, "rc": rc, "lines": broken or lines[-5:]}
+
+    @staticmethod
+    def unmet(line: str) -> tuple[str, str] | None:
+        """(the distribution that requires, the requirement it lacks) of one of pip's lines, names normalised.
+
+        >>> PipCheck.unmet("vllm 0.26.0 requires tilelang, which is not installed.")
+        ('vllm', 'tilelang')
+        >>> PipCheck.unmet("vllm 0.10.2 has requirement torch==2.8.0, but you have torch 2.9.0.dev20250901+cu128.")
+        ('vllm', 'torch')
+        >>> PipCheck.unmet("Flash_Attn 2.0 is not supported on this platform")
+        ('flash-attn', 'flash-attn')
+        """
+        norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()          # noqa: E731  (PEP 503)
+        if m := re.match(r"(\S+) \S+ requires ([^\s,;]+)", line):
+            return norm(m[1]), norm(m[2])
+        if m := re.match(r"(\S+) \S+ has requirement .*, but you have (\S+) ", line):
+            return norm(m[1]), norm(m[2])
+        if m := re.match(r"(\S+) \S+ is not supported", line):
+            return norm(m[1]), norm(m[1])
+        return None
 
 
 # FlashInfer's JIT (flashinfer/jit/cpp_ext.py in 0.3.1) compiles with torch.utils.cpp_extension.CUDA_HOME: $CUDA_HOME

@@ -82,13 +82,13 @@ class CellResult:
 class PerfSweep(Measurement):
     name = "performance-sweep"
 
-    def __init__(self, cells: list[Cell], workload: SweepWorkload, *, python: str, base_url: str, served: str,
+    def __init__(self, cells: list[Cell], workload: SweepWorkload, *, python: str, base_url: str,
                  state_dir: str, vocab: dict[str, int], model_for: Callable[[str], Step],
                  service_for: Callable[[Variant], Step], converge: Callable[..., StepResult],
                  cafile: str | None = None, deadline_s: float | None = None, log_path: str | None = None,
                  min_start_s: float = 150.0):
         self.cells, self.workload, self.python = cells, workload, python
-        self.base_url, self.served, self.cafile, self.vocab = base_url, served, cafile, vocab
+        self.base_url, self.cafile, self.vocab = base_url, cafile, vocab
         self.dir = posixpath.join(state_dir, "perf", "sweep")
         self.state_dir = state_dir
         self.model_for, self.service_for, self.converge_fn = model_for, service_for, converge
@@ -158,7 +158,7 @@ class PerfSweep(Measurement):
         meta["weight_gib_logged"] = weight_gib_from_log(log)
         target.put(self.path(cell, "meta"), json.dumps(meta, indent=1))
         w = self.workload
-        argv = [self.python, script, "--url", self.base_url, "--model", self.served, "--vocab",
+        argv = [self.python, script, "--url", self.base_url, "--model", v.engine.served_name, "--vocab",
                 str(self.vocab[cell.shape]), "--input-len", str(w.input_len), "--output-len", str(w.output_len),
                 "--points", w.points(), "--repeats", str(w.repeats), "--temperature", str(w.temperature),
                 "--out", self.path(cell)]

@@ -110,6 +110,10 @@ if grep -qiE '^[[:space:]]*torch[[:space:]]*([=<>~!;]|$)' "$BR"; then
 fi
 say "pip install -r $BR"
 "$PY" -m pip install --progress-bar off $PHX_PIP_OPTS -r "$BR"
+# a CUDA build of torch makes CMake look for a CUDA toolkit in every extension's configure, a CPU one too
+if [ -n "$PHX_CUDA_WHEELS" ]; then
+  eval "$PHX_CUDA_TOOLKIT_SH"
+fi
 # vLLM's CPU kernels include <numa.h> (csrc/cpu/utils.cpp): without libnuma-dev the compile dies at its very
 # end (seen here after 76 min: "fatal error: numa.h: No such file or directory"). Fail before compiling.
 if [ "$PHX_DEVICE" = cpu ] && ! printf '#include <numa.h>\n' | ${CXX:-c++} -E -x c++ - >/dev/null 2>&1; then
@@ -135,6 +139,34 @@ if [ -n "$PHX_CACHE_DIR" ]; then
   if command -v ccache >/dev/null; then say "ccache after the wheel pass: $(ccache -s | tr -s ' \n' ' ')"; fi
   ls -l "$PHX_CACHE_DIR"
 fi
+"""
+
+# torch's CMake config (Caffe2Config.cmake) stops the configure of any extension, a CPU one too, when torch is a CUDA
+# build and no CUDA toolkit is found ("Your installed Caffe2 version uses CUDA but I cannot find the CUDA libraries").
+# NVIDIA's toolkit wheels (nvcc, crt, nvvm, cudart, cccl) unpack into nvidia/cuXX/ as a toolkit tree; what their
+# nvcc.profile and CMake's FindCUDA still look for is linked in: targets/x86_64-linux, lib64 and the unversioned .so.
+# NVRTC is torch's own (its CUDA build's), so the built extension needs no second one at run time.
+CUDA_TOOLKIT_SH = r"""
+if ! ls "$PHX_CUDA_DIR"/nvidia/*/bin/nvcc >/dev/null 2>&1; then
+  say "pip install --target $PHX_CUDA_DIR $PHX_CUDA_WHEELS"
+  "$PY" -m pip install --progress-bar off --no-deps $PHX_PIP_OPTS --target "$PHX_CUDA_DIR" $PHX_CUDA_WHEELS
+fi
+NVCC=$(ls "$PHX_CUDA_DIR"/nvidia/*/bin/nvcc | head -1)
+CUDA_ROOT=$(dirname "$(dirname "$NVCC")")
+mkdir -p "$CUDA_ROOT/targets/x86_64-linux"
+ln -sfn ../../include "$CUDA_ROOT/targets/x86_64-linux/include"
+ln -sfn ../../lib "$CUDA_ROOT/targets/x86_64-linux/lib"
+ln -sfn lib "$CUDA_ROOT/lib64"
+for so in "$CUDA_ROOT"/lib/lib*.so.*; do
+  if [ -f "$so" ]; then ln -sfn "$(basename "$so")" "${so%%.so.*}.so"; fi
+done
+NVRTC=$("$PY" -c 'import glob, os, nvidia
+print(next(iter(sorted(glob.glob(os.path.join(p, "cuda_nvrtc", "lib", "libnvrtc.so.*")) for p in nvidia.__path__)), [""])[0])' 2>/dev/null || true)
+export CUDA_HOME="$CUDA_ROOT" CUDACXX="$NVCC" PATH="$CUDA_ROOT/bin:$PATH"
+CMAKE_ARGS="${CMAKE_ARGS:-} -DCUDA_TOOLKIT_ROOT_DIR=$CUDA_ROOT"
+if [ -n "$NVRTC" ]; then CMAKE_ARGS="$CMAKE_ARGS -DCUDA_nvrtc_LIBRARY=$NVRTC"; fi
+export CMAKE_ARGS
+say "CUDA toolkit for torch's CMake config: $CUDA_ROOT ($("$NVCC" --version | tail -1)); NVRTC ${NVRTC:-none}"
 """
 
 # A target whose key is in the cache installs the wheel instead of compiling (seconds, not an hour).
@@ -232,6 +264,8 @@ class SourcePlan:
     wheelhouse: str | None = None     # pip installs offline from here
     install_deps: bool = True         # False: `-e .` with --no-deps (runtime deps come from elsewhere)
     extra_env: dict[str, str] = field(default_factory=dict)
+    cuda_toolkit: list[str] = field(default_factory=list)   # NVIDIA toolkit wheels for CMake (a CUDA torch)
+    cuda_toolkit_dir: str = "/opt/phoenix/cuda-toolkit"
 
     @property
     def source_id(self) -> str | None:
@@ -271,6 +305,8 @@ class SourcePlan:
             "PHX_CACHE_DIR": cache_dir or "", "PHX_PIP_OPTS": self.pip_opts(),
             "PHX_EDITABLE_OPTS": "" if self.install_deps else "--no-deps", "PHX_BUILD_FLAGS": self.build_flags,
             "PHX_RUNTIME_PINS": " ".join(self.runtime_pins),
+            "PHX_CUDA_WHEELS": " ".join(self.cuda_toolkit), "PHX_CUDA_DIR": self.cuda_toolkit_dir,
+            "PHX_CUDA_TOOLKIT_SH": CUDA_TOOLKIT_SH,
         }
 
 
@@ -433,6 +469,7 @@ def plan_from_profile(profile, python: str, *, wheelhouse: str | None = None, sd
     return SourcePlan(python=python, repo_dir=s.repo_dir, repo_url=s.repo_url, commit=s.commit,
                       sdist_file=sdist_file, sdist=s.sdist, mirrors=dict(s.mirrors), cache_root=s.cache_root,
                       runtime_pins=list(s.runtime_pins),
+                      cuda_toolkit=list(s.cuda_toolkit), cuda_toolkit_dir=s.cuda_toolkit_dir,
                       device=s.target_device,
                       arch_list=arch if s.target_device == "cuda" else None, flash_attn_version=fa,
                       max_jobs=s.max_jobs, gb_per_job=s.gb_per_job, wheelhouse=wheelhouse,

@@ -1,21 +1,38 @@
 #!/bin/bash
 # W/wheelhouse -> PARTS/p0/part.0 (+ PARTS/p0/wheelhouse.sha256, PARTS/p0/parts.txt), PARTS/p1/part.1, ...
 # (the layout tools/device/run.sh reads: `recv N` carries PARTS/pN and nothing else). Called by build_bundle.sh.
-#   usage: tools/device/pack_parts.sh W PARTS      env PART_BYTES (default 55 MiB), XZ_OPT
+#   usage: tools/device/pack_parts.sh W PARTS      env CALL_BYTES, PART_BYTES, XZ_OPT,
+#          COMPRESS=xz (default: wheelhouse.tar.xz) or zstd (wheelhouse.tar.zst, ZSTD_OPT); run.sh reads either;
+#          TAR_STREAM_CMD: a command printing the tar of wheelhouse/ instead of W/wheelhouse (repack_wheels.py --tar)
+# CALL_BYTES: what one transfer to the host may carry, the repository's tracked files included (64 MiB).
+# PART_BYTES (default): CALL_BYTES less the tracked tree and 8 MiB of headroom for files committed between
+# calls (evidence), in whole MiB.
+# The compressed stream goes straight into the parts (no whole tarball on disk); its sha256 is taken over the parts.
 set -euo pipefail
 W=$(realpath -m "$1"); PARTS=$(realpath -m "$2")
-PART_BYTES=${PART_BYTES:-57671680}                 # 55 MiB: a part + the repo (~6 MB) stays under 64 MiB
-[ -d "$W/wheelhouse" ] || { echo "error: no $W/wheelhouse" >&2; exit 2; }
-mkdir -p "$PARTS"
-rm -rf "$PARTS"/p[0-9]* "$PARTS/parts.txt" "$W/wheelhouse.tar.xz" "$W"/part.[0-9]*
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+CALL_BYTES=${CALL_BYTES:-67108864}
+tree=$(cd "$ROOT" && git ls-files -z 2>/dev/null | xargs -0 -r stat -c %s 2>/dev/null | awk '{s += $1} END {print s + 0}')
+PART_BYTES=${PART_BYTES:-$(( (CALL_BYTES - tree - 8388608) / 1048576 * 1048576 ))}
+[ "$PART_BYTES" -gt 0 ] || { echo "error: the tracked tree ($tree bytes) leaves no room in CALL_BYTES=$CALL_BYTES" >&2; exit 2; }
+echo "parts of $PART_BYTES bytes (tracked tree $tree bytes, CALL_BYTES $CALL_BYTES)"
+[ -n "${TAR_STREAM_CMD:-}" ] || [ -d "$W/wheelhouse" ] || { echo "error: no $W/wheelhouse" >&2; exit 2; }
+mkdir -p "$W" "$PARTS"
+COMPRESS=${COMPRESS:-xz}
+case "$COMPRESS" in xz) TARBALL=wheelhouse.tar.xz ;; zstd) TARBALL=wheelhouse.tar.zst ;;
+  *) echo "error: COMPRESS=$COMPRESS: xz or zstd" >&2; exit 2 ;; esac
+rm -rf "$PARTS"/p[0-9]* "$PARTS/parts.txt" "$W/wheelhouse.tar.xz" "$W/wheelhouse.tar.zst" "$W"/part.[0-9]*
 t=$(date +%s)
-tar -cf - -C "$W" wheelhouse | xz ${XZ_OPT:--6 -T0} > "$W/wheelhouse.tar.xz"
-echo "xz_s=$(( $(date +%s) - t )) size=$(stat -c %s "$W/wheelhouse.tar.xz")"
-split -b "$PART_BYTES" -d -a 1 "$W/wheelhouse.tar.xz" "$W/part."
+set -o pipefail
+{ if [ -n "${TAR_STREAM_CMD:-}" ]; then bash -c "$TAR_STREAM_CMD"; else tar -cf - -C "$W" wheelhouse; fi; } |
+  if [ "$COMPRESS" = zstd ]; then zstd -q ${ZSTD_OPT:--10 -T0 --long=31} -c; else xz ${XZ_OPT:--6 -T0}; fi |
+  split -b "$PART_BYTES" -d -a 2 - "$W/part."
+sum=$(cat "$W"/part.[0-9][0-9] | sha256sum | cut -d' ' -f1)
+echo "${COMPRESS}_s=$(( $(date +%s) - t )) size=$(cat "$W"/part.[0-9][0-9] | wc -c)"
 n=0
-for f in "$W"/part.[0-9]; do
-  i=${f##*.}; mkdir -p "$PARTS/p$i"; mv "$f" "$PARTS/p$i/part.$i"; n=$((n + 1))
+for f in "$W"/part.[0-9][0-9]; do             # two digits from split, numbered without them: part.0 ... part.54
+  i=$((10#${f##*.})); mkdir -p "$PARTS/p$i"; mv "$f" "$PARTS/p$i/part.$i"; n=$((n + 1))
 done
-( cd "$W" && sha256sum wheelhouse.tar.xz ) > "$PARTS/p0/wheelhouse.sha256"
+echo "$sum  $TARBALL" > "$PARTS/p0/wheelhouse.sha256"      # sha256sum -c's format, for the joined parts
 echo "$n" > "$PARTS/p0/parts.txt"            # travels with part 0: the count is known from the first call
 ls -la "$PARTS"/p*

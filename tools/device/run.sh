@@ -14,16 +14,18 @@ T0=$(date +%s); LIMIT=${LIMIT:-585}; RUN=${RUN:-run1}; PROFILE=${PROFILE:-gpu-ho
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PHOENIX_PROGRESS=1
 ACC=${ACC:-/tmp/acc}; WH=$ACC/wheelhouse
+P=${PARTS_DIR:-.whl}       # where the carried parts are (.whl-bw: the gpu-blackwell-hopper bundle, ACC=/tmp/acc-bw)
 mkdir -p "$ACC"
 case "${1:-}" in
 recv)
-  cp ".whl/p$2/part.$2" "$ACC/" || exit 3
+  cp "$P/p$2/part.$2" "$ACC/" || exit 3
   if [ "$2" = 0 ]; then
-    cp .whl/p0/wheelhouse.sha256 .whl/p0/parts.txt "$ACC/" || exit 3
+    cp "$P/p0/wheelhouse.sha256" "$P/p0/parts.txt" "$ACC/" || exit 3
     nvidia-smi --query-gpu=index,name,driver_version,compute_cap,memory.total --format=csv
     nvidia-smi topo -m 2>/dev/null | head -6
     python3 -c 'import torch, sys; print("torch", torch.__version__, torch.version.cuda, torch.cuda.device_count(), sys.prefix)'
     nproc; free -g | head -2; df -h /tmp | tail -1
+    echo "decompressors: $(command -v zstd xz | tr '\n' ' ')"
   fi
   ls -la "$ACC"; exit 0 ;;
 suite|assemble) cmd=$1; shift ;;
@@ -31,11 +33,14 @@ suite|assemble) cmd=$1; shift ;;
 esac
 
 if [ ! -d "$WH" ]; then
-  for p in .whl/p*/part.*; do [ -f "$p" ] && cp "$p" "$ACC/"; done       # the last part may come with this call
-  [ -f .whl/p0/wheelhouse.sha256 ] && cp .whl/p0/wheelhouse.sha256 .whl/p0/parts.txt "$ACC/"
+  for p in "$P"/p*/part.*; do [ -f "$p" ] && cp "$p" "$ACC/"; done       # the last part may come with this call
+  [ -f "$P/p0/wheelhouse.sha256" ] && cp "$P/p0/wheelhouse.sha256" "$P/p0/parts.txt" "$ACC/"
   n=$(cat "$ACC/parts.txt" 2>/dev/null) || { echo "NO WHEELHOUSE: run 'recv 0' first (a cold machine lost it)"; exit 3; }
-  ( cd "$ACC" && for i in $(seq 0 $((n - 1))); do cat "part.$i" || exit 3; done > wheelhouse.tar.xz \
-    && sha256sum -c wheelhouse.sha256 && tar -xJf wheelhouse.tar.xz && rm -f part.* wheelhouse.tar.xz ) || exit 3
+  tb=$(awk '{print $2}' "$ACC/wheelhouse.sha256")            # wheelhouse.tar.xz or wheelhouse.tar.zst
+  case "$tb" in *.zst) unpack="zstd -dc --long=31 $tb" ;; *) unpack="xz -dc -T0 $tb" ;; esac
+  command -v "${unpack%% *}" >/dev/null || { echo "NO ${unpack%% *}: the parts are $tb (rebuild them with COMPRESS=xz)"; exit 3; }
+  ( set -o pipefail; cd "$ACC" && for i in $(seq 0 $((n - 1))); do cat "part.$i" || exit 3; done > "$tb" \
+    && sha256sum -c wheelhouse.sha256 && $unpack | tar -xf - && rm -f part.* "$tb" ) || exit 3
   echo "wheelhouse: $(ls "$WH" | wc -l) wheels, assembled at $(( $(date +%s) - T0 ))s"
 fi
 [ "$cmd" = assemble ] && exit 0
