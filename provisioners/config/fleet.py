@@ -91,7 +91,13 @@ def load_fleet(path: str | Path) -> FleetFile:
     try:
         return FleetFile.model_validate(_read(path))
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, str(path), prefix=("fleet",)).replace("\n", ";")) from None
+        raise ConfigError(_one_line(format_validation_error(exc, str(path), prefix=("fleet",)))) from None
+
+
+def _one_line(text: str) -> str:
+    """format_validation_error's lines as one: `FILE: 2 error(s): a: ...; b: ...`."""
+    head, *errors = text.split("\n")
+    return head + ": " + "; ".join(e.strip() for e in errors)
 
 
 def member_name(target_url: str) -> str:
@@ -130,7 +136,7 @@ def fleet_entries(targets: list[str], ctids: list[str], fleet: str | None) -> li
     try:
         return [FleetTarget(target=t) for t in targets] or [FleetTarget(ctid=c) for c in ctids]
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, "--target/--ctid").replace("\n", ";")) from None
+        raise ConfigError(_one_line(format_validation_error(exc, "--target/--ctid"))) from None
 
 
 def resolve_members(entries: list[FleetTarget], *, out_dir: str | None, config: str | None, profile: str | None,
