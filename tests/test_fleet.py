@@ -74,6 +74,26 @@ def test_members_get_their_own_folder_one_run_id_and_distinct_containers(tmp_pat
         resolve_members(twice, out_dir=str(tmp_path), config=None, profile="cpu", audit=True, wheelhouse=None)
 
 
+def test_a_step_on_a_members_target_locks_for_that_target_only(tmp_path):
+    """Targets converge side by side; a step on this machine (the bridge, the local CA) stays one at a time."""
+    from types import SimpleNamespace
+
+    from fixtures.provisioning import Converger
+    from provisioners.steps.network import Bridge
+
+    target, local = object(), object()
+    step = SimpleNamespace(name="vllm")
+    one = Converger(SimpleNamespace(member=None, target_url="lxc://a"), target, None, tmp_path)
+    a = Converger(SimpleNamespace(member="a", target_url="lxc://a"), target, None, tmp_path)
+    b = Converger(SimpleNamespace(member="b", target_url="lxc://b"), target, None, tmp_path)
+    assert one.lock_name(step, target) == "phoenix-vllm.lock"            # a run of one target, as before
+    assert {a.lock_name(step, target), b.lock_name(step, target)} == {"phoenix-vllm@lxc-a.lock",
+                                                                       "phoenix-vllm@lxc-b.lock"}
+    assert a.lock_name(step, local) == b.lock_name(step, local) == "phoenix-vllm.lock"
+    bridge = Bridge("lxcbr0", "10.0.3.1/24")
+    assert a.lock_name(bridge, target) == b.lock_name(bridge, target) == "phoenix-network-lxcbr0.lock"
+
+
 def _doc(statuses: dict[str, str]) -> dict:
     return {"summary": {"total": {}}, "requirements": [
         {"id": rid, "doc": "003", "document": "seed 003", "section": "1", "text": rid, "kind": "requirement",
@@ -174,3 +194,89 @@ def test_an_unreachable_member_is_reported_and_the_other_runs(tmp_path):
               for p in allure.glob("*-result.json")]
     assert labels and all(lb.get("target") == "lxc://phoenix-fleet-unit" and lb.get("fleet_member") == "here"
                           for lb in labels)
+
+
+# ----------------------------------------------------------------- two tiny real LXC containers, side by side
+FLEET_CT = {"9971": "phoenix-ci-fleet-a", "9972": "phoenix-ci-fleet-b"}
+BROKEN = "phoenix-ci-fleet/broken"          # a name lxc cannot create: the member fails in its container layer
+
+
+def _tiny(ip: int, mac: int, **more) -> dict:
+    return {"name": f"phoenix-ci-fleet-{ip}", "cores": 1, "memory_mb": 512, "swap_mb": 0, "storage_size_gb": 4,
+            "network_config": {"name": "eth0", "bridge": "lxcbr0", "ip": f"10.0.3.{ip}/24", "gw": "10.0.3.1"},
+            "mac_address": f"52:54:00:C1:F1:{mac:02X}", "unprivileged": True, **more}
+
+
+@pytest.fixture(scope="module")
+def tiny_fleet(tmp_path_factory):
+    """`pytest specs/test_10_container.py --fleet F`: containers 9971 and 9972 (cloned from 9970, which does not
+    exist here, so each is created from the Debian template), a third container lxc cannot create, and an
+    unreachable ssh host. Every container of these names is destroyed before and after."""
+    import shutil
+    import subprocess
+
+    if not all(shutil.which(t) for t in ("lxc-create", "lxc-attach", "debootstrap", "nft")):
+        pytest.skip("needs lxc, debootstrap and nftables (apt-get install lxc debootstrap nftables)")
+    tmp = tmp_path_factory.mktemp("fleet")
+    cfg = {"default_ctid": "9971", "tls": {"mode": "off"}, "lxc_configs": {
+        "9970": {**_tiny(196, 0x70), "managed": False, "features": ["base"]},
+        "9971": {**_tiny(197, 0x71), "managed": True, "clone_from_ctid": "9970"},
+        "9972": {**_tiny(198, 0x72), "managed": True, "clone_from_ctid": "9970"},
+        "9973": {**_tiny(199, 0x73), "managed": True, "clone_from_ctid": "9970"}}}
+    (tmp / "cfg.json").write_text(json.dumps(cfg))
+    fleet = _fleet(tmp, "version: 1\ntargets:\n" + "".join(
+        f"  - {{name: {n}, target: 'lxc://{lxc}', ctid: '{ct}', profile: cpu, config: '{tmp / 'cfg.json'}'}}\n"
+        for n, lxc, ct in (("a", FLEET_CT["9971"], "9971"), ("b", FLEET_CT["9972"], "9972"),
+                           ("broken", BROKEN, "9973")))
+        + "  - {name: gone, target: 'ssh://nobody@127.0.0.1:1', profile: cpu}\n")
+
+    def destroy():
+        for name in FLEET_CT.values():
+            if subprocess.run(["lxc-info", "-n", name], capture_output=True).returncode == 0:
+                subprocess.run(["lxc-stop", "-n", name, "-k"], capture_output=True)
+                subprocess.run(["lxc-destroy", "-n", name], capture_output=True)
+
+    destroy()
+    out = tmp / "out"
+    try:
+        import time
+
+        t0 = time.monotonic()
+        r = run_specs("specs/test_10_container.py", "--fleet", str(fleet), "--phoenix-out", str(out), timeout=1200)
+        yield r, out, round(time.monotonic() - t0, 1)
+    finally:
+        destroy()
+
+
+@pytest.mark.real_target
+@pytest.mark.slow
+def test_two_real_containers_are_verified_side_by_side_each_with_its_own_ledger(tiny_fleet):
+    r, out, wall = tiny_fleet
+    text = r.stdout + r.stderr
+    assert "created: 3/3 workers" in text, text[-3000:]
+    for name, ct in (("a", "9971"), ("b", "9972")):
+        ledger = json.loads((out / name / "ledger.json").read_text())
+        steps = [e["name"] for e in ledger]
+        assert f"container-{ct}" in steps and all(e["status"] != "failed" for e in ledger), (name, ledger)
+        doc = json.loads((out / name / "compliance.json").read_text())
+        row = next(x for x in doc["requirements"] if x["id"] == "R003-3.1-ct-921")
+        assert row["status"] == "passed", (name, row)
+    fleet = json.loads((out / "fleet.json").read_text())
+    assert {t["name"]: t["status"] for t in fleet["meta"]["targets"]} == \
+        {"a": "ran", "b": "ran", "broken": "ran", "gone": "unreachable"}, fleet["meta"]["targets"]
+
+
+@pytest.mark.real_target
+@pytest.mark.slow
+def test_a_broken_container_fails_alone_and_does_not_stop_the_other_two(tiny_fleet):
+    r, out, _ = tiny_fleet
+    text = r.stdout + r.stderr
+    assert r.returncode == 1, text[-3000:]
+    broken = json.loads((out / "broken" / "compliance.json").read_text())
+    row = next(x for x in broken["requirements"] if x["id"] == "R003-3.1-ct-921")
+    assert row["status"] in ("failed", "not verified") and "lxc" in row["reason"], row
+    assert [e for e in json.loads((out / "broken" / "ledger.json").read_text()) if e["status"] == "failed"]
+    fleet = json.loads((out / "fleet.json").read_text())
+    row = next(x for x in fleet["requirements"] if x["id"] == "R003-3.1-ct-921")
+    assert row["targets"]["a"]["status"] == row["targets"]["b"]["status"] == "passed", row
+    assert "broken" in row["held_by"] and "a" not in row["held_by"], row

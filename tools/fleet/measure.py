@@ -6,7 +6,7 @@
 Each mode is one or more real `pytest specs/` runs (the parallel one is `--fleet FILE`; the sequential ones are
 `--target URL --ctid N --config C --profile P` per member, as a run of one target always was). While they run,
 every 5 s it reads each LXC member's container from the host (`lxc-info -S -H`: memory in use, CPU time) and
-the load average. It writes `<evidence>/<mode>.json` (wall time, exit code, per container: peak and last
+the load average; the machine's CPU time (/proc/stat, every process of every user) is read before and after. It writes `<evidence>/<mode>.json` (wall time, exit code, per container: peak and last
 memory, CPU seconds used during the mode) and the pytest output as `<evidence>/<mode>.log`.
 """
 from __future__ import annotations
@@ -67,8 +67,17 @@ class Sampler(threading.Thread):
                 "load_mean": round(sum(loads) / len(loads), 2) if loads else None}
 
 
+def cpu_times() -> tuple[float, float]:
+    """(busy, total) seconds of every CPU of the machine since boot (/proc/stat), all processes of all users."""
+    fields = [float(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    hz = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
+    return (sum(fields[:8]) - idle) / hz, sum(fields[:8]) / hz
+
+
 def run_mode(mode: str, commands: list[list[str]], names: list[str], evidence: Path) -> dict:
     first = {n: lxc_stats(n) for n in names}
+    busy0, total0 = cpu_times()
     sampler = Sampler(names)
     sampler.start()
     runs = []
@@ -84,7 +93,9 @@ def run_mode(mode: str, commands: list[list[str]], names: list[str], evidence: P
     sampler.stop.set()
     sampler.join()
     last = {n: lxc_stats(n) for n in names}
-    result = {"mode": mode, "wall_s": wall, "runs": runs, **sampler.summary(first, last),
+    busy1, total1 = cpu_times()
+    machine = {"busy_cpu_s": round(busy1 - busy0, 1), "busy_share": round((busy1 - busy0) / (total1 - total0), 3)}
+    result = {"mode": mode, "wall_s": wall, "runs": runs, **sampler.summary(first, last), "machine": machine,
               "cpu_count": os.cpu_count(), "ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     (evidence / f"{mode}.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
