@@ -263,7 +263,7 @@ def test_two_real_containers_are_verified_side_by_side_each_with_its_own_ledger(
         assert row["status"] == "passed", (name, row)
     fleet = json.loads((out / "fleet.json").read_text())
     assert {t["name"]: t["status"] for t in fleet["meta"]["targets"]} == \
-        {"a": "ran", "b": "ran", "broken": "ran", "gone": "unreachable"}, fleet["meta"]["targets"]
+        {"a": "ran", "b": "ran", "broken": "failed", "gone": "unreachable"}, fleet["meta"]["targets"]
 
 
 @pytest.mark.real_target
@@ -272,11 +272,73 @@ def test_a_broken_container_fails_alone_and_does_not_stop_the_other_two(tiny_fle
     r, out, _ = tiny_fleet
     text = r.stdout + r.stderr
     assert r.returncode == 1, text[-3000:]
-    broken = json.loads((out / "broken" / "compliance.json").read_text())
-    row = next(x for x in broken["requirements"] if x["id"] == "R003-3.1-ct-921")
-    assert row["status"] in ("failed", "not verified") and "lxc" in row["reason"], row
-    assert [e for e in json.loads((out / "broken" / "ledger.json").read_text()) if e["status"] == "failed"]
+    failed = [e for e in json.loads((out / "broken" / "ledger.json").read_text()) if e["status"] == "failed"]
+    assert [e["name"] for e in failed] == ["container-9973"] and "lxc-create" in failed[0]["error"], failed
+    assert not (out / "broken" / "compliance.json").exists()     # no spec of it ran: no verdicts, as for one run
+    assert "[broken] lxc://phoenix-ci-fleet/broken: failed: no spec ran:" in text, text[-3000:]
     fleet = json.loads((out / "fleet.json").read_text())
     row = next(x for x in fleet["requirements"] if x["id"] == "R003-3.1-ct-921")
     assert row["targets"]["a"]["status"] == row["targets"]["b"]["status"] == "passed", row
-    assert "broken" in row["held_by"] and "a" not in row["held_by"], row
+    assert row["targets"]["broken"]["status"] == "not verified" and "failed: no spec ran" in \
+        row["targets"]["broken"]["reason"], row
+    assert row["held_by"] == ["broken", "gone"], row
+
+
+@pytest.mark.real_target
+@pytest.mark.slow
+def test_ctrl_c_stops_every_worker_and_leaves_each_ledger_whole(tmp_path):
+    """SIGINT to the run's process group while both containers are being created: every worker stops, the run
+    exits as interrupted, and each member's ledger is whole JSON naming its container step (the one in flight is
+    recorded `interrupted`, or not yet recorded: never half written)."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    if not all(shutil.which(t) for t in ("lxc-create", "lxc-attach", "debootstrap", "nft")):
+        pytest.skip("needs lxc, debootstrap and nftables (apt-get install lxc debootstrap nftables)")
+    names = {"9981": "phoenix-ci-fleet-c", "9982": "phoenix-ci-fleet-d"}
+    cfg = {"default_ctid": "9981", "tls": {"mode": "off"}, "lxc_configs": {
+        "9980": {**_tiny(186, 0x80), "managed": False, "features": ["base"]},
+        "9981": {**_tiny(187, 0x81), "managed": True, "clone_from_ctid": "9980"},
+        "9982": {**_tiny(188, 0x82), "managed": True, "clone_from_ctid": "9980"}}}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    fleet = _fleet(tmp_path, "version: 1\ntargets:\n" + "".join(
+        f"  - {{name: ct{c}, target: 'lxc://{n}', ctid: '{c}', profile: cpu, config: '{tmp_path / 'cfg.json'}'}}\n"
+        for c, n in names.items()))
+    out = tmp_path / "out"
+
+    def destroy():
+        for n in names.values():
+            if subprocess.run(["lxc-info", "-n", n], capture_output=True).returncode == 0:
+                subprocess.run(["lxc-stop", "-n", n, "-k"], capture_output=True)
+                subprocess.run(["lxc-destroy", "-n", n], capture_output=True)
+
+    destroy()
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "specs/test_10_container.py", "--fleet", str(fleet),
+                             "--phoenix-out", str(out), "-p", "no:randomly", "-p", "no:cacheprovider"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, env={**os.environ, "PHOENIX_PROGRESS": "0"})
+    try:
+        logs = [out / f"ct{c}" / "logs" / f"container-{c}.log" for c in names]
+        deadline = time.monotonic() + 300
+        while not all(p.exists() for p in logs) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+        if proc.poll() is not None or not all(p.exists() for p in logs):
+            pytest.fail(f"the containers' steps never started (exit {proc.poll()}):\n"
+                        + (proc.communicate(timeout=60)[0][-3000:] if proc.poll() is not None else ""))
+        time.sleep(3)
+        os.killpg(proc.pid, signal.SIGINT)          # what Ctrl-C in the terminal does: the whole foreground group
+        text, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 2, text[-3000:]   # pytest: interrupted
+        for c in names:
+            ledger = json.loads((out / f"ct{c}" / "ledger.json").read_text())   # whole JSON (atomic writes)
+            mine = [e for e in ledger if e["name"] == f"container-{c}"]
+            assert all(e["status"] in ("interrupted", "changed", "unchanged") for e in mine), ledger
+        assert not list(out.rglob("*.tmp*")), list(out.rglob("*.tmp*"))
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        destroy()

@@ -1,7 +1,11 @@
 """Measure a fleet: its members verified side by side in one run, then the same members one after another.
 
     python -m tools.fleet.measure --fleet config/fleet/lxc-cpu.yaml --wheelhouse .state/wheelhouse \
-        --evidence docs/evidence/fleet [--only parallel|sequential] [-- extra pytest args]
+        --evidence docs/evidence/fleet [--only parallel|sequential] [--order sequential-first] [--cold]
+        [-- extra pytest args]
+
+`--cold` destroys the members' own LXC containers (lxc:// members whose config entry is owned) before each
+mode, so each mode creates and provisions them from nothing.
 
 Each mode is one or more real `pytest specs/` runs (the parallel one is `--fleet FILE`; the sequential ones are
 `--target URL --ctid N --config C --profile P` per member, as a run of one target always was). While they run,
@@ -75,7 +79,17 @@ def cpu_times() -> tuple[float, float]:
     return (sum(fields[:8]) - idle) / hz, sum(fields[:8]) / hz
 
 
-def run_mode(mode: str, commands: list[list[str]], names: list[str], evidence: Path) -> dict:
+def destroy(names: list[str]) -> None:
+    """--cold: the members' own containers (owned by the fleet's config, never another) go before a mode."""
+    for n in names:
+        if subprocess.run(["lxc-info", "-n", n], capture_output=True).returncode == 0:
+            subprocess.run(["lxc-stop", "-n", n, "-k"], capture_output=True)
+            subprocess.run(["lxc-destroy", "-n", n], capture_output=True, check=True)
+
+
+def run_mode(mode: str, commands: list[list[str]], names: list[str], evidence: Path, cold: bool = False) -> dict:
+    if cold:
+        destroy(names)
     first = {n: lxc_stats(n) for n in names}
     busy0, total0 = cpu_times()
     sampler = Sampler(names)
@@ -107,26 +121,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wheelhouse", required=True)
     ap.add_argument("--evidence", default="docs/evidence/fleet")
     ap.add_argument("--only", choices=("parallel", "sequential"))
+    ap.add_argument("--order", choices=("parallel-first", "sequential-first"), default="parallel-first")
+    ap.add_argument("--cold", action="store_true", help="destroy the members' LXC containers before each mode, so "
+                    "each mode creates and provisions them from nothing")
     ap.add_argument("extra", nargs="*", help="more pytest arguments (after --)")
     a = ap.parse_args(argv)
     members = resolve_members(fleet_entries([], [], a.fleet), out_dir="reports/out-fleet", config=None, profile=None,
                               audit=False, wheelhouse=a.wheelhouse)
-    names = [m.settings.parsed_target.name for m in members if m.settings.parsed_target.kind == "lxc"]
+    from provisioners.config.phoenix import load_config
+
+    names = [m.settings.parsed_target.name for m in members if m.settings.parsed_target.kind == "lxc"
+             and load_config(m.settings.config_path).container(m.settings.ctid or "").managed]
     evidence = REPO / a.evidence
     evidence.mkdir(parents=True, exist_ok=True)
     py = [sys.executable, "-m", "pytest", "specs/", "-p", "no:randomly", "--wheelhouse", a.wheelhouse, *a.extra]
-    results = []
-    if a.only in (None, "parallel"):
-        results.append(run_mode("parallel", [py + ["--fleet", a.fleet, "--phoenix-out", "reports/out-fleet"]],
-                                names, evidence))
-    if a.only in (None, "sequential"):
-        cmds = []
-        for m in members:
-            s = m.settings
-            cmds.append(py + ["--target", s.target_url, "--config", str(s.config_path), "--profile", s.profile,
-                              "--phoenix-out", f"reports/out-fleet-seq/{m.name}"]
-                        + (["--ctid", s.ctid] if s.ctid and s.parsed_target.kind != "pct" else []))
-        results.append(run_mode("sequential", cmds, names, evidence))
+    sequential = []
+    for m in members:
+        s = m.settings
+        sequential.append(py + ["--target", s.target_url, "--config", str(s.config_path), "--profile", s.profile,
+                                "--phoenix-out", f"reports/out-fleet-seq/{m.name}"]
+                          + (["--ctid", s.ctid] if s.ctid and s.parsed_target.kind != "pct" else []))
+    modes = {"parallel": [py + ["--fleet", a.fleet, "--phoenix-out", "reports/out-fleet"]], "sequential": sequential}
+    order = ["parallel", "sequential"] if a.order == "parallel-first" else ["sequential", "parallel"]
+    results = [run_mode(mode, modes[mode], names, evidence, cold=a.cold) for mode in order
+               if a.only in (None, mode)]
     for r in results:
         print(json.dumps({k: r[k] for k in ("mode", "wall_s", "runs", "containers", "load_max")}))
     return 0 if all(x["rc"] in (0, 1) for r in results for x in r["runs"]) else 1
