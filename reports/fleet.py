@@ -30,10 +30,20 @@ def worst(statuses) -> str:
     return next((s for s in SEVERITY if s in present), NOT_VERIFIED)
 
 
-def merge(targets: list[dict], run_id: str = "") -> dict:
+def catalog_rows() -> list[dict]:
+    """Every catalog entry as a fleet row's head, so the matrix has its rows even when no target wrote a report."""
+    from reports.catalog import load_catalog
+
+    cat = load_catalog()
+    return [{"id": rid, "doc": r.doc, "document": cat.document_title(r.doc), "section": r.section, "text": r.text,
+             "kind": r.kind} for rid, r in cat.requirements.items()]
+
+
+def merge(targets: list[dict], run_id: str = "", rows_from: list[dict] | None = None) -> dict:
     """targets: [{name, target, profile, status ("ran", "unreachable", ...), reason, doc (compliance dict or
-    None)}] -> the fleet document (meta, summary, requirements)."""
-    rows: dict[str, dict] = {}
+    None)}] -> the fleet document (meta, summary, requirements). rows_from: the rows' heads (the catalog's);
+    ids only a target's report has are added after them."""
+    rows: dict[str, dict] = {r["id"]: dict(r) for r in rows_from or []}
     for t in targets:
         for r in (t.get("doc") or {}).get("requirements", []):
             rows.setdefault(r["id"], {k: r.get(k) for k in ("id", "doc", "document", "section", "text", "kind")})
@@ -150,7 +160,7 @@ def write_fleet(entries: list[dict], *, out_dir: Path | str, run_id: str = "") -
         s = e["settings"]
         targets.append({"name": e["name"], "target": s.target_url, "profile": s.profile, "status": e["status"],
                         "reason": e.get("reason") or "", "report": report, "doc": doc})
-    doc = redact_obj(merge(targets, run_id=run_id))
+    doc = redact_obj(merge(targets, run_id=run_id, rows_from=catalog_rows()))
     return write_doc(doc, Path(out_dir))
 
 

@@ -115,6 +115,16 @@ def test_the_fleet_matrix_keeps_the_worst_status_and_who_holds_it():
     assert worst(["passed", "scope"]) == "scope" and worst(["passed"]) == "passed"
 
 
+def test_the_fleet_matrix_has_every_catalog_row_even_when_no_target_wrote_a_report():
+    from reports.catalog import load_catalog
+    from reports.fleet import catalog_rows
+
+    fleet = merge([{"name": "a", "target": "lxc://a", "status": "interrupted", "reason": "SIGTERM", "doc": None}],
+                  rows_from=catalog_rows())
+    assert len(fleet["requirements"]) == len(load_catalog().requirements)
+    assert {r["targets"]["a"]["reason"] for r in fleet["requirements"]} == {"interrupted: SIGTERM"}
+
+
 def test_the_fleet_gate_requires_all_at_least_n_or_named_targets(tmp_path):
     reports = {}
     for name, st in (("a", "passed"), ("b", "failed")):
