@@ -298,8 +298,7 @@ def test_a_broken_container_fails_alone_and_does_not_stop_the_other_two(tiny_fle
 @pytest.mark.slow
 def test_ctrl_c_stops_every_worker_and_leaves_each_ledger_whole(tmp_path):
     """SIGINT to the run's process group while both containers are being created: every worker stops, the run
-    exits as interrupted, and each member's ledger is whole JSON naming its container step (the one in flight is
-    recorded `interrupted`, or not yet recorded: never half written)."""
+    exits as interrupted, and each member's ledger is whole JSON with its container step recorded `interrupted`."""
     import shutil
     import signal
     import subprocess
@@ -329,7 +328,9 @@ def test_ctrl_c_stops_every_worker_and_leaves_each_ledger_whole(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "specs/test_10_container.py", "--fleet", str(fleet),
                              "--phoenix-out", str(out), "-p", "no:randomly", "-p", "no:cacheprovider"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, env={**os.environ, "PHOENIX_PROGRESS": "0"})
+                            start_new_session=True, env={**os.environ, "PHOENIX_PROGRESS": "0"},
+                            # as from a terminal: a job started in the background (`&`) inherits SIGINT ignored
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         logs = [out / f"ct{c}" / "logs" / f"container-{c}.log" for c in names]
         deadline = time.monotonic() + 300
@@ -345,7 +346,8 @@ def test_ctrl_c_stops_every_worker_and_leaves_each_ledger_whole(tmp_path):
         for c in names:
             ledger = json.loads((out / f"ct{c}" / "ledger.json").read_text())   # whole JSON (atomic writes)
             mine = [e for e in ledger if e["name"] == f"container-{c}"]
-            assert all(e["status"] in ("interrupted", "changed", "unchanged") for e in mine), ledger
+            # creating a container takes far longer than the 3 s it was given: its step was in flight
+            assert mine and mine[-1]["status"] == "interrupted" and "SIGINT" in mine[-1]["note"], ledger
         assert not list(out.rglob("*.tmp*")), list(out.rglob("*.tmp*"))
     finally:
         if proc.poll() is None:
