@@ -123,7 +123,7 @@ def render_html(doc: dict) -> str:
     for t in ts:
         c = t.get("summary") or {}
         link = (t.get("report") or {}).get("html")
-        rel = Path(link).relative_to(Path(link).parents[1]).as_posix() if link else ""
+        rel = f"{Path(link).parent.name}/{Path(link).name}" if link else ""      # <name>/compliance.html
         out.append(f"<tr><td>{esc(t['name'])}</td><td><code>{esc(t['target'])}</code></td><td>{esc(str(t['profile']))}"
                    f"</td><td class=\"{'passed' if t['status'] == 'ran' else 'failed'}\">"
                    f"{esc(t['status'] + (': ' + t['reason'] if t['reason'] else ''))}</td>"
