@@ -10,7 +10,7 @@ SPECS_ARGS ?=
 ## System python3, before the venv exists (the venv itself needs python3-venv).
 HOST    := $(PY) -m provisioners.steps.host
 
-.PHONY: venv specs specs-lxc audit lint test catalog report gate clean source-build-cpu cuda-configure device-bundle install-blackwell device-bundle-blackwell
+.PHONY: venv specs specs-lxc specs-fleet specs-fleet-measure gate-fleet audit lint test catalog report gate clean source-build-cpu cuda-configure device-bundle install-blackwell device-bundle-blackwell
 
 # an existing venv (or a link to one) is updated in place, not created again
 $(BIN)/python: requirements.txt
@@ -38,6 +38,32 @@ specs-lxc:
 	$(BIN)/python -m provisioners.steps.wheelhouse --profile cpu --dest $(WHEELHOUSE)
 	$(PYTEST) specs/ -p no:randomly --target lxc://$(LXC_NAME) --profile cpu --wheelhouse $(WHEELHOUSE) \
 	  --phoenix-out reports/out-lxc --alluredir=reports/allure-results-lxc --junitxml=reports/out-lxc/junit-specs.xml $(SPECS_ARGS)
+
+FLEET     ?= config/fleet/lxc-cpu.yaml
+FLEET_OUT := reports/out-fleet
+
+## A fleet in one run (docs/FLEET.md): the targets of $(FLEET) (three real LXC containers, each with its own
+## cpu-profile vLLM) provisioned and verified side by side, one pytest-xdist worker each; one compliance report per
+## target in $(FLEET_OUT)/<name>/ and the merged fleet matrix $(FLEET_OUT)/fleet.{json,md,html}.
+specs-fleet:
+	$(HOST) --for lxc
+	@$(MAKE) --no-print-directory venv
+	$(BIN)/python -m provisioners.steps.wheelhouse --profile cpu --dest $(WHEELHOUSE)
+	$(PYTEST) specs/ -p no:randomly --fleet $(FLEET) --wheelhouse $(WHEELHOUSE) --phoenix-out $(FLEET_OUT) \
+	  --alluredir=reports/allure-results-fleet $(SPECS_ARGS)
+
+## The same fleet in one run, then its members one after another: wall time, memory and CPU time per container
+## (docs/evidence/fleet/).
+specs-fleet-measure:
+	$(HOST) --for lxc
+	@$(MAKE) --no-print-directory venv
+	$(BIN)/python -m provisioners.steps.wheelhouse --profile cpu --dest $(WHEELHOUSE)
+	$(BIN)/python -m tools.fleet.measure --fleet $(FLEET) --wheelhouse $(WHEELHOUSE) --evidence docs/evidence/fleet
+
+## The gate for each target of the last fleet run and for the fleet (config/gate.yaml `fleet: require:`);
+## one target alone: make gate OUT=$(FLEET_OUT)/<name>
+gate-fleet: venv
+	$(BIN)/python -m reports.gate --fleet $(FLEET_OUT)/fleet.json
 
 ## vLLM built from source by the suite itself (profile cpu-source: the vllm==0.12.0 sdist on its torch 2.9.1, seed 000
 ## step 3, then the wheel cache); run outside CI (docs/evidence/source-build.md has the times). A second run with the

@@ -13,6 +13,10 @@ that is not in the report at all fails the gate (a typo, or a catalog entry that
 
     python -m reports.gate [--compliance reports/out/compliance.json] [--config config/gate.yaml]
                            [--profile NAME]
+    python -m reports.gate --fleet reports/out-fleet/fleet.json [--require all|N|name,name]
+
+A fleet run (docs/FLEET.md): each target is judged by its own report as above, then the gate file's
+`fleet: {require: ...}` (or --require) says how many must pass: `all` (default), a number N, or named targets.
 Exit 0: passed; 1: failed (the ids are listed); 2: no report or a bad config.
 """
 from __future__ import annotations
@@ -179,13 +183,101 @@ def latest_interruption(compliance: Path | str) -> str | None:
             f"complete report")
 
 
+@dataclass(frozen=True)
+class FleetRule:
+    """Which targets of a fleet must pass the gate: all of them, at least N, or the named ones."""
+
+    all: bool = True
+    at_least: int | None = None
+    targets: tuple[str, ...] = ()
+
+    def text(self) -> str:
+        if self.targets:
+            return "the named targets " + ", ".join(self.targets)
+        return f"at least {self.at_least} target(s)" if self.at_least is not None else "every target"
+
+
+def parse_fleet_rule(value, source: str = "--require") -> FleetRule:
+    """`all`, a number N (at least N), or target names (a list, or one string with commas).
+
+    >>> parse_fleet_rule("2"), parse_fleet_rule("ct-a,ct-b").targets
+    (FleetRule(all=False, at_least=2, targets=()), ('ct-a', 'ct-b'))
+    """
+    if value is None or value == "all":
+        return FleetRule()
+    if isinstance(value, bool):
+        raise GateConfigError(f"{source}: `all`, a number of targets or their names")
+    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+        n = int(value)
+        if n < 1:
+            raise GateConfigError(f"{source}: {n}: at least 1 target must pass")
+        return FleetRule(all=False, at_least=n)
+    names = [str(v).strip() for v in (value if isinstance(value, list) else str(value).split(",")) if str(v).strip()]
+    if not names:
+        raise GateConfigError(f"{source}: `all`, a number of targets or their names")
+    return FleetRule(all=False, targets=tuple(names))
+
+
+def load_fleet_rule(path: Path | str = DEFAULT_CONFIG) -> FleetRule:
+    """The gate file's `fleet: {require: all | N | [names]}` (default: all)."""
+    try:
+        data = load_yaml(path) or {}
+    except DuplicateKey as e:
+        raise GateConfigError(str(e)) from None
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        raise GateConfigError(f"{path}: {e}") from None
+    fleet = data.get("fleet") or {}
+    if not isinstance(fleet, dict) or set(fleet) - {"require"}:
+        raise GateConfigError(f"{path}: fleet: needs only `require: all | N | [target names]`")
+    return parse_fleet_rule(fleet.get("require", "all"), f"{path}: fleet.require")
+
+
+def evaluate_fleet(fleet_doc: dict, gate: dict[str, list[str]], accept: dict[str, list[str]] | None,
+                   rule: FleetRule) -> tuple[bool, list[str]]:
+    """(passed, lines): each target's own gate (a target that did not run fails it), then the fleet's rule."""
+    lines: list[str] = []
+    passed: list[str] = []
+    names = [t["name"] for t in fleet_doc.get("meta", {}).get("targets", [])]
+    for t in fleet_doc.get("meta", {}).get("targets", []):
+        report = (t.get("report") or {}).get("json")
+        if t.get("status") != "ran" or not report:
+            lines.append(f"[{t['name']}] gate FAILED: {t['target']} {t.get('status')}: {t.get('reason') or 'no report'}")
+            continue
+        try:
+            doc = load_json(report)
+        except (OSError, ValueError) as e:
+            lines.append(f"[{t['name']}] gate FAILED: cannot read {report}: {e}")
+            continue
+        v = evaluate(doc, gate, None, accept)
+        lines += [f"[{t['name']}] {line}" if i == 0 else line for i, line in enumerate(v.lines())]
+        if v.ok:
+            passed.append(t["name"])
+    unknown = [n for n in rule.targets if n not in names]
+    if rule.targets:
+        ok = not unknown and all(n in passed for n in rule.targets)
+    elif rule.at_least is not None:
+        ok = len(passed) >= rule.at_least
+    else:
+        ok = len(passed) == len(names) and bool(names)
+    head = (f"fleet gate {'PASSED' if ok else 'FAILED'}: {len(passed)} of {len(names)} targets passed "
+            f"({', '.join(passed) or 'none'}); required: {rule.text()}")
+    if unknown:
+        head += f"; not in this fleet: {', '.join(unknown)}"
+    return ok, [head] + lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m reports.gate", description="Fail when a required requirement "
                                  "failed, or was not verified on a profile where it applies.")
     ap.add_argument("--compliance", default=str(DEFAULT_COMPLIANCE), help="compliance.json of the run")
     ap.add_argument("--config", default=str(DEFAULT_CONFIG), help="the gate (default config/gate.yaml)")
     ap.add_argument("--profile", help="judge as this profile (default: the run's)")
+    ap.add_argument("--fleet", help="fleet.json of a fleet run: each target's gate, then the fleet's rule")
+    ap.add_argument("--require", help="fleet: all, a number N (at least N targets) or target names with commas "
+                                      "(default: the gate file's fleet.require, else all)")
     a = ap.parse_args(argv)
+    if a.fleet:
+        return _main_fleet(a)
     try:
         doc = load_json(a.compliance)
     except (OSError, ValueError) as e:
@@ -202,6 +294,23 @@ def main(argv: list[str] | None = None) -> int:
     v = evaluate(doc, gate, a.profile, accept)
     print("\n".join(v.lines()))
     return 0 if v.ok else 1
+
+
+def _main_fleet(a) -> int:
+    try:
+        doc = load_json(a.fleet)
+    except (OSError, ValueError) as e:
+        print(f"gate: cannot read {a.fleet}: {e} (run `make specs-fleet` first)", file=sys.stderr)
+        return 2
+    try:
+        gate, accept = load_gate(a.config), load_deviations(a.config)
+        rule = parse_fleet_rule(a.require) if a.require else load_fleet_rule(a.config)
+    except GateConfigError as e:
+        print(f"gate: {e}", file=sys.stderr)
+        return 2
+    ok, lines = evaluate_fleet(doc, gate, accept, rule)
+    print("\n".join(lines))
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ class Settings:
     install_only: bool = False   # only the install layers: runtime specs are not verified (no GPU needed)
     venv: str | None = None      # the venv path instead of the container entry's vllm_venv
     engine: EngineChoice | None = None   # docker:// only: the container engine, decided once (backends/engine.py)
+    member: str | None = None    # a fleet run: this target's name in the fleet (provisioners/config/fleet.py)
 
     @cached_property
     def parsed_target(self) -> TargetUrl:

@@ -51,6 +51,9 @@ class Step(ABC):
 
     name: str = "step"
     log_path: str | None = None
+    # acts on the machine running pytest whatever the run's target is (the bridge): in a fleet run the
+    # targets' workers converge it one at a time (fixtures/provisioning.py Converger.lock_name)
+    host_wide: bool = False
 
     @abstractmethod
     def check(self, target) -> Observed:

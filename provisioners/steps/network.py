@@ -39,6 +39,8 @@ class Bridge(Step):
     IPv4Network('10.0.3.0/24')
     """
 
+    host_wide = True        # this machine's bridge, whichever container the run drives
+
     def __init__(self, bridge: str = DEFAULT_BRIDGE, gateway: str | ipaddress.IPv4Interface = DEFAULT_GATEWAY,
                  *, host: Backend | None = None, table: str = NAT_TABLE):
         try:
