@@ -164,6 +164,36 @@ def write_fleet(entries: list[dict], *, out_dir: Path | str, run_id: str = "") -
     return write_doc(doc, Path(out_dir))
 
 
+def remerge(doc: dict, base: Path) -> dict:
+    """A fleet document as today's code merges it from its members' reports (their JSON paths are relative to
+    `base` or absolute) and today's catalog; the run's id and time stay. For reports.rerender."""
+    targets = []
+    for t in doc["meta"]["targets"]:
+        report = t.get("report") or None
+        path = Path(report["json"]) if report else None
+        if path is not None and not path.is_absolute():
+            path = base / path
+        if path is not None and path.exists():
+            member = load_json(path)
+        else:                  # a member report that was not kept: its cells as the fleet matrix recorded them
+            member = {"requirements": [{"id": r["id"], **r["targets"][t["name"]]} for r in doc["requirements"]
+                                       if t["name"] in r.get("targets", {})],
+                      "summary": {"total": t.get("summary")}} if report else None
+        targets.append({**t, "doc": member})
+    new = redact_obj(merge(targets, run_id=doc["meta"].get("run_id", ""), rows_from=catalog_rows()))
+    new["meta"]["generated"] = doc["meta"].get("generated", new["meta"]["generated"])
+    return new
+
+
+def fleet_changes(old: dict, new: dict) -> list[str]:
+    """Rows whose worst status, holders or per-target status differ (or are new / gone)."""
+    key = lambda r: (r["status"], r.get("held_by"), {n: c["status"] for n, c in r.get("targets", {}).items()})  # noqa: E731
+    a, b = {r["id"]: r for r in old["requirements"]}, {r["id"]: r for r in new["requirements"]}
+    return ([f"{rid}: new row, {b[rid]['status']}" for rid in b if rid not in a]
+            + [f"{rid}: row gone" for rid in a if rid not in b]
+            + [f"{rid}: {a[rid]['status']} -> {b[rid]['status']}" for rid in a if rid in b and key(a[rid]) != key(b[rid])])
+
+
 def write_doc(doc: dict, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "fleet.json", "md": out / "fleet.md", "html": out / "fleet.html"}

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from provisioners.backends.kinds import kind_of
 from provisioners.core.files import load_json, write_atomic
+from reports import fleet
 from reports.catalog import Catalog, load_catalog, spec_applies
 from reports.compliance import _md, requirement_rows, summarize
 from reports.verdict import PASSED, failure_message
@@ -63,6 +64,12 @@ def reports_under(root: Path) -> list[Path]:
     if root.is_file():
         return [root]
     return sorted(p for p in root.rglob("*compliance*.json") if p.is_file())
+
+
+def fleets_under(root: Path) -> list[Path]:
+    """Every fleet matrix (fleet.json, reports/fleet.py) under root, in a stable order."""
+    root = Path(root)
+    return [root] if root.is_file() and root.name == "fleet.json" else sorted(Path(root).rglob("fleet.json"))
 
 
 def log_beside(path: Path) -> Path | None:
@@ -237,6 +244,16 @@ def main(argv: list[str]) -> int:
             stale += bool(diff)
             if not check:
                 write(path, new)
+        for path in fleets_under(Path(root)):        # after the members: a fleet matrix merges their reports
+            old = load_json(path)
+            new = fleet.remerge(old, path.parent)
+            diff = fleet.fleet_changes(old, new)
+            print(f"{path}: {fleet.summary_line(new)}" + (f"; {len(diff)} row(s) change" if diff else "; unchanged"))
+            for line in diff:
+                print(f"  {line}")
+            stale += bool(diff)
+            if not check:
+                fleet.write_doc(new, path.parent)
     return 1 if check and stale else 0
 
 

@@ -103,3 +103,16 @@ def test_every_tls_spec_needs_the_tls_material_so_tls_off_skips_them_all():
     assert rc == 0 and col.by
     lacking = sorted(name for name, fixtures in col.by.items() if "tls_material" not in fixtures)
     assert not lacking, f"TLS specs that would run with TLS off: {lacking}"
+
+
+FLEETS = rerender.fleets_under(EVIDENCE)
+
+
+@pytest.mark.parametrize("path", FLEETS, ids=[str(p.relative_to(EVIDENCE)) for p in FLEETS])
+def test_committed_fleet_matrix_merges_as_todays_code_merges_it(path: Path):
+    """A fleet matrix is re-merged from its members' committed reports and today's catalog."""
+    from reports import fleet
+    doc = json.loads(path.read_text())
+    stale = fleet.fleet_changes(doc, fleet.remerge(doc, path.parent))
+    assert not stale, (f"{path.relative_to(ROOT)} is stale; run `python -m reports.rerender docs/evidence`:\n"
+                       + "\n".join(stale))
