@@ -16,4 +16,5 @@ pytest_plugins = [
     "fixtures.evidence",
     "fixtures.performance",
     "fixtures.runlock",
+    "fixtures.upgrade",
 ]
