@@ -118,7 +118,8 @@ def _label(v: str) -> str:
 
 
 def _num(v: float) -> str:
-    return repr(float(v)) if not float(v).is_integer() else str(int(v))
+    v = round(float(v), 9)
+    return str(int(v)) if v.is_integer() else repr(v)
 
 
 BENCH_METRICS = (   # (key in the `vllm bench serve` JSON, metric, help, scale)
