@@ -197,3 +197,13 @@ def test_run_once_keeps_the_report_names_drift_and_exits_3(tmp_path, monkeypatch
     prom = (tmp_path / "textfile" / drift.PROM_FILE).read_text()
     assert 'phoenix_drift_requirements{target="lxc://t"} 1' in prom
     assert "id='history'" in (t / "compliance.html").read_text()
+
+
+def test_install_without_systemd_as_pid_1_is_one_line_and_exit_4(tmp_path, capsys):
+    from provisioners.steps.drift_timer import converge_timer
+
+    rc = converge_timer(None, present=True, unit_dir=str(tmp_path), ledger_path=str(tmp_path / "l.json"),
+                        systemd_mark=str(tmp_path / "no-systemd"))
+    err = capsys.readouterr().err
+    assert rc == 4 and "systemd is not PID 1 on this machine" in err and err.count("\n") == 1
+    assert not list(tmp_path.glob("*.timer"))

@@ -150,3 +150,17 @@ def test_pct_command_lines_are_ones_real_pct_accepts():
     assert ["pct", "delsnapshot", "921", "phoenix-20261206t171800"] in rec.lines
     with pytest.raises(pve_schema.SchemaError):
         pve_schema.parse_cli("rollback", ["921", "1bad"])
+
+
+def test_a_snapshot_that_fails_stops_the_change_and_is_said():
+    from provisioners.core.errors import ProvisionError
+
+    class NoSnapshots(FakeDriver):
+        def snapshot(self, ctid, name, log_path=None):
+            raise ProvisionError("pct snapshot 921 phoenix-r failed (exit 255): snapshot feature is not available")
+
+    g = guard(NoSnapshots())
+    with pytest.raises(ProvisionError):
+        g.before_change("vllm", "pin")
+    rec = g.finish(True, "layer vllm failed", [])
+    assert rec["outcome"] == "snapshot failed" and "nothing was changed" in upgrade_text(rec)

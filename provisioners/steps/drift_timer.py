@@ -108,9 +108,19 @@ class DriftTimer(Step):
             self._must(["systemctl", "daemon-reload"])
 
 
-def converge_timer(config_path: str | None, *, present: bool, unit_dir: str, ledger_path: str | None) -> int:
+SYSTEMD_MARK = "/run/systemd/system"      # exists only when systemd is PID 1 (sd_booted(3))
+
+
+def converge_timer(config_path: str | None, *, present: bool, unit_dir: str, ledger_path: str | None,
+                   systemd_mark: str = SYSTEMD_MARK) -> int:
     """`python -m reports.drift install|uninstall`: converge the units, record the step, print one line."""
     import sys
+
+    if not Path(systemd_mark).is_dir():
+        print(f"phoenix-drift: systemd is not PID 1 on this machine ({systemd_mark} is missing), so there is no timer "
+              f"to install; run `python -m reports.drift run` from the scheduler this machine has (exit 4)",
+              file=sys.stderr)
+        return 4
 
     from provisioners.config.phoenix import load_config
     from provisioners.config.settings import DEFAULT_CONFIG, REPO_ROOT

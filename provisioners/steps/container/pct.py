@@ -349,8 +349,11 @@ class PctDriver(ContainerDriver):
         r = self._run(["pct", "snapshot", str(ctid), name, "--description", "phoenix: before a change"],
                       log_path=log_path, timeout=3600)
         if r.failed:
-            raise ProvisionError(f"pct snapshot {ctid} {name} failed (exit {r.rc}): "
-                                 f"{(r.stderr or r.stdout).strip().splitlines()[-1:] or ['no output']}",
+            last = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
+            hint = ("; the CT's storage has no snapshots (dir, lvm): --no-snapshot changes it without one"
+                    if "snapshot feature is not available" in (r.stderr or "") else "")
+            raise ProvisionError(f"pct snapshot {ctid} {name} failed (exit {r.rc}): {last[0]}{hint}; nothing was "
+                                 f"changed",
                                  argv=r.argv, rc=r.rc, stderr=r.stderr or r.stdout, log_path=r.log_path)
         return name
 

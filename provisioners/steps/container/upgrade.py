@@ -64,7 +64,11 @@ class UpgradeGuard:
             return
         t0 = time.monotonic()
         emit(f"{self.label}: snapshot before {step} changes it ({reason[:120]})")
-        self.snapshot = self.driver.snapshot(self.ctid, snapshot_name(self.run_id), self.log_path)
+        try:
+            self.snapshot = self.driver.snapshot(self.ctid, snapshot_name(self.run_id), self.log_path)
+        except ProvisionError as exc:
+            self.record.update(outcome="snapshot failed", note=str(exc)[:500])
+            raise
         self.record.update(snapshot=self.snapshot, snapshot_s=round(time.monotonic() - t0, 1), outcome="pending")
         emit(f"{self.label}: snapshot {self.snapshot} taken in {self.record['snapshot_s']} s")
 
@@ -77,6 +81,8 @@ class UpgradeGuard:
         if not self.record:
             return {}
         self.record["changes"] = list(changes or [])
+        if self.record.get("outcome") == "snapshot failed":
+            return self.record
         if self.snapshot is None:
             if failed:
                 self.record["failure"] = failure[:500]
@@ -124,6 +130,9 @@ def upgrade_text(u: dict) -> str:
     head = f"{u.get('container', 'the container')} was changed by this run (first: {first.get('step')}: " \
            f"{first.get('reason', '')})"
     out = u.get("outcome")
+    if out == "snapshot failed":
+        return f"{u.get('container', 'the container')}: the snapshot before the first change failed, so nothing " \
+               f"was changed: {u.get('note', '')}"
     if out == "no snapshot":
         return f"{head}, {u.get('note', 'without a snapshot')}."
     snap = f"after snapshot {u.get('snapshot')} ({u.get('snapshot_s')} s)"
