@@ -140,7 +140,7 @@ def _md(rows, summary, meta) -> str:
     if meta.get("upgrade"):
         from provisioners.steps.container.upgrade import upgrade_text
 
-        lines += [f"> **Change under a snapshot:** {upgrade_text(meta['upgrade'])}", ""]
+        lines += [f"> **Change to an existing container:** {upgrade_text(meta['upgrade'])}", ""]
     if meta.get("service"):
         svc = meta["service"]
         lines += [f"The service answers at `{svc['endpoint']}`"

@@ -576,7 +576,7 @@ def run_notes(meta: dict) -> str:
         from provisioners.steps.container.upgrade import upgrade_text
 
         cls = " interrupted" if str(up.get("outcome", "")).startswith(("rolled back", "rollback")) else ""
-        out.append(f"<p class='run-note{cls}' id='upgrade'><b>Change under a snapshot</b> {esc(upgrade_text(up))}</p>")
+        out.append(f"<p class='run-note{cls}' id='upgrade'><b>Change to an existing container</b> {esc(upgrade_text(up))}</p>")
     svc = meta.get("service")
     if svc:
         ca = f" · CA file <code>{esc(svc['ca_file'])}</code>" if svc.get("ca_file") else ""
