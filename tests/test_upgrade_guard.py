@@ -266,3 +266,14 @@ def test_lxc_snapshot_stops_the_container_and_the_rollback_keeps_its_name_and_ma
     assert f"{tmp_path}/c1/rootfs" in conf and "/snaps/" not in conf
     assert (tmp_path / "c1" / "rootfs" / "etc" / "hostname").read_text() == "Template-VLLM-FP8\n"
     assert host.running
+
+
+def test_lxc_snapshots_are_ordered_by_time_not_by_number(tmp_path):
+    """Seen on phoenix-921: after snap0 and snap1 were removed, the next snapshot was snap0 again while snap2 was
+    older; by number the retention rule would have removed the newest."""
+    from provisioners.steps.container import LxcDriver
+
+    host = LxcHostRecorder(tmp_path)
+    host.run = lambda argv, **kw: CommandResult(argv, 0, "snap0 (/var/lib/lxc/c1/snaps) 2026:12:06 18:32:56\n"
+                                                "snap2 (/var/lib/lxc/c1/snaps) 2026:12:06 18:17:48\n", "", 0.0)
+    assert LxcDriver(names={"921": "c1"}, host=host, lxcpath=str(tmp_path)).snapshots("921") == ["snap2", "snap0"]

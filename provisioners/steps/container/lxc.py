@@ -404,9 +404,11 @@ shift(root)
     # and writes its LXC name into lxc.uts.name and /etc/hostname, so the snapshot's own config and
     # /etc/hostname are put back after it.
     def snapshots(self, ctid: str) -> list[str]:
+        """Oldest first, by the time `lxc-snapshot -L` prints (`snap0 (PATH) 2026:12:06 18:32:56`): LXC gives a new
+        snapshot the lowest free snapN, so after a removal a newer snapshot can have a lower number."""
         r = self.host.run(["lxc-snapshot", "-n", self.name_for(ctid), *self._p(), "-L"])
-        names = [ln.split()[0] for ln in r.stdout.splitlines() if ln.strip() and ln.split()[0].startswith("snap")]
-        return sorted(names, key=lambda n: int(n[4:]) if n[4:].isdigit() else -1)
+        rows = [ln.split() for ln in r.stdout.splitlines() if ln.strip() and ln.split()[0].startswith("snap")]
+        return [w[0] for w in sorted(rows, key=lambda w: (" ".join(w[-2:]), w[0]))]
 
     def _stop(self, name: str, log_path: str | None) -> bool:
         if self.facts.state(name) != "RUNNING":
