@@ -10,7 +10,8 @@ SPECS_ARGS ?=
 ## System python3, before the venv exists (the venv itself needs python3-venv).
 HOST    := $(PY) -m provisioners.steps.host
 
-.PHONY: venv specs specs-lxc specs-fleet specs-fleet-measure gate-fleet audit lint test catalog report gate clean source-build-cpu cuda-configure device-bundle install-blackwell device-bundle-blackwell
+.PHONY: venv specs specs-lxc specs-fleet specs-fleet-measure gate-fleet audit lint test catalog report gate clean source-build-cpu cuda-configure device-bundle install-blackwell \
+        device-bundle-blackwell drift-install drift-uninstall drift-run
 
 # an existing venv (or a link to one) is updated in place, not created again
 $(BIN)/python: requirements.txt
@@ -119,6 +120,20 @@ audit:
 	$(HOST) --for local --audit
 	@$(MAKE) --no-print-directory venv
 	$(PYTEST) specs/ --audit --alluredir=$(ALLURE) $(SPECS_ARGS)
+
+## The drift watch (reports/drift.py): a systemd timer on this machine audits the config's `drift.targets` every
+## `drift.interval_min` minutes, keeps each run under `drift.out_dir`/<target>/history/, names drift (exit 3, the
+## journal, drift.md) and writes Prometheus text for node_exporter's textfile collector. Needs systemd as PID 1.
+CONFIG ?= config/phoenix_lxc_configs.json
+drift-install: venv
+	$(BIN)/python -m reports.drift install --config $(CONFIG)
+
+drift-uninstall: venv
+	$(BIN)/python -m reports.drift uninstall --config $(CONFIG)
+
+## One drift run now, in the foreground (what the timer's service runs).
+drift-run: venv
+	$(BIN)/python -m reports.drift run --config $(CONFIG)
 
 ## Lint once, with the settings in pyproject.toml (ruff).
 lint: venv

@@ -17,4 +17,5 @@ pytest_plugins = [
     "fixtures.performance",
     "fixtures.runlock",
     "fixtures.fleet",
+    "fixtures.upgrade",
 ]

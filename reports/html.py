@@ -159,6 +159,46 @@ def _pill(status: str) -> str:
     return f"<span class='pill {slug(status)}'>{esc(status)}</span>"
 
 
+HISTORY_RUNS = 40            # the history view shows at most the newest runs
+
+
+def collect_history(out_dir: Path) -> list[tuple[str, dict]]:
+    """(run name, {id: status}) of the runs the drift watch kept in <out_dir>/history/, oldest first."""
+    hist = out_dir / "history"
+    runs = []
+    for p in sorted(hist.glob("*.json"))[-HISTORY_RUNS:] if hist.is_dir() else []:
+        try:
+            doc = load_json(p)
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("requirements"), list):
+            runs.append((p.stem, {r["id"]: r["status"] for r in doc["requirements"] if "id" in r}))
+    return runs
+
+
+def _history_section(rows: list[dict], runs: list[tuple[str, dict]]) -> str:
+    """Each requirement's status over the kept runs (newest right); rows whose status changed come first."""
+    if not runs:
+        return ""
+    ids = [r["id"] for r in rows] or sorted({i for _, st in runs for i in st})
+    changed = [i for i in ids if len({st.get(i) for _, st in runs}) > 1]
+    steady = [i for i in ids if i not in changed]
+    head = "".join(f"<th title='{esc(n)}'>{esc(n[4:6] + '-' + n[6:8] + ' ' + n[9:11] + ':' + n[11:13])}</th>"
+                   for n, _ in runs)
+
+    def line(i: str) -> str:
+        cells = "".join(f"<td class='h {slug(st.get(i) or 'absent')}' title='{esc(n)}: {esc(st.get(i) or 'absent')}'>"
+                        f"{esc((st.get(i) or '-')[:1].upper())}</td>" for n, st in runs)
+        return f"<tr><td><a href='#{esc(i)}'>{esc(i)}</a></td>{cells}</tr>"
+
+    body = "".join(line(i) for i in changed + steady)
+    return (f"<section class='history' id='history'><h2>History <small class='muted'>{len(runs)} kept runs, "
+            f"{len(changed)} requirement(s) changed status</small></h2><details{' open' if changed else ''}>"
+            f"<summary>each requirement's status per run (P passed, F failed, N not verified, D deviation, "
+            f"S scope, C conflict)</summary><div class='histwrap'><table class='hist'><tr><th>id</th>{head}</tr>"
+            f"{body}</table></div></details></section>")
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.1f}"
@@ -370,6 +410,9 @@ h1{font-size:26px;margin:0 0 4px}h2{font-size:19px;margin:34px 0 8px}h3{font-siz
 .cards{display:flex;flex-wrap:wrap;gap:10px;margin:10px 0 14px}
 .card{display:block;min-width:120px;padding:10px 14px;border:1px solid var(--line);border-radius:10px;background:var(--panel);color:var(--fg)}
 a.card:hover{text-decoration:none;border-color:var(--accent)}
+.histwrap{overflow-x:auto}table.hist td.h{text-align:center;font-size:11px;min-width:26px}
+td.h.passed{background:var(--pass-bg);color:var(--pass)}td.h.failed{background:var(--fail-bg);color:var(--fail)}
+td.h.not-verified{background:var(--nv-bg);color:var(--nv)}td.h.deviation{background:var(--dev-bg);color:var(--dev)}
 .card .num{font-size:22px;font-weight:650;font-variant-numeric:tabular-nums}.card.big .num{font-size:30px}
 .card .lbl{color:var(--muted);font-size:12px}.unit{font-size:11px}
 .card.passed .num{color:var(--pass)}.card.failed .num{color:var(--fail)}.card.not-verified .num{color:var(--nv)}
@@ -528,6 +571,12 @@ def run_notes(meta: dict) -> str:
     stop = meta.get("interrupted")
     if stop:
         out.append(f"<p class='run-note interrupted' id='interrupted'><b>INTERRUPTED</b> {esc(interrupted_text(stop))}</p>")
+    up = meta.get("upgrade")
+    if up:
+        from provisioners.steps.container.upgrade import upgrade_text
+
+        cls = " interrupted" if str(up.get("outcome", "")).startswith(("rolled back", "rollback")) else ""
+        out.append(f"<p class='run-note{cls}' id='upgrade'><b>Change to an existing container</b> {esc(upgrade_text(up))}</p>")
     svc = meta.get("service")
     if svc:
         ca = f" · CA file <code>{esc(svc['ca_file'])}</code>" if svc.get("ca_file") else ""
@@ -604,6 +653,7 @@ def render_html(doc: dict, *, out_dir: Path | str | None = None, evidence_dir: P
 {_attention(rows)}
 {f"<details class='env'><summary>environment</summary><table>{env_rows}</table></details>" if env_rows else ""}
 {_bench_section(bench, run_plots, committed, out_dir)}
+{_history_section(rows, collect_history(out_dir))}
 {_toolbar(rows, summary)}
 {_documents(rows, summary, blob, out_dir, required)}
 <div id="empty" hidden>No requirement matches these filters. <a href="#status=all">Show all</a></div>

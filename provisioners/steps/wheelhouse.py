@@ -1,7 +1,7 @@
 """Fill a wheelhouse for a profile: every wheel `pip install` of the profile's torch and vLLM needs,
 for `--wheelhouse DIR` on hosts (or containers) with no package index.
 
-    python -m provisioners.steps.wheelhouse --profile cpu --dest .state/wheelhouse [--python-version 3.11]
+    python -m provisioners.steps.wheelhouse --profile cpu --dest .state/wheelhouse [--vllm-version 0.31.0]
 
 Runs `pip download` on this machine with this machine's pip configuration (here that is what
 finds the CPU build of torch). Idempotent: wheels already in DEST are not downloaded again.
@@ -25,9 +25,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", required=True)
     ap.add_argument("--dest", required=True)
+    ap.add_argument("--vllm-version", default=None, help="another vLLM release than the profile's pin (an upgrade)")
     args = ap.parse_args(argv)
     try:
         profile = load_profile(args.profile)
+        if args.vllm_version:
+            from provisioners.config.phoenix import with_vllm_version
+
+            profile = with_vllm_version(profile, args.vllm_version)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -41,7 +41,8 @@ def main(extra: list[str]) -> int:
     layout = Layout.for_target(uid=os.getuid(), home=os.path.expanduser("~"), venv=ct.vllm_venv, model_dir=MODEL)
     target = Target.from_url("local://")
     model_step(layout, "dummy-config", MODEL, architecture=LLAMA_32_3B).converge(target)
-    serving = Serving(layout, engine, dict(profile.service.env), startup_timeout=480)
+    serving = Serving(layout, engine, dict(profile.service.env), startup_timeout=480,
+                      release=f"{profile.vllm.package} {profile.vllm.version}")
     unit = serving.unit(sampler=True)
     svc = serving.service(target, unit, supervisor=True)
     res: dict = {"argv": list(unit.exec_argv), "env": dict(unit.env)}

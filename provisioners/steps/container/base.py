@@ -122,6 +122,26 @@ class ContainerDriver(ABC):
     def fingerprint(self, ctid: str) -> str | None:
         """A digest of what the host holds for `ctid` (config + status), None when absent."""
 
+    # -- snapshots (changes to an existing container are made after one: provisioners/steps/container/upgrade.py)
+    def snapshots(self, ctid: str) -> list[str]:
+        """The container's snapshot names, oldest first."""
+        raise NotImplementedError(f"{self.label(ctid)}: this driver takes no snapshots")
+
+    def snapshot(self, ctid: str, name: str, log_path: str | None = None) -> str:
+        """Take a snapshot; returns its name (the host may choose it: lxc-snapshot names them snapN)."""
+        raise NotImplementedError(f"{self.label(ctid)}: this driver takes no snapshots")
+
+    def rollback(self, ctid: str, name: str, log_path: str | None = None) -> None:
+        """Put the container back to the snapshot and start it; returns when systemd inside is up."""
+        raise NotImplementedError(f"{self.label(ctid)}: this driver takes no snapshots")
+
+    def delete_snapshot(self, ctid: str, name: str, log_path: str | None = None) -> None:
+        raise NotImplementedError(f"{self.label(ctid)}: this driver takes no snapshots")
+
+    def snapshot_owner(self, ctid: str, name: str) -> str | None:
+        """"phoenix" for a snapshot this suite took (the retention rule removes only those)."""
+        return "phoenix" if name.startswith("phoenix-") else None
+
     def nvidia_majors(self) -> set[str]:
         """Majors that mark an allow line as NVIDIA: 195, 509 and whatever the host lists as nvidia*."""
         if not hasattr(self, "_nv_majors"):

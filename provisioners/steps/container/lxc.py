@@ -398,6 +398,74 @@ shift(root)
                 continue
             _must(self.host.run(["lxc-cgroup", "-n", name, *self._p(), key, value]), f"lxc-cgroup {name} {key}")
 
+    # -- snapshots -----------------------------------------------------------------------
+    # lxc-snapshot (LXC 5.0) of a directory-backed container copies the rootfs and refuses a running
+    # container (exit 1, measured); the restore (-r) is a clone back, which gives the container a new MAC
+    # and writes its LXC name into lxc.uts.name and /etc/hostname, so the snapshot's own config and
+    # /etc/hostname are put back after it.
+    def snapshots(self, ctid: str) -> list[str]:
+        """Oldest first, by the time `lxc-snapshot -L` prints (`snap0 (PATH) 2026:12:06 18:32:56`): LXC gives a new
+        snapshot the lowest free snapN, so after a removal a newer snapshot can have a lower number."""
+        r = self.host.run(["lxc-snapshot", "-n", self.name_for(ctid), *self._p(), "-L"])
+        rows = [ln.split() for ln in r.stdout.splitlines() if ln.strip() and ln.split()[0].startswith("snap")]
+        return [w[0] for w in sorted(rows, key=lambda w: (" ".join(w[-2:]), w[0]))]
+
+    def _stop(self, name: str, log_path: str | None) -> bool:
+        if self.facts.state(name) != "RUNNING":
+            return False
+        _must(self.host.run(["lxc-stop", "-n", name, *self._p(), "-t", "60"], log_path=log_path), f"lxc-stop {name}")
+        return True
+
+    def _start(self, ctid: str, log_path: str | None) -> None:
+        name = self.name_for(ctid)
+        _must(self.host.run(["lxc-start", "-n", name, *self._p()], log_path=log_path), f"lxc-start {name}")
+        _must(self.host.run(["lxc-wait", "-n", name, *self._p(), "-s", "RUNNING", "-t", "30"]), f"lxc-wait {name}")
+        self._wait(ctid, self._attach(ctid), True)
+
+    def snapshot(self, ctid: str, name: str, log_path: str | None = None) -> str:
+        ct = self.name_for(ctid)
+        before = set(self.snapshots(ctid))
+        was_running = self._stop(ct, log_path)
+        comment = self.host.run(["mktemp"]).stdout.strip()
+        try:
+            self.host.put(comment, f"{name}\n".encode(), 0o600)
+            _must(self.host.run(["lxc-snapshot", "-n", ct, *self._p(), "-c", comment], log_path=log_path,
+                                timeout=3600, progress=f"lxc-snapshot {ct}"), f"lxc-snapshot {ct}")
+        finally:
+            self.host.run(["rm", "-f", comment])
+            if was_running:
+                self._start(ctid, log_path)
+        new = [s for s in self.snapshots(ctid) if s not in before]
+        if not new:
+            raise ProvisionError(f"lxc-snapshot {ct} returned 0 but `lxc-snapshot -L` lists no new snapshot")
+        return new[-1]
+
+    def rollback(self, ctid: str, name: str, log_path: str | None = None) -> None:
+        ct = self.name_for(ctid)
+        snapdir = f"{self.lxcpath}/{ct}/snaps/{name}"
+        conf = (self.host.get(f"{snapdir}/config") or b"").decode()
+        hostname = self.host.get(f"{snapdir}/rootfs/etc/hostname")
+        self._stop(ct, log_path)
+        _must(self.host.run(["lxc-snapshot", "-n", ct, *self._p(), "-r", name], log_path=log_path, timeout=3600,
+                            progress=f"lxc-snapshot -r {name} {ct}"), f"lxc-snapshot -r {name} {ct}")
+        if conf:
+            fixed = conf.replace(f"{snapdir}/rootfs", f"{self.lxcpath}/{ct}/rootfs")
+            _must(self.host.put(self.facts.config_path(ct), fixed.encode(), 0o640), f"write {ct}'s config back")
+        if hostname is not None:
+            path = f"{self.facts.rootfs(ct)}/etc/hostname"
+            _must(self.host.run(["cp", "-a", f"{snapdir}/rootfs/etc/hostname", path]), f"put {path} back")
+        self._start(ctid, log_path)
+
+    def snapshot_owner(self, ctid: str, name: str) -> str | None:
+        """lxc-snapshot names snapshots snapN; the suite's carry `phoenix-<run>` as their comment."""
+        comment = self.host.get(f"{self.lxcpath}/{self.name_for(ctid)}/snaps/{name}/comment") or b""
+        return "phoenix" if comment.decode(errors="replace").startswith("phoenix-") else None
+
+    def delete_snapshot(self, ctid: str, name: str, log_path: str | None = None) -> None:
+        ct = self.name_for(ctid)
+        _must(self.host.run(["lxc-snapshot", "-n", ct, *self._p(), "-d", name], log_path=log_path, timeout=1800),
+              f"lxc-snapshot -d {name} {ct}")
+
     def fingerprint(self, ctid: str) -> str | None:
         name = self.name_for(ctid)
         text = self.facts.config_text(name)

@@ -353,6 +353,41 @@ class PctDriver(ContainerDriver):
               f"add GPU passthrough lines to {path}")
         return True
 
+    # -- snapshots (docs/PCT.md: pct snapshot / rollback / delsnapshot / listsnapshot) ---------------------
+    def snapshots(self, ctid: str) -> list[str]:
+        """`pct listsnapshot` prints a tree (`-> name  time  description`); `current` is where the CT is."""
+        r = self._run(["pct", "listsnapshot", str(ctid)])
+        names = []
+        for line in r.stdout.splitlines():
+            words = line.replace("`->", " ").replace("->", " ").split()
+            if words and words[0] != "current":
+                names.append(words[0])
+        return names
+
+    def snapshot(self, ctid: str, name: str, log_path: str | None = None) -> str:
+        # a running CT is frozen for the snapshot (pve-container src/PVE/LXC/Config.pm:__snapshot_freeze), not stopped
+        r = self._run(["pct", "snapshot", str(ctid), name, "--description", "phoenix: before a change"],
+                      log_path=log_path, timeout=3600)
+        if r.failed:
+            last = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
+            hint = ("; the CT's storage has no snapshots (dir, lvm): --no-snapshot changes it without one"
+                    if "snapshot feature is not available" in (r.stderr or "") else "")
+            raise ProvisionError(f"pct snapshot {ctid} {name} failed (exit {r.rc}): {last[0]}{hint}; nothing was "
+                                 f"changed",
+                                 argv=r.argv, rc=r.rc, stderr=r.stderr or r.stdout, log_path=r.log_path)
+        return name
+
+    def rollback(self, ctid: str, name: str, log_path: str | None = None) -> None:
+        # pct rollback stops a running CT first (pve-container src/PVE/LXC/Config.pm:278) and starts it again
+        # only with --start (src/PVE/API2/LXC/Snapshot.pm:281)
+        _must(self._run(["pct", "rollback", str(ctid), name, "--start", "1"], log_path=log_path, timeout=3600),
+              f"pct rollback {ctid} {name}")
+        self._wait(ctid, self._exec(ctid), True)
+
+    def delete_snapshot(self, ctid: str, name: str, log_path: str | None = None) -> None:
+        _must(self._run(["pct", "delsnapshot", str(ctid), name], log_path=log_path, timeout=1800),
+              f"pct delsnapshot {ctid} {name}")
+
     def fingerprint(self, ctid: str) -> str | None:
         status = self.facts.status(ctid)
         if status is None:
