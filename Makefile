@@ -126,10 +126,10 @@ audit:
 ## journal, drift.md) and writes Prometheus text for node_exporter's textfile collector. Needs systemd as PID 1.
 CONFIG ?= config/phoenix_lxc_configs.json
 drift-install: venv
-	$(BIN)/python -m reports.drift install --config $(CONFIG)
+	$(BIN)/python -m provisioners.steps.drift_timer install --config $(CONFIG)
 
 drift-uninstall: venv
-	$(BIN)/python -m reports.drift uninstall --config $(CONFIG)
+	$(BIN)/python -m provisioners.steps.drift_timer uninstall --config $(CONFIG)
 
 ## One drift run now, in the foreground (what the timer's service runs).
 drift-run: venv

@@ -158,7 +158,7 @@ def _md(rows, summary, meta) -> str:
     if meta.get("interrupted"):
         lines += [f"> **INTERRUPTED** {interrupted_text(meta['interrupted'])}", ""]
     if meta.get("upgrade"):
-        from provisioners.steps.container.upgrade import upgrade_text
+        from reports.upgrade import upgrade_text
 
         lines += [f"> **Change to an existing container:** {upgrade_text(meta['upgrade'])}", ""]
     if meta.get("service"):

@@ -1,8 +1,7 @@
 """The drift watch: the configured targets audited on a schedule, each run kept, drift named.
 
     python -m reports.drift run [--config FILE]        # audit every `drift.targets` entry once (the timer's job)
-    python -m reports.drift install [--config FILE]    # the systemd timer + service on this machine (idempotent)
-    python -m reports.drift uninstall [--config FILE]
+    python -m provisioners.steps.drift_timer install|uninstall [--config FILE]   # the timer + service (idempotent)
     python -m reports.drift metrics --out DIR          # print the Prometheus text of DIR's last run
 
 One run per target is `pytest specs/ --audit --target URL --profile P` (it changes nothing) with its report in
@@ -271,25 +270,16 @@ def rerender_with_history(out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m reports.drift", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("run", "install", "uninstall"):
-        p = sub.add_parser(name)
-        p.add_argument("--config", default=None)
-        if name != "run":
-            p.add_argument("--unit-dir", default="/etc/systemd/system")
-            p.add_argument("--ledger", default=None)
+    p = sub.add_parser("run")
+    p.add_argument("--config", default=None)
     m = sub.add_parser("metrics")
     m.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     try:
         if args.cmd == "run":
             return run_once(args.config)
-        if args.cmd == "metrics":
-            print(Path(args.out, PROM_FILE).read_text(), end="")
-            return 0
-        from provisioners.steps.drift_timer import converge_timer
-
-        return converge_timer(args.config, present=args.cmd == "install", unit_dir=args.unit_dir,
-                              ledger_path=args.ledger)
+        print(Path(args.out, PROM_FILE).read_text(), end="")
+        return 0
     except ConfigError as exc:
         print(f"phoenix-drift: {exc} (exit 4)", file=sys.stderr)
         return 4

@@ -573,7 +573,7 @@ def run_notes(meta: dict) -> str:
         out.append(f"<p class='run-note interrupted' id='interrupted'><b>INTERRUPTED</b> {esc(interrupted_text(stop))}</p>")
     up = meta.get("upgrade")
     if up:
-        from provisioners.steps.container.upgrade import upgrade_text
+        from reports.upgrade import upgrade_text
 
         cls = " interrupted" if str(up.get("outcome", "")).startswith(("rolled back", "rollback")) else ""
         out.append(f"<p class='run-note{cls}' id='upgrade'><b>Change to an existing container</b> {esc(upgrade_text(up))}</p>")

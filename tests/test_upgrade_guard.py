@@ -13,7 +13,8 @@ from provisioners.backends.base import CommandResult
 from provisioners.config.settings import REPO_ROOT
 from provisioners.steps.container import PctDriver
 from provisioners.steps.container.base import ContainerDriver
-from provisioners.steps.container.upgrade import UpgradeGuard, snapshot_name, upgrade_text
+from provisioners.steps.container.upgrade import UpgradeGuard, snapshot_name
+from reports.upgrade import upgrade_text
 
 sys.path.insert(0, str(REPO_ROOT / "tests" / "pct_standin"))
 import pve_schema  # noqa: E402

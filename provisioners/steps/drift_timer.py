@@ -113,7 +113,8 @@ SYSTEMD_MARK = "/run/systemd/system"      # exists only when systemd is PID 1 (s
 
 def converge_timer(config_path: str | None, *, present: bool, unit_dir: str, ledger_path: str | None,
                    systemd_mark: str = SYSTEMD_MARK) -> int:
-    """`python -m reports.drift install|uninstall`: converge the units, record the step, print one line."""
+    """`python -m provisioners.steps.drift_timer install|uninstall`: converge the units, record the step, print
+    one line."""
     import sys
 
     if not Path(systemd_mark).is_dir():
@@ -145,3 +146,28 @@ def converge_timer(config_path: str | None, *, present: bool, unit_dir: str, led
     print(f"phoenix-drift: {step.timer} {where}: {result.status}; `journalctl -u {cfg.drift.unit_name}.service` "
           f"shows the runs")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from provisioners.core.errors import ConfigError
+
+    ap = argparse.ArgumentParser(prog="python -m provisioners.steps.drift_timer",
+                                 description="install or remove the drift watch's systemd timer and service")
+    ap.add_argument("cmd", choices=("install", "uninstall"))
+    ap.add_argument("--config", default=None)
+    ap.add_argument("--unit-dir", default="/etc/systemd/system")
+    ap.add_argument("--ledger", default=None)
+    args = ap.parse_args(argv)
+    try:
+        return converge_timer(args.config, present=args.cmd == "install", unit_dir=args.unit_dir,
+                              ledger_path=args.ledger)
+    except ConfigError as exc:
+        import sys
+        print(f"phoenix-drift: {exc} (exit 4)", file=sys.stderr)
+        return 4
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
