@@ -7,12 +7,12 @@ are "not verified". The full build is not run: the report says so (docs/evidence
 """
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from provisioners.core.files import load_json
 from provisioners.facts.cuda_build import read_build_dir
 
 pytestmark = pytest.mark.layer("vllm")
@@ -36,7 +36,7 @@ def cuda_configure(request) -> dict:
         pytest.skip("not verified: no build folder of vLLM's CUDA configure was given (make cuda-configure, "
                     "--cuda-configure DIR)")
     summary = Path(d, "phoenix-configure.json")
-    return {"dir": d, "build": read_build_dir(d), "run": json.loads(summary.read_text()) if summary.exists() else {}}
+    return {"dir": d, "build": read_build_dir(d), "run": load_json(summary) if summary.exists() else {}}
 
 
 @pytest.mark.req("R000-S3.3-cuda-configure-sm120")
