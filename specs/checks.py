@@ -221,7 +221,8 @@ def pip_check_clean(result: Mapping, only: str | None = None) -> str | None:
         return None
     if only is not None and result.get("rc") == 1 and not pip_unmet(result, only):
         return None
-    lines = [u[2] for u in pip_unmet(result, only)] if only is not None else result.get("lines")
+    scoped = only is not None and result.get("rc") == 1
+    lines = [u[2] for u in pip_unmet(result, only)] if scoped else result.get("lines")
     return f"pip check (exit {result.get('rc')}): " + "; ".join(lines or ["no output"])
 
 
@@ -236,8 +237,10 @@ def pip_check_deviation(result: Mapping, expect, why: str, *, only: str | None =
     declares for the spec's ids (a substitute whose value lists the names, e.g. kernels an offline wheelhouse
     leaves out on purpose); else AssertionError(why), pip's own lines."""
     __tracebackhide__ = True
+    from provisioners.facts.pins import PipCheck
     unmet = ", ".join(sorted({u[1] for u in pip_unmet(result, only)}))
-    if not unmet or result.get("rc") != 1:
+    unread = [ln for ln in result.get("lines") or [] if PipCheck.unmet(ln) is None]
+    if not unmet or result.get("rc") != 1 or unread:          # a line it cannot read is never a deviation
         raise AssertionError(why)
     try:
         expect(None, unmet, document="none", what="pip check's unmet requirements", compare=names_within)

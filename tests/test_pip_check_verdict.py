@@ -73,3 +73,9 @@ def test_pip_that_did_not_run_fails():
 
 def test_every_h100_line_parses():
     assert all(PipCheck.unmet(ln) for ln in H100)
+
+
+def test_a_line_the_check_cannot_read_is_never_a_deviation():
+    odd = "somepkg 1.0 wants a new kind of thing pip never printed before."
+    with pytest.raises(AssertionError, match="new kind of thing"):
+        verdict({"ok": False, "rc": 1, "lines": H100 + [odd]}, expect_for("gpu-hopper", []))

@@ -11,9 +11,8 @@ for 2.8.0. So the pin is read from the wheel's own metadata, never written down 
 """
 from __future__ import annotations
 
-import re
-
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
