@@ -224,6 +224,10 @@ def write(path: Path, doc: dict) -> None:
     md = path.with_suffix(".md")
     if md.exists() and "summary" in doc:
         write_atomic(md, _md(doc["requirements"], doc["summary"], doc["meta"]))
+    html = path.with_suffix(".html")
+    if html.exists() and "summary" in doc:          # the page beside it, from the same rows (and its history/)
+        from reports.html import render_html
+        write_atomic(html, render_html(doc, out_dir=path.parent))
 
 
 def main(argv: list[str]) -> int:
