@@ -77,6 +77,19 @@ def _status(req, specs: list[dict]) -> tuple[str, str, list[dict]]:
     return PASSED, "", devs
 
 
+def unique_evidence(entries) -> list[dict]:
+    """Each piece of evidence once, in the order first attached: specs of one requirement that share a failure
+    attach the same log tail, and a row kept every copy (one GPU report held 1,623 entries for one id)."""
+    seen: set[str] = set()
+    out = []
+    for e in entries:
+        key = json.dumps(e, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            out.append(e)
+    return out
+
+
 def _spec_entry(s: dict) -> dict:
     """A spec as its rows keep it: enough to aggregate the verdicts again (reports/rerender.py)."""
     e = {"nodeid": s["nodeid"], "outcome": s["outcome"], "duration": round(s.get("duration", 0.0), 3),
@@ -120,7 +133,7 @@ def requirement_rows(outcomes: list[dict], catalog: Catalog, *, profile: str | N
             "targets": list(req.targets), "honoured_by": req.honoured_by, "superseded_by": req.superseded_by,
             "status": status, "reason": reason,
             "specs": [_spec_entry(s) for s in specs],
-            "evidence": [e for s in specs for e in s.get("evidence", [])],
+            "evidence": unique_evidence(e for s in specs for e in s.get("evidence", [])),
         }
         if devs:
             row["deviations"] = devs

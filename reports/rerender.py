@@ -35,7 +35,7 @@ from provisioners.backends.kinds import kind_of
 from provisioners.core.files import load_json, write_atomic
 from reports import fleet
 from reports.catalog import Catalog, load_catalog, spec_applies
-from reports.compliance import _md, requirement_rows, summarize
+from reports.compliance import _md, requirement_rows, summarize, unique_evidence
 from reports.verdict import PASSED, failure_message
 
 NOTE = ("statuses re-rendered by `python -m reports.rerender` from this run's spec outcomes with today's "
@@ -195,7 +195,7 @@ def rerender(doc: dict, *, log: Path | None = None, catalog: Catalog | None = No
     for r in rows:
         b = before.get(r["id"])
         if b is not None and [s["nodeid"] for s in b.get("specs", [])] == [s["nodeid"] for s in r["specs"]]:
-            r["evidence"] = b.get("evidence", [])
+            r["evidence"] = unique_evidence(b.get("evidence", []))
     if "summary_full_catalog" in doc:          # a report of the rows its spec files selected
         keep = {r["id"] for r in doc["requirements"]} | {rid for o in outcomes for rid in o["reqs"]}
         out = {"meta": meta, "summary_full_catalog": summarize(rows), "note": doc.get("note", ""),

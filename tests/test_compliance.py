@@ -229,3 +229,13 @@ def test_rows_keep_each_specs_message_and_deviations_for_a_re_render():
 def test_a_failure_reads_as_its_message_never_pytests_assert_line(text, message):
     from reports.verdict import failure_message
     assert failure_message(text) == message
+
+
+def test_a_row_keeps_each_piece_of_evidence_once():
+    # specs failing on one service attach the same log tail: the row kept every copy (1,623 entries for one id)
+    tail = {"name": "service log tail", "text": "engine died\n" * 50}
+    a = {**spec("failed", "R003-6.4-v1-models", message="boom"), "evidence": [tail, {"name": "a", "text": "1"}]}
+    b = {**spec("failed", "R003-6.4-v1-models", message="boom"), "nodeid": "specs/x.py::t_other",
+         "evidence": [dict(tail), {"name": "b", "text": "2"}]}
+    row = rows_for([a, b])["R003-6.4-v1-models"]
+    assert row["evidence"] == [tail, {"name": "a", "text": "1"}, {"name": "b", "text": "2"}]
