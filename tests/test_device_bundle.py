@@ -330,3 +330,39 @@ def test_zstd_parts_on_a_host_without_zstd_stop_with_one_line_and_keep_the_parts
                        text=True, env={**os.environ, "ACC": str(acc), "PARTS_DIR": ".whl-bw", "PATH": str(nozstd)})
     assert r.returncode == 3 and "NO zstd: the parts are wheelhouse.tar.zst" in r.stdout, r.stdout + r.stderr
     assert sorted(p.name for p in acc.glob("part.*")) and not (acc / "wheelhouse").exists()
+
+
+@pytest.mark.skipif(shutil.which("setsid") is None, reason="needs util-linux setsid")
+def test_a_detached_suite_outlives_its_call_and_wait_brings_back_its_code_and_results(tmp_path):
+    """`detach` returns at once and the run goes on in its own process session; `wait` says 75 while it runs
+    (bringing back what it measured so far) and, once it ended, pytest's own code and the results archive. Here
+    the gpu-hopper preflight refuses (no GPU): exit 4."""
+    w, stash, acc, out = tmp_path / "w", tmp_path / "bundle", tmp_path / "acc", tmp_path / "out"
+    _wheelhouse(w)
+    subprocess.run(["bash", str(DEVICE / "pack_parts.sh"), str(w), str(stash)], check=True, capture_output=True,
+                   env={**os.environ, "PART_BYTES": "4000", "XZ_OPT": "-0"})
+    tree = tmp_path / "tree"
+    _checkout(tree)
+    shutil.copytree(stash, tree / ".whl")
+    no_reqs = tmp_path / "no-extra-requirements.txt"
+    no_reqs.write_text("")
+    out.mkdir()
+    env = {**os.environ, "ACC": str(acc), "OUT": str(out), "RUNNER_REQS": str(no_reqs), "PHOENIX_PROGRESS": "0",
+           "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "RUN": "bg", "LIMIT": "300"}
+
+    def call(*args, timeout=60):
+        return subprocess.run(["bash", "tools/device/run.sh", *args], cwd=tree, env=env, capture_output=True,
+                              text=True, timeout=timeout)
+
+    assert call("wait").returncode == 3                                   # nothing detached yet
+    assert call("detach").returncode == 3                                 # nothing received yet
+    for i in range(len(list(stash.glob("p[0-9]*")))):
+        assert call("recv", str(i)).returncode == 0
+    r = call("detach")
+    assert r.returncode == 0 and "detached: bg" in r.stdout, r.stdout + r.stderr
+    r = call("wait", "0")
+    assert r.returncode == 75 and "STILL RUNNING: bg" in r.stdout, r.stdout + r.stderr
+    r = call("wait", "280", timeout=300)
+    assert r.returncode == 4, r.stdout[-3000:] + r.stderr[-2000:]       # pytest's own code, through the session
+    assert "pytest rc=4 " in r.stdout
+    assert (out / "bg.tgz").exists()

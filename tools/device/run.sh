@@ -4,6 +4,10 @@
 #                                              sha256 and the number of parts, and prints the machine's facts)
 #   bash tools/device/run.sh assemble          join the parts, check the sha256, unpack the wheelhouse (suite does it too)
 #   bash tools/device/run.sh suite [ARGS...]   the suite itself: pytest specs/ --profile gpu-hopper --wheelhouse ...
+#   LIMIT=S bash tools/device/run.sh detach [ARGS...]   `suite` in its own process session, for a run longer than
+#                                              one call (LIMIT seconds in all); returns at once
+#   bash tools/device/run.sh wait [S]          wait up to S seconds (default LIMIT less 15) for the detached run:
+#                                              its results and exit code once it ended, else 75 and what it measured
 # The suite installs vLLM and FlashInfer from the wheelhouse; this script only assembles the wheelhouse,
 # installs pytest's own plugins (requirements.txt's part the image lacks) and collects the results under $OUT.
 # Env: RUN (results name, default run1), PROFILE (gpu-hopper), LIMIT (seconds this call may take, 585).
@@ -28,8 +32,32 @@ recv)
     echo "decompressors: $(command -v zstd xz | tr '\n' ' ')"
   fi
   ls -la "$ACC"; exit 0 ;;
+detach)
+  shift; mkdir -p "$ACC/out"; rm -f "$ACC/$RUN.rc" "$ACC/out/$RUN.tgz"
+  [ -d "$WH" ] || [ -f "$ACC/parts.txt" ] || { echo "NO WHEELHOUSE: run 'recv 0' first (a cold machine lost it)"; exit 3; }
+  export ACC RUN LIMIT PROFILE PARTS_DIR="$P"
+  OUT="$ACC/out" setsid -w nohup bash -c 'bash "$0" suite "$@"; echo $? > "$ACC/$RUN.rc"' "$0" "$@" \
+    > "$ACC/$RUN.console" 2>&1 < /dev/null &
+  echo $! > "$ACC/$RUN.pid"
+  echo "detached: $RUN (pid $!, ${LIMIT}s at most); console $ACC/$RUN.console; collect with: RUN=$RUN bash $0 wait"
+  exit 0 ;;
+wait)
+  pid=$(cat "$ACC/$RUN.pid" 2>/dev/null) || { echo "NO DETACHED RUN $RUN under $ACC (a cold machine lost it)"; exit 3; }
+  end=$(( T0 + ${2:-$(( LIMIT - 15 ))} ))
+  while [ ! -f "$ACC/$RUN.rc" ] && kill -0 "$pid" 2>/dev/null && [ "$(date +%s)" -lt "$end" ]; do sleep 5; done
+  grep -aE 'PHOENIX|^(PASSED|FAILED|ERROR|SKIPPED)|^=+ .*(passed|failed|error)|: (changed|unchanged|failed)' \
+    "/tmp/phx-out/$RUN/pytest.log" 2>/dev/null | cut -c1-250 | tail -25
+  if [ ! -f "$ACC/$RUN.rc" ] && kill -0 "$pid" 2>/dev/null; then
+    # what it measured so far comes back with every call: a host lost before the end keeps nothing
+    tar -czf "$OUT/$RUN-partial.tgz" -C /var/lib/phoenix perf 2>/dev/null
+    echo "STILL RUNNING: $RUN after $(( $(date +%s) - $(stat -c %Y "$ACC/$RUN.pid") ))s; call wait again"; exit 75
+  fi
+  tail -40 "$ACC/$RUN.console"
+  cp "$ACC/out/$RUN.tgz" "$OUT/" 2>/dev/null
+  rc=$(cat "$ACC/$RUN.rc" 2>/dev/null) || { echo "the detached run $RUN ended without an exit code (killed)"; exit 137; }
+  exit "$rc" ;;
 suite|assemble) cmd=$1; shift ;;
-*) echo "usage: $0 recv N | assemble | suite [pytest args]"; exit 2 ;;
+*) echo "usage: $0 recv N | assemble | suite [pytest args] | detach [pytest args] | wait [seconds]"; exit 2 ;;
 esac
 
 if [ ! -d "$WH" ]; then
