@@ -10,7 +10,8 @@
 #                                              its results and exit code once it ended, else 75 and what it measured
 # The suite installs vLLM and FlashInfer from the wheelhouse; this script only assembles the wheelhouse,
 # installs pytest's own plugins (requirements.txt's part the image lacks) and collects the results under $OUT.
-# Env: RUN (results name, default run1), PROFILE (gpu-hopper), LIMIT (seconds this call may take, 585).
+# Env: RUN (results name, default run1), PROFILE (gpu-hopper), LIMIT (seconds this call may take, 585),
+#      PERF_RESERVE (seconds of LIMIT the performance specs leave to the specs after them, 45).
 # Exit status: `suite` exits with pytest's own code (124 when LIMIT cut it short); 3 a part or the sha256 is
 # missing or wrong; 4 the runner's plugins could not be installed from the wheelhouse.
 T0=$(date +%s); LIMIT=${LIMIT:-585}; RUN=${RUN:-run1}; PROFILE=${PROFILE:-gpu-hopper}
@@ -80,7 +81,7 @@ nj=$(command -v ninja || echo "$(dirname "$(command -v python3)")/ninja")
 [ -e /usr/local/bin/ninja ] || [ ! -x "$nj" ] || ln -s "$nj" /usr/local/bin/ninja
 
 OUTD=/tmp/phx-out/$RUN; mkdir -p "$OUTD"
-export PHOENIX_PERF_DEADLINE_EPOCH=$(( T0 + LIMIT - 45 ))
+export PHOENIX_PERF_DEADLINE_EPOCH=$(( T0 + LIMIT - ${PERF_RESERVE:-45} ))   # the specs after the performance ones
 left=$(( LIMIT - $(date +%s) + T0 - 20 ))
 echo "=== pytest ($RUN, profile $PROFILE) at $(( $(date +%s) - T0 ))s, ${left}s left"
 timeout "$left" python3 -m pytest specs/ -p no:cacheprovider --profile "$PROFILE" --target local:// \
