@@ -358,7 +358,7 @@ class InstalledVllm(Fact):
                "key_parts": key.get("parts"), "read_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "reading": reading.raw}
         try:
-            r = target.put(cache.path, json.dumps(doc, indent=1, sort_keys=True).encode())
+            r = target.put(cache.path, json.dumps(doc, indent=1, sort_keys=True).encode(), 0o600)
         except CommandFailed as exc:        # a Target raises; a bare backend returns the result
             return f"not kept: {exc}"
         if r is not None and r.failed:
