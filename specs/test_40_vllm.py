@@ -8,13 +8,15 @@ from provisioners.facts.pins import PipCheck
 from specs import checks
 
 pytestmark = pytest.mark.layer("vllm")
+READ = "the installed vLLM: how it was read"      # afresh, or kept for the same installed files (facts/vllm.py)
 
 
 @pytest.mark.req("R000-S4-vllm-version-cli", "R003-6.2-vllm-version")
 @pytest.mark.gpu_runtime("runs vLLM's CLI, which infers the device when it builds its parser (vLLM 0.10.2 without a GPU: "
                          "\"RuntimeError: Failed to infer device type\")")
-def test_vllm_version_cli_equals_the_pin(installed_vllm, expect):
+def test_vllm_version_cli_equals_the_pin(installed_vllm, evidence, expect):
     """`vllm --version` as the venv's console script runs it (its entry point, in the run's one read of vLLM)."""
+    evidence(READ, text=installed_vllm.origin)
     cli = installed_vllm.version_cli
     assert cli.ok, cli.problem("vllm --version")
     printed = cli.stdout.strip().splitlines()[-1].strip()
@@ -23,7 +25,8 @@ def test_vllm_version_cli_equals_the_pin(installed_vllm, expect):
 
 
 @pytest.mark.req("R001-TR7-verification", "R000-S5-no-pynvml-hack")
-def test_import_vllm_works(installed_vllm, expect):
+def test_import_vllm_works(installed_vllm, evidence, expect):
+    evidence(READ, text=installed_vllm.origin)
     assert installed_vllm.imported, f"import vllm failed: {installed_vllm.import_error}"
     printed = str(installed_vllm.version)
     if checks.vllm_version(printed, checks.DOC_VLLM, "vllm.__version__"):
@@ -34,6 +37,7 @@ def test_import_vllm_works(installed_vllm, expect):
 def test_vllm_came_from_the_pinned_wheel(installed_vllm, profile, evidence, expect):
     if profile.vllm.strategy == "source":
         pytest.skip(f"not verified: profile {profile.name} builds vLLM from source by design (no wheel to pin)")
+    evidence(READ, text=installed_vllm.origin)
     fields = installed_vllm.pip_fields()
     assert fields, f"no {profile.vllm.package} distribution is installed in the venv"
     direct = installed_vllm.direct_url
@@ -49,7 +53,8 @@ def test_vllm_came_from_the_pinned_wheel(installed_vllm, profile, evidence, expe
 @pytest.mark.req("R003-4-mirrors-engine-args")
 @pytest.mark.gpu_runtime("runs vLLM's CLI, which infers the device when it builds its parser (vLLM 0.10.2 without a GPU: "
                          "\"RuntimeError: Failed to infer device type\")")
-def test_every_rendered_flag_is_known_to_the_installed_vllm(installed_vllm, served_engine):
+def test_every_rendered_flag_is_known_to_the_installed_vllm(installed_vllm, served_engine, evidence):
+    evidence(READ, text=installed_vllm.origin)
     cli = installed_vllm.serve_help
     assert cli.ok, cli.problem("vllm serve --help=all")
     why = checks.flags_known([a for a in to_cli_args(served_engine) if a.startswith("--")], cli.stdout)
