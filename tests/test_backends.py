@@ -88,6 +88,12 @@ def test_wrap_prefixes(url, expected):
     assert argv[: len(expected)] == expected and argv[-2:] == ["echo", "a b"]
 
 
+def test_chroot_clears_the_environment_and_hands_argv_to_the_roots_shell():
+    assert backend_for("chroot:///srv/root").wrap(["echo", "$(id)"]) == [
+        "env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8",
+        "chroot", "/srv/root", "/bin/sh", "-c", 'exec "$@"', "phoenix-chroot", "echo", "$(id)"]
+
+
 def test_ssh_joins_once_and_the_remote_shell_splits_back(local):
     wrapped = SshBackend("root@pve").wrap(NASTY)
     assert wrapped[:4] == ["ssh", "-o", "BatchMode=yes", "root@pve"] and wrapped[4] == "--"
@@ -105,7 +111,8 @@ def test_pct_over_ssh_quotes_the_whole_pct_command():
     assert "'$(id)'" in argv[5] and argv[5].startswith("pct exec 921 --")
 
 
-@pytest.mark.parametrize("bad", ["", "http://x", "pct://abc", "lxc://", "ftp://x", "docker://-x", "docker://a b"])
+@pytest.mark.parametrize("bad", ["", "http://x", "pct://abc", "lxc://", "ftp://x", "docker://-x", "docker://a b",
+                                 "chroot://relative/path"])
 def test_bad_target_urls(bad):
     with pytest.raises(ConfigError, match="--target"):
         parse_target_url(bad)

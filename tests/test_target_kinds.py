@@ -28,6 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
     ("pct://921@root@pve", "pct", "921", "root@pve", "container"),
     ("pct://921@pve-host/", "pct", "921", "pve-host", "container"),
     ("docker://phoenix-vllm", "docker", "phoenix-vllm", None, "docker"),
+    ("chroot:///srv/phoenix-root", "chroot", "/srv/phoenix-root", None, "host"),
+    ("chroot:///srv/phoenix-root/", "chroot", "/srv/phoenix-root", None, "host"),
+    ("chroot:///srv/a@b", "chroot", "/srv/a@b", None, "host"),
 ])
 def test_a_url_parses_once_into_kind_name_and_hop(url, kind, name, via, category):
     t = parse_target_url(url)
@@ -49,6 +52,9 @@ def test_a_url_parses_once_into_kind_name_and_hop(url, kind, name, via, category
     ("ssh://", "needs a name"),
     ("docker://", "needs a name"),
     ("local://somewhere", "takes no name"),
+    ("chroot://", "needs a name"),
+    ("chroot:///", "needs a name"),
+    ("chroot://srv/root", "needs the absolute path of a root filesystem"),
     ("lxc://a@b", None),                                   # only pct has an ssh hop: the name is all of it
 ])
 def test_a_bad_url_is_one_line_naming_target(bad, says):

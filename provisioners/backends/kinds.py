@@ -69,6 +69,7 @@ class TargetKind:
     ssh_hop: bool = False            # `NAME@user@host`: commands reach the hosting machine over ssh
     name_is_ctid: bool = False       # the name is the config entry's CTID (--ctid N means this kind)
     same_machine: bool = False       # the machine running pytest itself: its paths are the target's paths
+    name_is_path: bool = False       # the name is an absolute path: `chroot:///srv/root` keeps its leading "/"
 
     @property
     def container(self) -> bool:
@@ -111,6 +112,11 @@ def _ssh(url: TargetUrl, env: Mapping[str, str], engine: str | None) -> Backend:
     return SshBackend(url.name)
 
 
+def _chroot(url: TargetUrl, env: Mapping[str, str], engine: str | None) -> Backend:
+    from provisioners.backends.chroot import ChrootBackend
+    return ChrootBackend(url.name)
+
+
 def _docker(url: TargetUrl, env: Mapping[str, str], engine: str | None) -> Backend:
     from provisioners.backends.remote import DockerBackend
     if engine is None:
@@ -127,6 +133,8 @@ KINDS: dict[str, TargetKind] = {k.name: k for k in (
     TargetKind("ssh", "host", "ssh://user@host", _ssh),
     TargetKind("docker", "docker", "docker://NAME", _docker, name_pattern=r"[a-zA-Z0-9][a-zA-Z0-9_.-]*",
                name_hint="needs the vLLM container's name ([a-zA-Z0-9][a-zA-Z0-9_.-]*), e.g. docker://vllm"),
+    TargetKind("chroot", "host", "chroot:///PATH", _chroot, name_pattern=r"/[^\x00]+", name_is_path=True,
+               name_hint="needs the absolute path of a root filesystem, e.g. chroot:///srv/phoenix-root"),
 )}
 
 
@@ -139,7 +147,8 @@ def parse_target_url(url: str) -> TargetUrl:
     m = _URL.match(url or "")
     if not m or m["kind"] not in KINDS:
         raise ConfigError(f"--target {url!r}: expected one of " + ", ".join(k.example for k in KINDS.values()))
-    kind, rest = KINDS[m["kind"]], m["rest"].strip("/")
+    kind = KINDS[m["kind"]]
+    rest = m["rest"].rstrip("/") if kind.name_is_path else m["rest"].strip("/")
     name, via = rest, None
     if kind.ssh_hop and "@" in rest:
         name, _, via = rest.partition("@")

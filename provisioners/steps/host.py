@@ -2,8 +2,8 @@
 
 The one list lives here, per purpose: `local` (the cpu default: venv, the local Step-CA), `lxc`
 (classic LXC with a private bridge and NAT), `pct` (a Proxmox host's `pct`; over ssh: the ssh client),
-`ssh`, `docker` (the engine of provisioners/backends/engine.py: docker when its daemon answers, else podman;
-PHOENIX_DOCKER overrides) and `tests` (the suite's own tests:
+`ssh`, `chroot` (coreutils' chroot), `docker` (the engine of provisioners/backends/engine.py: docker when its
+daemon answers, else podman; PHOENIX_DOCKER overrides) and `tests` (the suite's own tests:
 every real part, the pct stand-in on LXC, podman, and chromium for the browser test).
 
 `HostPrerequisites` is a Step like any other: check() reads commands on PATH, files and kernel
@@ -149,6 +149,8 @@ KIND_NEEDS: dict[str, Callable[[Mapping[str, str], bool, EngineChoice | None],
     "pct": _pct_needs,
     "ssh": lambda env, via_ssh, engine: (list(SSH_NEEDS), []),
     "docker": _docker_needs,
+    "chroot": lambda env, via_ssh, engine: ([Need("coreutils", "commands run in the root filesystem",
+                                                  commands=("chroot", "env"))], []),
 }
 PURPOSES = (*KINDS, "tests")
 
