@@ -22,8 +22,10 @@ import pytest
 from fixtures.target import preflight, target_of
 from provisioners.backends import backend_for
 from provisioners.backends.chroot import ChrootBackend
+from provisioners.backends.target import Target
 from provisioners.config.phoenix import load_profile
 from provisioners.config.settings import build_settings
+from provisioners.facts import HasSystemd
 
 pytestmark = pytest.mark.real_target
 
@@ -216,6 +218,8 @@ def test_the_suite_converges_a_debian_root_once(debian_root, tmp_path):
     venv = debian_root / "opt/vllm/bin/python"
     numa = ["dpkg-query", "-W", "-f=${Status}", "libnuma1"]
     assert not venv.exists() and backend_for(url).run(numa).failed
+    # systemd is not PID 1 in a root: the service layer would take the supervisor, as on any host without it
+    assert HasSystemd().read(Target.from_url(url)) is False
 
     r, steps = spec_run(url, tmp_path / "audit", "--audit")
     assert r.returncode == 0 and "failed" not in summary(r), r.stdout[-3000:]
