@@ -83,3 +83,42 @@ def test_prompts_per_point_and_the_workload_key():
     w = SweepWorkload()
     assert w.points() == "1:6,8:16,32:64,128:256"
     assert SweepWorkload(output_len=256).key != w.key
+
+
+def test_the_report_renders_from_kept_runs_and_names_the_cells_missing(tmp_path):
+    """tools/device/sweep_report.py on the kept runs of an 8B sweep whose host was lost before its report
+    (docs/evidence/gpu-h100/sweep-8b/kept): the same verdicts as the spec's fixture computes, every missing cell
+    named; runs kept for another workload are refused."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    kept = root / "docs/evidence/gpu-h100/sweep-8b/kept"
+    tool = root / "tools/device/sweep_report.py"
+    r = subprocess.run([sys.executable, str(tool), str(kept), "--out", str(tmp_path / "a")], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "a" / "sweep.json").read_text())
+    per = rep["shapes"]["llama-3.1-8b"]["comparisons"]["fp8_vs_bf16"]["per_concurrency"]
+    assert set(per) == {"1", "8", "32", "128"}
+    assert all(v["verdict"] == "passed" for v in per.values()), per
+    assert "sampler_on_vs_off" not in rep["shapes"]["llama-3.1-8b"]["comparisons"]   # fp8_sampler0 never ran
+    assert rep["budget_stopped"].startswith("cells not measured: llama-3.1-8b/fp8_sampler0, llama-3.2-3b/")
+    assert 0.3 < rep["shapes"]["llama-3.1-8b"]["variants"]["fp8_sampler1"]["decode_c1"]["fraction"] < 1.0
+    committed = (root / "docs/evidence/gpu-h100/sweep-8b/sweep_report.txt").read_text()
+    assert r.stdout.rsplit("; wrote ", 1)[0] == committed.rsplit("; wrote ", 1)[0]
+    other = tmp_path / "other"
+    shutil.copytree(kept, other)
+    for p in (other / "sweep").glob("*-runs.json"):
+        d = json.loads(p.read_text())
+        d["workload"]["repeats"] = 1
+        p.write_text(json.dumps(d))
+    r = subprocess.run([sys.executable, str(tool), str(other), "--out", str(tmp_path / "b")], capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and "another workload" in r.stderr, r.stderr
+    r = subprocess.run([sys.executable, str(tool), str(tmp_path / "empty"), "--out", str(tmp_path / "c")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "no kept sweep runs" in r.stderr
