@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -347,3 +348,28 @@ def test_a_venv_path_on_a_read_only_mount_names_the_os_error_in_the_run_summary(
     summary = [ln for ln in r.stdout.splitlines() if ln.startswith("phoenix: no spec ran:")]
     assert len(summary) == 1 and (f"([toolchain-venv] could not create the venv {venv}: [Errno 30] Read-only file "
                                   f"system: '{venv}')") in summary[0], r.stdout[-3000:]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
+def test_a_lock_another_users_run_made_is_one_clear_error_not_a_traceback():
+    """A root run made the lock folder and the target's lock file (0644); the same target's run by another user
+    could not open it and stopped with a PermissionError traceback. Now: a ConfigError naming the lock, what it
+    means and PHOENIX_RUN_LOCK_DIR."""
+    import tempfile
+    base = Path(tempfile.mkdtemp(prefix="phoenix-lock-"))
+    try:
+        base.chmod(0o755)
+        from provisioners.core.runchecks import RunLock
+        RunLock("local://", base / "locks").acquire(["pytest"]).release()      # root's run, long over
+        code = ("import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
+                "from provisioners.core.runchecks import RunLock; from provisioners.core.errors import ConfigError\n"
+                "try:\n    RunLock('local://', Path(sys.argv[2])).acquire(['pytest'])\n"
+                "except ConfigError as e:\n    print('ConfigError:', e)")
+        r = subprocess.run(["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups", sys.executable,
+                            "-c", code, str(ROOT), str(base / "locks")], capture_output=True, text=True, timeout=60)
+        assert "Traceback" not in r.stderr, r.stderr
+        assert r.stdout.startswith(f"ConfigError: cannot open the run lock {base / 'locks' / 'run-local.lock'}: "
+                                   "Permission denied"), r.stdout + r.stderr
+        assert "PHOENIX_RUN_LOCK_DIR" in r.stdout
+    finally:
+        shutil.rmtree(base)

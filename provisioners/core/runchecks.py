@@ -85,8 +85,12 @@ class RunLock:
         return held if isinstance(held, dict) else {}
 
     def acquire(self, argv: list[str] | None = None) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except PermissionError as exc:      # a folder or lock file another user's run created
+            raise ConfigError(f"cannot open the run lock {self.path}: {exc.strerror} (made by another user's run); "
+                              f"this run changed nothing: set PHOENIX_RUN_LOCK_DIR to a folder you can write") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
