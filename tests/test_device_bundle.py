@@ -363,6 +363,8 @@ def test_a_detached_suite_outlives_its_call_and_wait_brings_back_its_code_and_re
     assert r.returncode == 0 and "detached: bg" in r.stdout, r.stdout + r.stderr
     r = call("wait", "0")
     assert r.returncode == 75 and "STILL RUNNING: bg" in r.stdout, r.stdout + r.stderr
+    assert "bg.console" in subprocess.run(["tar", "-tzf", str(out / "bg-progress.tgz")], capture_output=True,
+                                          text=True).stdout
     r = call("wait", "280", timeout=300)
     assert r.returncode == 4, r.stdout[-3000:] + r.stderr[-2000:]       # pytest's own code, through the session
     assert "pytest rc=4 " in r.stdout

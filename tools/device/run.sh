@@ -51,6 +51,9 @@ wait)
   if [ ! -f "$ACC/$RUN.rc" ] && kill -0 "$pid" 2>/dev/null; then
     # what it measured so far comes back with every call: a host lost before the end keeps nothing
     tar -czf "$OUT/$RUN-partial.tgz" -C /var/lib/phoenix perf 2>/dev/null
+    # and how far it got (its pytest log, ledger and console so far), apart: a large log never costs the rounds
+    tar -czf "$OUT/$RUN-progress.tgz" -C "$ACC" "$RUN.console" \
+      -C /tmp/phx-out --exclude='*/logs' --exclude='*/allure*' "$RUN" 2>/dev/null
     echo "STILL RUNNING: $RUN after $(( $(date +%s) - $(stat -c %Y "$ACC/$RUN.pid") ))s; call wait again"; exit 75
   fi
   tail -40 "$ACC/$RUN.console"
