@@ -369,3 +369,63 @@ def test_a_detached_suite_outlives_its_call_and_wait_brings_back_its_code_and_re
     assert r.returncode == 4, r.stdout[-3000:] + r.stderr[-2000:]       # pytest's own code, through the session
     assert "pytest rc=4 " in r.stdout
     assert (out / "bg.tgz").exists()
+
+
+# Requires-Dist lines of the bundle's own wheels whose markers hold on the offline host's CPython 3.12 but not on the
+# Python 3.11 the set was first installed with (copied from vllm-0.10.2 and torch-2.8.0's METADATA)
+PY312_ONLY_REQUIRES = ['setuptools<80,>=77.0.3; python_version > "3.11"',        # vllm 0.10.2
+                       'six>=1.16.0; python_version > "3.11"',                    # vllm 0.10.2
+                       'setuptools; python_version >= "3.12"']                    # torch 2.8.0
+
+
+def test_the_blackwell_hopper_pins_meet_the_python_312_requirements():
+    """`pip install --no-index` on the host's Python 3.12 must find each of these in the wheelhouse (pip stopped with
+    ResolutionImpossible on setuptools 80.9.0 and no six)."""
+    from packaging.requirements import Requirement
+
+    sys.path.insert(0, str(DEVICE))
+    try:
+        from repack_wheels import norm, pins
+    finally:
+        sys.path.remove(str(DEVICE))
+    got = pins(DEVICE / "bundle-pins-gpu-blackwell-hopper.txt")
+    for line in PY312_ONLY_REQUIRES:
+        req = Requirement(line)
+        assert req.marker.evaluate({"python_version": "3.12", "python_full_version": "3.12.3"})
+        assert not req.marker.evaluate({"python_version": "3.11", "python_full_version": "3.11.7"})
+        assert norm(req.name) in got, f"{req.name} is not in the wheelhouse ({line})"
+        assert req.specifier.contains(got[norm(req.name)]), f"{req.name}=={got[norm(req.name)]} does not meet {line}"
+
+
+# Files the served run loads (DT_NEEDED of libtorch_cuda.so / libtorch_cpu.so / libtorch_python.so / libcaffe2_nvrtc.so,
+# read with readelf -d from torch 2.8.0's wheel; what vLLM, xformers and Triton import), and the AMD backend Triton's
+# entry points name: no trim pattern may drop one
+LOADED = ["nvidia/cudnn/lib/libcudnn.so.9", "nvidia/cudnn/lib/libcudnn_graph.so.9", "nvidia/cufft/lib/libcufft.so.11",
+          "nvidia/curand/lib/libcurand.so.10", "nvidia/cusparse/lib/libcusparse.so.12",
+          "nvidia/cusparselt/lib/libcusparseLt.so.0", "nvidia/nccl/lib/libnccl.so.2",
+          "nvidia/cublas/lib/libcublas.so.12", "nvidia/cublas/lib/libcublasLt.so.12",
+          "nvidia/cuda_runtime/lib/libcudart.so.12", "nvidia/cuda_cupti/lib/libcupti.so.12",
+          "nvidia/cuda_nvrtc/lib/libnvrtc.so.12", "nvidia/cuda_nvrtc/lib/libnvrtc-builtins.so.12.8",
+          "nvidia/nvjitlink/lib/libnvJitLink.so.12", "nvidia/cufile/lib/libcufile.so.0",
+          "torch/lib/libtorch_cuda.so", "torch/lib/libtorch_cpu.so", "torch/lib/libtorch_python.so",
+          "torch/lib/libcaffe2_nvrtc.so", "torch/include/ATen/ATen.h",
+          "vllm/_C.abi3.so", "vllm/_moe_C.abi3.so", "vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so",
+          "vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so", "xformers/_C.so", "xformers/flash_attn_3/_C.so",
+          "triton/_C/libtriton.so", "triton/backends/nvidia/bin/ptxas", "triton/backends/nvidia/include/cuda.h",
+          "triton/backends/amd/driver.py", "triton/backends/amd/compiler.py", "ray/_raylet.so",
+          "cupy/__init__.py", "nvidia/cuda_nvcc/bin/ptxas", "flashinfer/data/include/flashinfer/sampling.cuh"]
+
+
+def test_the_blackwell_hopper_trim_keeps_what_the_run_loads_and_gives_each_pattern_a_reason():
+    sys.path.insert(0, str(DEVICE))
+    try:
+        from repack_wheels import trim_patterns, trimmed
+    finally:
+        sys.path.remove(str(DEVICE))
+    path = DEVICE / "bundle-trim-gpu-blackwell-hopper.txt"
+    trim = trim_patterns(path)
+    assert trim and not [f for f in LOADED if trimmed(f, trim)]
+    assert trimmed("nvidia/cudnn/lib/libcudnn_engines_precompiled.so.9", trim)     # the patterns do match
+    bare = [line for line in path.read_text().splitlines()
+            if line.strip() and not line.lstrip().startswith("#") and "#" not in line]
+    assert not bare, f"a trim pattern without its reason: {bare}"
