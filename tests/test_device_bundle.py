@@ -429,3 +429,27 @@ def test_the_blackwell_hopper_trim_keeps_what_the_run_loads_and_gives_each_patte
     bare = [line for line in path.read_text().splitlines()
             if line.strip() and not line.lstrip().startswith("#") and "#" not in line]
     assert not bare, f"a trim pattern without its reason: {bare}"
+
+
+def test_parts_cut_again_at_another_size_keep_the_stream_and_reassemble(tmp_path):
+    """REPART_FROM: the tracked tree changed, so the part size did; the same compressed stream is cut again
+    (no compressing again), its sha256 unchanged, and the new parts reassemble to the same wheelhouse."""
+    w, first, again = tmp_path / "w", tmp_path / "first", tmp_path / "again"
+    want = _wheelhouse(w)
+    env = {**os.environ, "XZ_OPT": "-0"}
+    subprocess.run(["bash", str(DEVICE / "pack_parts.sh"), str(w), str(first)], check=True, capture_output=True,
+                   env={**env, "PART_BYTES": "4000"})
+    r = subprocess.run(["bash", str(DEVICE / "pack_parts.sh"), str(tmp_path / "w2"), str(again)], capture_output=True,
+                       text=True, env={**env, "PART_BYTES": "7000", "REPART_FROM": str(first)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    n_first, n_again = (int((d / "p0" / "parts.txt").read_text()) for d in (first, again))
+    assert n_again < n_first
+    assert (again / "p0" / "wheelhouse.sha256").read_text() == (first / "p0" / "wheelhouse.sha256").read_text()
+    wh = _replay(tmp_path, again, n_again)
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in wh.iterdir()} == want
+    part = first / "p1" / "part.1"                                       # a damaged source part is refused
+    data = part.read_bytes()
+    part.write_bytes(bytes([data[0] ^ 0xFF]) + data[1:])
+    r = subprocess.run(["bash", str(DEVICE / "pack_parts.sh"), str(tmp_path / "w3"), str(tmp_path / "third")],
+                       capture_output=True, text=True, env={**env, "PART_BYTES": "7000", "REPART_FROM": str(first)})
+    assert r.returncode == 3 and "join to" in r.stderr, r.stdout + r.stderr
