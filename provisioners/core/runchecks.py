@@ -48,9 +48,15 @@ def wheelhouse_problem(wheelhouse: Path | None, profile: str) -> str | None:
         wheels = [p for p in Path(wheelhouse).iterdir() if p.name.endswith(".whl")]
     except OSError as exc:
         return f"--wheelhouse {wheelhouse}: cannot list it ({exc.strerror or exc})"
+    fill = f"python -m provisioners.steps.wheelhouse --profile {profile} --dest {wheelhouse}"
     if not wheels:
-        return (f"--wheelhouse {wheelhouse}: holds no wheel (*.whl); fill it first with `python -m "
-                f"provisioners.steps.wheelhouse --profile {profile} --dest {wheelhouse}`")
+        return f"--wheelhouse {wheelhouse}: holds no wheel (*.whl); fill it first with `{fill}`"
+    from provisioners.steps.wheelhouse import source_build_missing
+
+    missing = source_build_missing(profile, [p.name for p in Path(wheelhouse).iterdir()])
+    if missing:
+        return (f"--wheelhouse {wheelhouse}: lacks what profile {profile}'s source build installs offline: "
+                f"{', '.join(missing)}; fill it with `{fill}`")
     return None
 
 

@@ -165,17 +165,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fa-version", default="2")
     p.add_argument("--max-jobs", default="2")
     p.add_argument("--no-stand-in", action="store_true", help="let the configure clone FlashMLA and vllm-flash-attn")
+    p.add_argument("--wheelhouse", help="offline: the sdist and the toolkit, CUTLASS and cuobjdump wheels from DIR "
+                   "(pip --no-index --find-links DIR), never the index")
     p.add_argument("--log", help="default: <build-dir>.log")
     a = p.parse_args(argv)
     log = a.log or a.build_dir.rstrip("/") + ".log"
     env = {"PHX_PY": a.python, "PHX_REPO": a.repo, "PHX_BUILD": a.build_dir, "PHX_ARCH_LIST": a.arch_list,
            "PHX_FA_VERSION": a.fa_version, "PHX_MAX_JOBS": a.max_jobs, "PHX_KERNEL": a.kernel,
            "PHX_GENCODE": gencode_for(a.arch_list), "PHX_KERNEL_FLAGS": _KERNEL_FLAGS,
-           "PHX_CUDA_WHEELS": " ".join(TOOLKIT_WHEELS), "PHX_CUDA_DIR": a.tools_dir, "PHX_PIP_OPTS": "",
+           "PHX_CUDA_WHEELS": " ".join(TOOLKIT_WHEELS), "PHX_CUDA_DIR": a.tools_dir,
+           "PHX_PIP_OPTS": f"--no-index --find-links {a.wheelhouse}" if a.wheelhouse else "",
            "PHX_CUDA_TOOLKIT_SH": CUDA_TOOLKIT_SH, "PHX_CUTLASS_DIR": a.cutlass_dir, "PHX_CUTLASS_WHEEL": CUTLASS_WHEEL,
            "PHX_CUOBJDUMP_WHEEL": CUOBJDUMP_WHEEL,
            "PHX_STAND_IN": "" if a.no_stand_in else "1", "PHX_SDIST_REQ": a.sdist, "PHX_SDIST_DIR": a.sdist_dir,
-           "PHX_INDEX_URL": a.index_url, "PHX_WHEELHOUSE": "", "PHX_FETCH_SDIST": _FETCH_SDIST}
+           "PHX_INDEX_URL": a.index_url, "PHX_WHEELHOUSE": a.wheelhouse or "", "PHX_FETCH_SDIST": _FETCH_SDIST}
     start = time.monotonic()
     r = Target.from_url("local://").run(["/bin/bash", "-c", CONFIGURE_SCRIPT, "phoenix-cuda-configure"], env=env,
                                         log_path=log, timeout=3 * 3600)

@@ -157,7 +157,8 @@ class Venv(Step):
 
 class WheelhouseSync(Step):
     """The operator's wheelhouse (a folder of wheels on the machine running pytest) copied into the
-    target, so `pip install --no-index --find-links` works there with no network (air-gapped hosts)."""
+    target, so `pip install --no-index --find-links` works there with no network (air-gapped hosts). Its sdists
+    (*.tar.gz: a source build's release sdist) go too."""
 
     name = "toolchain-wheelhouse"
 
@@ -165,10 +166,12 @@ class WheelhouseSync(Step):
         from pathlib import Path
 
         self.source, self.dest = Path(source), dest
-        self.wanted = {p.name: p.stat().st_size for p in sorted(self.source.glob("*.whl"))}
+        self.wanted = {p.name: p.stat().st_size for p in sorted([*self.source.glob("*.whl"),
+                                                                  *self.source.glob("*.tar.gz")])}
 
     def _missing(self, target) -> list[str]:
-        r = target.run(["find", self.dest, "-maxdepth", "1", "-name", "*.whl", "-printf", "%f %s\\n"])
+        r = target.run(["find", self.dest, "-maxdepth", "1", "(", "-name", "*.whl", "-o", "-name", "*.tar.gz", ")",
+                        "-printf", "%f %s\\n"])
         have = {}
         for line in r.stdout.splitlines() if r.succeeded else []:
             name, _, size = line.rpartition(" ")
