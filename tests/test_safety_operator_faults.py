@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from provisioners.config.phoenix import load_profile
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -74,6 +76,21 @@ def test_empty_wheelhouse_is_refused_with_the_command_that_fills_it(tmp_path):
                   "--phoenix-out", str(tmp_path / "out"))
     refused_with_one_line(r, f"--wheelhouse {empty}: holds no wheel (*.whl); fill it first with `python -m "
                              f"provisioners.steps.wheelhouse --profile cpu --dest {empty}`")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_wheelhouse_without_the_source_builds_sdist_and_toolkit_is_refused(tmp_path):
+    """Before: an offline cpu-source run installed torch, then the build stopped at the sdist (`is not in the
+    wheelhouse`), and a wheelhouse with the sdist but no toolkit wheels stopped after the build requirements."""
+    house = tmp_path / "wheels"
+    house.mkdir()
+    (house / "six-1.16.0-py2.py3-none-any.whl").write_bytes(b"w")
+    r = run_specs("specs/test_05_config.py", "--profile", "cpu-source", "--wheelhouse", str(house),
+                  "--phoenix-out", str(tmp_path / "out"))
+    toolkit = ", ".join(load_profile("cpu-source").vllm.source.cuda_toolkit)
+    refused_with_one_line(r, f"--wheelhouse {house}: lacks what profile cpu-source's source build installs offline: "
+                             f"vllm==0.12.0, {toolkit}; fill it with `python -m provisioners.steps.wheelhouse "
+                             f"--profile cpu-source --dest {house}`")
     assert not (tmp_path / "out").exists()
 
 

@@ -104,16 +104,17 @@ def test_a_run_refuses_a_wheelhouse_without_the_source_builds_sdist_and_toolkit(
     house = tmp_path / "house"
     house.mkdir()
     (house / "six-1.16.0-py2.py3-none-any.whl").write_bytes(b"w")
-    msg = wheelhouse_problem(house, "cpu-source")
+    needs = wh.source_build_needs(load_profile("cpu-source"))
+    msg = wheelhouse_problem(house, "cpu-source", needs)
     assert msg and msg.startswith(f"--wheelhouse {house}: lacks what profile cpu-source's source build installs")
     assert "vllm==0.12.0" in msg and "nvidia-cuda-nvcc==13.0.88" in msg
     assert f"provisioners.steps.wheelhouse --profile cpu-source --dest {house}" in msg
-    assert wheelhouse_problem(house, "cpu") is None          # a wheel profile needs neither
+    assert wh.source_build_needs(load_profile("cpu")) == []          # a wheel profile needs neither
     _sdist(house / "vllm-0.12.0.tar.gz")
     for req in load_profile("cpu-source").vllm.source.cuda_toolkit:
         name, _, version = req.partition("==")
         (house / f"{name.replace('-', '_')}-{version}-py3-none-manylinux2014_x86_64.whl").write_bytes(b"w")
-    assert wheelhouse_problem(house, "cpu-source") is None
+    assert wheelhouse_problem(house, "cpu-source", needs) is None
 
 
 _FAKE_PY = r"""#!/bin/sh

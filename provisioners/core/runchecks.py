@@ -40,8 +40,35 @@ def out_dir_problem(out_dir: Path, option: str = "--phoenix-out") -> str | None:
     return None
 
 
-def wheelhouse_problem(wheelhouse: Path | None, profile: str) -> str | None:
-    """Why `--wheelhouse` cannot serve an offline install (None: it holds wheels)."""
+def _dist_name(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def _req_name_version(req: str) -> tuple[str, str]:
+    name, _, version = req.partition("==")
+    return _dist_name(name), version
+
+
+def dist_name_version(filename: str) -> tuple[str, str] | None:
+    """(normalized name, version) of a wheel or sdist file name; None for anything else.
+
+    >>> dist_name_version("nvidia_cuda_nvcc-13.0.88-py3-none-manylinux2014_x86_64.whl")
+    ('nvidia_cuda_nvcc', '13.0.88')
+    >>> dist_name_version("vllm-0.12.0.tar.gz")
+    ('vllm', '0.12.0')
+    """
+    if filename.endswith(".whl"):
+        parts = filename.split("-")
+        return (_dist_name(parts[0]), parts[1]) if len(parts) >= 5 else None
+    if filename.endswith(".tar.gz"):
+        name, _, version = filename[: -len(".tar.gz")].rpartition("-")
+        return (_dist_name(name), version) if name else None
+    return None
+
+
+def wheelhouse_problem(wheelhouse: Path | None, profile: str, needs: tuple[str, ...] | list[str] = ()) -> str | None:
+    """Why `--wheelhouse` cannot serve an offline install (None: it holds wheels, and a file for each of NEEDS,
+    name==version requirements the run installs from it by name: a source build's sdist and toolkit wheels)."""
     if wheelhouse is None:
         return None
     try:
@@ -51,9 +78,8 @@ def wheelhouse_problem(wheelhouse: Path | None, profile: str) -> str | None:
     fill = f"python -m provisioners.steps.wheelhouse --profile {profile} --dest {wheelhouse}"
     if not wheels:
         return f"--wheelhouse {wheelhouse}: holds no wheel (*.whl); fill it first with `{fill}`"
-    from provisioners.steps.wheelhouse import source_build_missing
-
-    missing = source_build_missing(profile, [p.name for p in Path(wheelhouse).iterdir()])
+    have = {nv for nv in map(dist_name_version, (p.name for p in Path(wheelhouse).iterdir())) if nv}
+    missing = [req for req in needs if _req_name_version(req) not in have]
     if missing:
         return (f"--wheelhouse {wheelhouse}: lacks what profile {profile}'s source build installs offline: "
                 f"{', '.join(missing)}; fill it with `{fill}`")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import subprocess
 import sys
 import tarfile
@@ -72,38 +71,13 @@ def fetch_sdist(requirement: str, dest: Path, index_url: str) -> Path:
     return Path(r.stdout.strip().splitlines()[-1])
 
 
-def _dist_name(name: str) -> str:
-    return re.sub(r"[-_.]+", "_", name).lower()
-
-
-def _name_version(filename: str) -> tuple[str, str] | None:
-    """(normalized name, version) of a wheel or sdist file name; None for anything else."""
-    if filename.endswith(".whl"):
-        parts = filename.split("-")
-        return (_dist_name(parts[0]), parts[1]) if len(parts) >= 5 else None
-    if filename.endswith(".tar.gz"):
-        name, _, version = filename[: -len(".tar.gz")].rpartition("-")
-        return (_dist_name(name), version) if name else None
-    return None
-
-
-def source_build_missing(profile_name: str, files: list[str]) -> list[str]:
-    """The requirements of the profile's source build (release sdist, CUDA toolkit wheels) that no file among FILES
-    (a wheelhouse's names) carries; [] when vLLM is not built from source or the profile does not load here."""
-    try:
-        profile = load_profile(profile_name)
-    except ConfigError:
-        return []          # the profile's own check names it
+def source_build_needs(profile) -> list[str]:
+    """What the profile's source build takes from a wheelhouse by name==version: the release sdist and the CUDA
+    toolkit wheels ([] when vLLM is not built from source)."""
     if profile.vllm.strategy != "source":
         return []
-    have = {nv for nv in map(_name_version, files) if nv}
     src = profile.vllm.source
-    missing = []
-    for req in ([src.sdist] if src.sdist else []) + list(src.cuda_toolkit):
-        name, _, version = req.partition("==")
-        if (_dist_name(name), version) not in have:
-            missing.append(req)
-    return missing
+    return ([src.sdist] if src.sdist else []) + list(src.cuda_toolkit)
 
 
 def _pip_download(profile, dest: Path, *args: str) -> int:
