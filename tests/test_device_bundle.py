@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -184,6 +185,9 @@ def test_readme_call_table_replayed_call_by_call(tmp_path):
         assert r.returncode == 4, (cmd, log)                              # no GPU here: the preflight refuses
         run = cmd.split("RUN=", 1)[1].split()[0]
         assert (out / f"{run}.tgz").exists(), (cmd, log)
+        with tarfile.open(out / f"{run}.tgz") as tgz:                      # refused by the GPU preflight, not
+            pytest_log = tgz.extractfile(f"{run}/pytest.log").read().decode()   # by anything before it
+        assert "needs an NVIDIA GPU of compute capability 9.0" in pytest_log, pytest_log[-3000:]
         shutil.rmtree(tree)
     got = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (acc / "wheelhouse").iterdir()}
     assert got == want
@@ -368,7 +372,8 @@ def test_a_detached_suite_outlives_its_call_and_wait_brings_back_its_code_and_re
     r = call("wait", "280", timeout=300)
     assert r.returncode == 4, r.stdout[-3000:] + r.stderr[-2000:]       # pytest's own code, through the session
     assert "pytest rc=4 " in r.stdout
-    assert (out / "bg.tgz").exists()
+    with tarfile.open(out / "bg.tgz") as tgz:
+        assert "needs an NVIDIA GPU of compute capability 9.0" in tgz.extractfile("bg/pytest.log").read().decode()
 
 
 # Requires-Dist lines of the bundle's own wheels whose markers hold on the offline host's CPython 3.12 but not on the
