@@ -40,30 +40,35 @@ def out_dir_problem(out_dir: Path, option: str = "--phoenix-out") -> str | None:
     return None
 
 
-def _dist_name(name: str) -> str:
-    return re.sub(r"[-_.]+", "_", name).lower()
-
-
-def _req_name_version(req: str) -> tuple[str, str]:
-    name, _, version = req.partition("==")
-    return _dist_name(name), version
-
-
 def dist_name_version(filename: str) -> tuple[str, str] | None:
-    """(normalized name, version) of a wheel or sdist file name; None for anything else.
+    """(canonical name, version) of a wheel or sdist file name, as pip reads it (packaging.utils); None for
+    anything else.
 
     >>> dist_name_version("nvidia_cuda_nvcc-13.0.88-py3-none-manylinux2014_x86_64.whl")
-    ('nvidia_cuda_nvcc', '13.0.88')
+    ('nvidia-cuda-nvcc', '13.0.88')
     >>> dist_name_version("vllm-0.12.0.tar.gz")
     ('vllm', '0.12.0')
     """
-    if filename.endswith(".whl"):
-        parts = filename.split("-")
-        return (_dist_name(parts[0]), parts[1]) if len(parts) >= 5 else None
-    if filename.endswith(".tar.gz"):
-        name, _, version = filename[: -len(".tar.gz")].rpartition("-")
-        return (_dist_name(name), version) if name else None
-    return None
+    from packaging.utils import (InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename,
+                                 parse_wheel_filename)
+    try:
+        if filename.endswith(".whl"):
+            name, version, _, _ = parse_wheel_filename(filename)
+        elif filename.endswith(".tar.gz"):
+            name, version = parse_sdist_filename(filename)
+        else:
+            return None
+    except (InvalidWheelFilename, InvalidSdistFilename):
+        return None
+    return str(name), str(version)
+
+
+def _req_name_version(req: str) -> tuple[str, str]:
+    """`name==version` as dist_name_version names it."""
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+    name, _, version = req.partition("==")
+    return str(canonicalize_name(name)), str(Version(version))
 
 
 def wheelhouse_problem(wheelhouse: Path | None, profile: str, needs: tuple[str, ...] | list[str] = ()) -> str | None:
