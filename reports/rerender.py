@@ -131,7 +131,7 @@ def outcomes_of(doc: dict, *, log: Path | None = None, markers: dict | None = No
                                                "evidence": [], "deviations": list(s.get("deviations", [])),
                                                "message": s.get("message", ""), "duration": s.get("duration", 0.0)})
             o["reqs"].append(r["id"])
-            o["evidence"] += [e for e in r.get("evidence", []) if e not in o["evidence"]]
+            o["evidence"] = unique_evidence(o["evidence"] + r.get("evidence", []))
             if legacy and s["outcome"] == PASSED:     # what the run's own `expect` recorded for this id
                 o["deviations"] += [d for d in r.get("deviations", [])
                                     if d.get("id") == r["id"] and d not in o["deviations"]]

@@ -45,6 +45,13 @@ class SweepWorkload:
     top_p: float | None = 0.9
     top_k: int | None = 50
 
+    @classmethod
+    def of(cls, profile) -> SweepWorkload:
+        """The profile's `sweep:` with its benchmark's sampling (temperature 1.0)."""
+        sw = profile.sweep
+        return cls(tuple(sw.concurrency), sw.input_len, sw.output_len, sw.repeats, 1.0,
+                   profile.benchmark.top_p, profile.benchmark.top_k)
+
     def prompts(self, c: int) -> int:
         """Two waves at every concurrency, at least 6 requests (concurrency 1: 6 sequential requests)."""
         return max(6, 2 * c)
@@ -74,6 +81,12 @@ class CellResult:
     weight_gib_logged: float | None = None
     error: str | None = None
     warmup: dict | None = None
+
+    @classmethod
+    def kept(cls, shape: str, variant: dict, meta: dict, doc: dict) -> CellResult:
+        """From a cell's kept files: its meta (start, weights, error) and its rounds."""
+        return cls(shape, variant, doc.get("runs", {}), meta.get("startup_s"), meta.get("weight_gib_logged"),
+                   meta.get("error"), doc.get("warmup"))
 
     def at(self, c: int) -> list[dict]:
         return [r for k, r in sorted(self.runs.items()) if k.startswith(f"c{c}-") and not r.get("failed")]
@@ -181,8 +194,7 @@ class PerfSweep(Measurement):
         out = []
         for cell in self.cells:
             doc, meta = self._read(target, self.path(cell)), self._read(target, self.path(cell, "meta"))
-            out.append(CellResult(cell.shape, cell.variant.describe(), doc.get("runs", {}), meta.get("startup_s"),
-                                  meta.get("weight_gib_logged"), meta.get("error"), doc.get("warmup")))
+            out.append(CellResult.kept(cell.shape, cell.variant.describe(), meta, doc))
         return out
 
 

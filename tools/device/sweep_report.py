@@ -44,8 +44,7 @@ def kept_results(perf: Path) -> list[CellResult]:
         meta = json.loads(meta_path.read_text())
         runs_path = meta_path.with_name(meta_path.name.removesuffix("-meta.json") + "-runs.json")
         doc = json.loads(runs_path.read_text()) if runs_path.exists() else {}
-        out.append(CellResult(meta["shape"], meta["variant"], doc.get("runs", {}), meta.get("startup_s"),
-                              meta.get("weight_gib_logged"), meta.get("error"), doc.get("warmup")))
+        out.append(CellResult.kept(meta["shape"], meta["variant"], meta, doc))
     return out
 
 
@@ -57,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     profile = load_profile(a.profile)
     sw = profile.sweep
-    workload = SweepWorkload(tuple(sw.concurrency), sw.input_len, sw.output_len, sw.repeats, 1.0,
-                             profile.benchmark.top_p, profile.benchmark.top_k)
+    workload = SweepWorkload.of(profile)
     results = kept_results(a.perf)
     if not results:
         print(f"no kept sweep runs under {a.perf / 'sweep'}", file=sys.stderr)
