@@ -7,7 +7,7 @@ pass by construction. The expected values here are the documents' own (seed and 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 # ---- the documents' values ------------------------------------------------------------------
 CT_NAME = "Template-VLLM-FP8"                   # seed 003 phase 1.1
@@ -224,6 +224,19 @@ def pip_check_clean(result: Mapping, only: str | None = None) -> str | None:
     scoped = only is not None and result.get("rc") == 1
     lines = [u[2] for u in pip_unmet(result, only)] if scoped else result.get("lines")
     return f"pip check (exit {result.get('rc')}): " + "; ".join(lines or ["no output"])
+
+
+def left_to_later_layers(result: Mapping, names: Collection[str]) -> tuple[dict, list[str]]:
+    """pip check as one layer sees it, before the layers after it ran: a requirement that a later layer of this run
+    installs ("vllm 0.26.0 requires flashinfer-python, which is not installed." before the FlashInfer layer) is
+    that layer's own pip check's to answer. Returns the result without those lines (exit 1 with nothing else
+    left reads as clean) and the lines left to later layers. Only "not installed" lines move: a later layer's
+    distribution present at another version is this layer's conflict."""
+    later = [u[2] for u in pip_unmet(result) if u[1] in names and u[2].rstrip().endswith("which is not installed.")]
+    if not later:
+        return dict(result), []
+    lines = [ln for ln in result.get("lines") or [] if ln not in later]
+    return {**result, "lines": lines, "ok": bool(result.get("ok")) or (result.get("rc") == 1 and not lines)}, later
 
 
 def names_within(observed: str, allowed: str) -> bool:

@@ -18,7 +18,11 @@ from reports.verdict import judge
 from specs import checks
 
 ID = "R002-G2-no-torch-conflict"
-H100 = (Path(__file__).parent / "data" / "pip-check-h100-gpu-hopper.txt").read_text().splitlines()
+DATA = Path(__file__).parent / "data"
+H100 = (DATA / "pip-check-h100-gpu-hopper.txt").read_text().splitlines()
+# the same host's first run, read by the vLLM spec before the FlashInfer layer had installed flashinfer-python
+FIRST_RUN = (DATA / "pip-check-h100-gpu-hopper-before-flashinfer.txt").read_text().splitlines()
+FLASHINFER_LINE = "vllm 0.26.0 requires flashinfer-python, which is not installed."
 TORCH_PIN = "vllm 0.26.0 has requirement torch==2.11.0, but you have torch 2.12.0."
 
 
@@ -79,3 +83,40 @@ def test_a_line_the_check_cannot_read_is_never_a_deviation():
     odd = "somepkg 1.0 wants a new kind of thing pip never printed before."
     with pytest.raises(AssertionError, match="new kind of thing"):
         verdict({"ok": False, "rc": 1, "lines": H100 + [odd]}, expect_for("gpu-hopper", []))
+
+
+def vllm_spec_verdict(lines, expect, flashinfer_enabled=True):
+    """What test_pip_check_after_vllm does (FlashInfer is the next layer when the profile enables it)."""
+    result, later = checks.left_to_later_layers(PipCheck.parse_result(1, lines),
+                                                {"flashinfer-python"} if flashinfer_enabled else ())
+    verdict(result, expect)
+    return later
+
+
+def test_the_vllm_specs_verdict_is_the_same_before_and_after_the_flashinfer_layer():
+    """A first run reads pip before FlashInfer is installed, a second run after: one verdict for both."""
+    first: list = []
+    second: list = []
+    assert vllm_spec_verdict(FIRST_RUN, expect_for("gpu-hopper", first)) == [FLASHINFER_LINE]
+    assert vllm_spec_verdict(H100, expect_for("gpu-hopper", second)) == []
+    assert [d.id for d in first] == [d.id for d in second] == [ID]
+    assert first[0].observed == second[0].observed
+
+
+def test_a_missing_flashinfer_fails_where_no_later_layer_installs_it():
+    with pytest.raises(AssertionError, match="requires flashinfer-python"):
+        vllm_spec_verdict(FIRST_RUN, expect_for("gpu-hopper", []), flashinfer_enabled=False)
+
+
+def test_a_later_layers_distribution_at_the_wrong_version_is_this_layers_conflict():
+    wrong = "vllm 0.26.0 has requirement flashinfer-python==0.6.14, but you have flashinfer-python 0.6.13."
+    with pytest.raises(AssertionError, match="flashinfer-python==0.6.14"):
+        vllm_spec_verdict(H100 + [wrong], expect_for("gpu-hopper", []))
+
+
+def test_nothing_but_a_later_layers_line_reads_clean():
+    result, later = checks.left_to_later_layers(PipCheck.parse_result(1, [FLASHINFER_LINE]), {"flashinfer-python"})
+    assert later == [FLASHINFER_LINE] and result["ok"] and checks.pip_check_clean(result) is None
+    result, later = checks.left_to_later_layers(PipCheck.parse_result(2, ["ERROR: unknown command"]),
+                                                {"flashinfer-python"})
+    assert later == [] and not result["ok"]
