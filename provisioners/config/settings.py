@@ -42,6 +42,7 @@ class Settings:
     snapshot: bool = True        # changes to an existing container are made after a snapshot (--no-snapshot: not)
     vllm_version: str | None = None   # --vllm-version: the vLLM pin instead of the profile's (an upgrade)
     fresh_facts: bool = False    # --fresh-facts: read the installed vLLM afresh, never from the reading kept on the target
+    sweep_shapes: tuple[str, ...] = ()   # --sweep-shape: the performance sweep measures only these shapes (all: empty)
 
     @cached_property
     def parsed_target(self) -> TargetUrl:
@@ -83,7 +84,8 @@ def detect_profile(nvidia_smi: str | None = None) -> tuple[str, str]:
 def build_settings(*, ctid: str | None, target: str | None, config: str | None, profile: str | None,
                    audit: bool, wheelhouse: str | None, out_dir: str | None, rootdir: Path = REPO_ROOT,
                    destructive: bool = False, install_only: bool = False, venv: str | None = None,
-                   snapshot: bool = True, vllm_version: str | None = None, fresh_facts: bool = False) -> Settings:
+                   snapshot: bool = True, vllm_version: str | None = None, fresh_facts: bool = False,
+                   sweep_shapes: tuple[str, ...] = ()) -> Settings:
     """Turn raw option values into Settings, raising ConfigError with one clear line on bad input."""
     register_env(os.environ)     # an operator's HF_TOKEN & co. are masked in every log and report
     if ctid is not None and not re.fullmatch(r"\d{3,9}", str(ctid)):
@@ -120,7 +122,8 @@ def build_settings(*, ctid: str | None, target: str | None, config: str | None, 
                     config_path=config_path.resolve(), profile=prof, profile_reason=reason, audit=audit,
                     wheelhouse=wh, out_dir=out.resolve(), run_id=time.strftime("%Y%m%dT%H%M%S"),
                     destructive=destructive, install_only=install_only, venv=venv.rstrip("/") if venv else None,
-                    engine=engine, snapshot=snapshot, vllm_version=vllm_version, fresh_facts=fresh_facts)
+                    engine=engine, snapshot=snapshot, vllm_version=vllm_version, fresh_facts=fresh_facts,
+                    sweep_shapes=tuple(sweep_shapes))
 
 
 def configured_engine(profile: str) -> str | None:
