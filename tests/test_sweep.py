@@ -122,3 +122,24 @@ def test_the_report_renders_from_kept_runs_and_names_the_cells_missing(tmp_path)
     r = subprocess.run([sys.executable, str(tool), str(tmp_path / "empty"), "--out", str(tmp_path / "c")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "no kept sweep runs" in r.stderr
+
+
+def test_the_sweeps_shapes_are_made_beside_a_local_model_or_under_the_state_dir():
+    """gpu-hopper serves a local dummy dir (shapes beside it); gpu-blackwell serves a hub id, whose dirname
+    ("meta-llama") would be a relative path on the target."""
+    import doctest
+
+    from provisioners.steps import sweep
+
+    assert doctest.testmod(sweep).failed == 0
+    assert sweep.shapes_dir("meta-llama/Llama-3.2-3B-Instruct", "/var/lib/phoenix") == "/var/lib/phoenix/models"
+
+
+def test_the_documents_profiles_sweep_with_gpu_hoppers_protocol():
+    """Seed 003 6.5 with the documents' versions is compared point by point with vLLM 0.26.0's numbers: the same
+    shapes, concurrencies, lengths and rounds."""
+    from provisioners.config.phoenix import load_profile
+
+    hopper = load_profile("gpu-hopper").sweep
+    for name in ("gpu-blackwell", "gpu-blackwell-hopper"):
+        assert load_profile(name).sweep == hopper, name

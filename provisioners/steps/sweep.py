@@ -65,6 +65,19 @@ class SweepWorkload:
                                           self.top_p, self.top_k]).encode()).hexdigest()[:8]
 
 
+def shapes_dir(served_model: str, state_dir: str) -> str:
+    """Where the sweep's shapes (dummy-weight model dirs) are made: beside a local model dir the service serves,
+    or, when the service serves a hub id (gpu-blackwell: meta-llama/Llama-3.2-3B-Instruct), under the state dir.
+
+    >>> shapes_dir("/var/lib/phoenix/models/llama-3.2-3b-shape/", "/var/lib/phoenix")
+    '/var/lib/phoenix/models'
+    >>> shapes_dir("meta-llama/Llama-3.2-3B-Instruct", "/root/.cache/phoenix/state")
+    '/root/.cache/phoenix/state/models'
+    """
+    served = served_model.rstrip("/")
+    return posixpath.dirname(served) if served.startswith("/") else posixpath.join(state_dir, "models")
+
+
 @dataclass(frozen=True)
 class Cell:
     """One shape served in one variant."""
