@@ -5,7 +5,7 @@ import pytest
 
 from provisioners.config.engine import to_cli_args
 from provisioners.facts.pins import PipCheck
-from provisioners.steps.flashinfer import PACKAGE as FLASHINFER
+from provisioners.facts.flashinfer import DISTRIBUTION as FLASHINFER
 from specs import checks
 
 pytestmark = pytest.mark.layer("vllm")

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from provisioners.facts import Fact
 
+DISTRIBUTION = "flashinfer-python"      # what pip knows FlashInfer by (its wheel, its sdist, pip check's lines)
+
 # seed 003 7: "unsupported kernel" errors or instability trigger the fallback, nothing else
 _TRIGGERS = (re.compile(r"unsupported kernel", re.I),
              re.compile(r"flashinfer.*(error|exception|failed)", re.I),

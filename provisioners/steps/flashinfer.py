@@ -26,7 +26,7 @@ from __future__ import annotations
 from provisioners.core.step import Observed, Step
 from provisioners.config.phoenix import FlashInferExpect
 from provisioners.core.errors import ProvisionError
-from provisioners.facts.flashinfer import CheckoutTag, FlashInferVersion, tag_version
+from provisioners.facts.flashinfer import DISTRIBUTION, CheckoutTag, FlashInferVersion, tag_version
 from provisioners.facts.pins import DistRequires, JitNvcc, PipCheck, pin_of
 
 CONFLICT_ID = "R003-P2.2-conflict-flashinfer-extra-pin"
@@ -34,7 +34,7 @@ CONFLICT_ID = "R003-P2.2-conflict-flashinfer-extra-pin"
 # custom_backend.get_requires_for_build_wheel adds (torch, ninja, numpy, requests); torch is the venv's own
 SDIST_BUILD_REQUIRES = ("setuptools>=77", "packaging>=24", "ninja", "numpy", "requests")
 
-PACKAGE = "flashinfer-python"
+PACKAGE = DISTRIBUTION
 SAMPLER_ENV = "VLLM_USE_FLASHINFER_SAMPLER"
 
 # One shell; values come in as positional parameters, never spliced into the text.
