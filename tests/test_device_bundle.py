@@ -458,3 +458,70 @@ def test_parts_cut_again_at_another_size_keep_the_stream_and_reassemble(tmp_path
     r = subprocess.run(["bash", str(DEVICE / "pack_parts.sh"), str(tmp_path / "w3"), str(tmp_path / "third")],
                        capture_output=True, text=True, env={**env, "PART_BYTES": "7000", "REPART_FROM": str(first)})
     assert r.returncode == 3 and "join to" in r.stderr, r.stdout + r.stderr
+
+
+def _blackwell_calls(readme: str, n: int, acc: Path, no_reqs: Path) -> list[tuple[str | None, str]]:
+    """The numbered calls of the README's gpu-blackwell-hopper section, expanded for n parts. Two values are
+    this machine's: the host's accumulator folder (a fresh one per test, not /tmp/acc-bw) and the runner's
+    requirements (the stand-in wheelhouse carries none of them)."""
+    import re
+
+    sec = readme.split("## The documents' own stack on the offline host", 1)[1]
+    cmds = [" ".join(c.split()) for c in re.findall(r"`(PARTS_DIR=[^`]+)`", sec)]
+    recv0 = next(c for c in cmds if c.endswith("recv 0"))
+    recv_i = next(c for c in cmds if c.endswith("recv I"))
+    suite = next(c for c in cmds if " suite" in c and "RUN=bw1" in c)
+    assert "RUN=bw2" in sec and "--venv /opt/vllm-blackwell" in suite, suite
+
+    def here(c: str) -> str:
+        return re.sub(r"RUNNER_REQS=\S+", f"RUNNER_REQS={no_reqs}", c.replace("ACC=/tmp/acc-bw", f"ACC={acc}"))
+    calls = [(".whl-bw/p0", here(recv0))]
+    calls += [(f".whl-bw/p{i}", here(recv_i.replace(" I", f" {i}"))) for i in range(1, n - 1)]
+    calls.append((f".whl-bw/p{n - 1}", here(recv_i.replace(" I", f" {n - 1}")) + " && " + here(suite)))
+    calls.append((None, here(suite.replace("RUN=bw1", "RUN=bw2"))))
+    return calls
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists() or not shutil.which("zstd"),
+                    reason="needs the git checkout and zstd")
+def test_readme_blackwell_hopper_calls_replayed_call_by_call(tmp_path):
+    """The documents' stack on the offline host, as its README section says: zstd parts in .whl-bw, the host's own
+    accumulator, PROFILE=gpu-blackwell-hopper and --venv. Each call sees only the tracked tree and its part; the
+    suite runs for real up to the profile's GPU preflight, which refuses here (no GPU) with its own line, and
+    run.sh exits with pytest's code and brings the results back."""
+    w, stash, acc, out = tmp_path / "w", tmp_path / "bundle", tmp_path / "acc-bw", tmp_path / "out"
+    want = _wheelhouse(w)
+    subprocess.run(["bash", str(DEVICE / "pack_parts.sh"), str(w), str(stash)], check=True, capture_output=True,
+                   env={**os.environ, "PART_BYTES": "4000", "ZSTD_OPT": "-1", "COMPRESS": "zstd"})
+    n = len(list(stash.glob("p[0-9]*")))
+    assert n >= 3, "the test wants a middle call too"
+    base = tmp_path / "tree"
+    _checkout(base)
+    no_reqs = tmp_path / "no-extra-requirements.txt"
+    no_reqs.write_text("")
+    env = {**os.environ, "OUT": str(out), "PHOENIX_PROGRESS": "0",
+           "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+    env.pop("ACC", None)
+    for k, (carry, cmd) in enumerate(_blackwell_calls((DEVICE / "README.md").read_text(), n, acc, no_reqs)):
+        tree = tmp_path / f"call{k}"
+        shutil.copytree(base, tree, symlinks=True)
+        if carry:
+            shutil.copytree(stash / carry.split("/", 1)[1], tree / carry)
+        out.mkdir(exist_ok=True)
+        for f in out.iterdir():
+            f.unlink()
+        r = subprocess.run(["bash", "-c", cmd], cwd=tree, env=env, capture_output=True, text=True, timeout=600)
+        log = (r.stdout + r.stderr)[-4000:]
+        if "suite" not in cmd:
+            assert r.returncode == 0, (cmd, log)
+            continue
+        assert f"pytest rc={r.returncode} " in r.stdout, (cmd, log)
+        assert r.returncode == 4, (cmd, log)
+        run = cmd.split("RUN=")[-1].split()[0]
+        with tarfile.open(out / f"{run}.tgz") as tgz:
+            pytest_log = tgz.extractfile(f"{run}/pytest.log").read().decode()
+        assert "gpu-blackwell-hopper" in pytest_log, pytest_log[-3000:]
+        assert "needs an NVIDIA GPU of compute capability 9.0" in pytest_log, pytest_log[-3000:]
+        shutil.rmtree(tree)
+    got = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (acc / "wheelhouse").iterdir()}
+    assert got == want
