@@ -168,6 +168,17 @@ def test_readme_call_table_replayed_call_by_call(tmp_path):
            "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
     calls = _calls(_table((DEVICE / "README.md").read_text()), n)
     assert [c for c, _ in calls] == [f".whl/p{i}" for i in range(n)] + [None], calls
+    _replay_calls(tmp_path, calls, base, stash, out, env)
+    got = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (acc / "wheelhouse").iterdir()}
+    assert got == want
+
+
+def _replay_calls(tmp_path: Path, calls, base: Path, stash: Path, out: Path, env: dict) -> dict[str, str]:
+    """Each call in order in a fresh copy of the tracked tree `base` with only what it carries (from `stash`), the
+    host's accumulator kept between calls. `recv` calls must succeed; each `suite` call runs for real and must be
+    refused by the GPU preflight (no GPU here), run.sh exiting with pytest's code and bringing its results back.
+    Returns {run name: its pytest.log}."""
+    logs = {}
     for k, (carry, cmd) in enumerate(calls):
         tree = tmp_path / f"call{k}"
         shutil.copytree(base, tree, symlinks=True)
@@ -177,20 +188,19 @@ def test_readme_call_table_replayed_call_by_call(tmp_path):
         for f in out.iterdir():
             f.unlink()
         r = subprocess.run(["bash", "-c", cmd], cwd=tree, env=env, capture_output=True, text=True, timeout=600)
-        if "suite" not in cmd:
-            assert r.returncode == 0, (cmd, r.stdout[-3000:], r.stderr[-3000:])
-            continue
         log = (r.stdout + r.stderr)[-4000:]
+        if "suite" not in cmd:
+            assert r.returncode == 0, (cmd, log)
+            continue
         assert f"pytest rc={r.returncode} " in r.stdout, (cmd, log)       # run.sh exits with pytest's own code
         assert r.returncode == 4, (cmd, log)                              # no GPU here: the preflight refuses
-        run = cmd.split("RUN=", 1)[1].split()[0]
+        run = cmd.split("RUN=")[-1].split()[0]
         assert (out / f"{run}.tgz").exists(), (cmd, log)
         with tarfile.open(out / f"{run}.tgz") as tgz:                      # refused by the GPU preflight, not
-            pytest_log = tgz.extractfile(f"{run}/pytest.log").read().decode()   # by anything before it
-        assert "needs an NVIDIA GPU of compute capability 9.0" in pytest_log, pytest_log[-3000:]
+            logs[run] = tgz.extractfile(f"{run}/pytest.log").read().decode()   # by anything before it
+        assert "needs an NVIDIA GPU of compute capability 9.0" in logs[run], logs[run][-3000:]
         shutil.rmtree(tree)
-    got = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (acc / "wheelhouse").iterdir()}
-    assert got == want
+    return logs
 
 
 def _replay(tmp_path: Path, parts: Path, n: int, parts_dir: str = ".whl") -> Path:
@@ -502,26 +512,10 @@ def test_readme_blackwell_hopper_calls_replayed_call_by_call(tmp_path):
     env = {**os.environ, "OUT": str(out), "PHOENIX_PROGRESS": "0",
            "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
     env.pop("ACC", None)
-    for k, (carry, cmd) in enumerate(_blackwell_calls((DEVICE / "README.md").read_text(), n, acc, no_reqs)):
-        tree = tmp_path / f"call{k}"
-        shutil.copytree(base, tree, symlinks=True)
-        if carry:
-            shutil.copytree(stash / carry.split("/", 1)[1], tree / carry)
-        out.mkdir(exist_ok=True)
-        for f in out.iterdir():
-            f.unlink()
-        r = subprocess.run(["bash", "-c", cmd], cwd=tree, env=env, capture_output=True, text=True, timeout=600)
-        log = (r.stdout + r.stderr)[-4000:]
-        if "suite" not in cmd:
-            assert r.returncode == 0, (cmd, log)
-            continue
-        assert f"pytest rc={r.returncode} " in r.stdout, (cmd, log)
-        assert r.returncode == 4, (cmd, log)
-        run = cmd.split("RUN=")[-1].split()[0]
-        with tarfile.open(out / f"{run}.tgz") as tgz:
-            pytest_log = tgz.extractfile(f"{run}/pytest.log").read().decode()
-        assert "gpu-blackwell-hopper" in pytest_log, pytest_log[-3000:]
-        assert "needs an NVIDIA GPU of compute capability 9.0" in pytest_log, pytest_log[-3000:]
-        shutil.rmtree(tree)
+    calls = _blackwell_calls((DEVICE / "README.md").read_text(), n, acc, no_reqs)
+    logs = _replay_calls(tmp_path, calls, base, stash, out, env)
+    assert sorted(logs) == ["bw1", "bw2"], sorted(logs)
+    for run, pytest_log in logs.items():
+        assert "gpu-blackwell-hopper" in pytest_log, (run, pytest_log[-3000:])
     got = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (acc / "wheelhouse").iterdir()}
     assert got == want
