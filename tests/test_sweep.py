@@ -143,3 +143,31 @@ def test_the_documents_profiles_sweep_with_gpu_hoppers_protocol():
     hopper = load_profile("gpu-hopper").sweep
     for name in ("gpu-blackwell", "gpu-blackwell-hopper"):
         assert load_profile(name).sweep == hopper, name
+
+
+def test_kept_rounds_belong_to_the_engine_that_measured_them():
+    """Two vLLMs on one host (another profile's venv, or an upgrade in the same venv) never share kept rounds: a
+    sweep or matrix of another engine finds nothing kept and measures again; the same engine finds its own."""
+    from provisioners.config.engine import EngineConfig
+    from provisioners.steps.benchmark import Workload
+    from provisioners.steps.perf import PerfMatrix, make_variants
+    from provisioners.steps.sweep import Cell, PerfSweep
+
+    v = make_variants(EngineConfig(ModelConfig={"model": "/m"}), {}, gpus=1)[0]
+    cell = Cell("llama-3.1-8b", v)
+
+    def sweep(engine):
+        return PerfSweep([cell], SweepWorkload(), python="p", base_url="u", state_dir="/s", vocab={},
+                         model_for=None, service_for=None, converge=None, engine=engine)
+
+    def matrix(engine):
+        return PerfMatrix([v], Workload(8, 512, 128, 1), vllm_bin="b", python="p", base_url="u", served="m",
+                          tokenizer="t", state_dir="/s", service_for=None, converge=None, decode=Workload(8, 512, 128, 1),
+                          engine=engine)
+
+    hopper, docs = "/opt/vllm/bin/python vllm 0.26.0", "/opt/vllm-blackwell/bin/python vllm 0.10.2"
+    assert sweep(hopper).path(cell) == sweep(hopper).path(cell) != sweep(docs).path(cell)
+    assert sweep(hopper).path(cell) != sweep("/opt/vllm/bin/python vllm 0.27.0").path(cell)
+    for path in ("run_path", "decode_path"):
+        assert getattr(matrix(hopper), path)(v, 0) == getattr(matrix(hopper), path)(v, 0) \
+            != getattr(matrix(docs), path)(v, 0)

@@ -8,7 +8,8 @@ and the workload (random dataset; lengths, concurrency, top-p/top-k from the pro
 repeated `repeats` times; variants are compared by their medians. The workload is never tuned
 to make a threshold pass: it is the profile's, for every variant.
 
-Each run's JSON is state on the target, keyed by (variant engine args + env, workload, repeat):
+Each run's JSON is state on the target, keyed by (variant engine args + env, workload, the engine that served it:
+its venv's python and vLLM version, repeat), so another vLLM (an upgrade, another profile's venv) measures again:
 a second run finds complete results and measures nothing again (done is observed, never remembered), and a
 run that ran out of time resumes where the last one stopped.
 
@@ -278,7 +279,7 @@ class PerfMatrix(Measurement):
                  served: str, tokenizer: str, state_dir: str, service_for: ServiceFactory, converge: Callable,
                  repeats: int = 3, warmups: int | None = None, temperature: float = 1.0,
                  bench_env: dict[str, str] | None = None, deadline_s: float | None = None,
-                 log_path: str | None = None, decode: Workload | None = None):
+                 log_path: str | None = None, decode: Workload | None = None, engine: str = ""):
         self.decode = decode
         self.variants, self.workload, self.vllm_bin, self.python = variants, workload, vllm_bin, python
         self.base_url, self.served, self.tokenizer = base_url, served, tokenizer
@@ -291,9 +292,9 @@ class PerfMatrix(Measurement):
         self.log_path = log_path
         self.stopped: str | None = None
         wl = json.dumps(asdict(workload), sort_keys=True)
-        self.wkey = hashlib.sha256(f"{wl}|{self.warmups}|{temperature}".encode()).hexdigest()[:8]
+        self.wkey = hashlib.sha256(f"{wl}|{self.warmups}|{temperature}|{engine}".encode()).hexdigest()[:8]
         dl = json.dumps(asdict(decode), sort_keys=True) if decode else ""
-        self.dkey = hashlib.sha256(f"{dl}|{temperature}".encode()).hexdigest()[:8]
+        self.dkey = hashlib.sha256(f"{dl}|{temperature}|{engine}".encode()).hexdigest()[:8]
 
     def decode_path(self, v: Variant, rep: int) -> str:
         return posixpath.join(self.dir, f"{v.name}-{v.key}-{self.dkey}-c1-r{rep}.json")

@@ -112,18 +112,21 @@ class PerfSweep(Measurement):
                  state_dir: str, vocab: dict[str, int], model_for: Callable[[str], Step],
                  service_for: Callable[[Variant], Step], converge: Callable[..., StepResult],
                  cafile: str | None = None, deadline_s: float | None = None, log_path: str | None = None,
-                 min_start_s: float = 150.0):
+                 min_start_s: float = 150.0, engine: str = ""):
         self.cells, self.workload, self.python = cells, workload, python
         self.base_url, self.cafile, self.vocab = base_url, cafile, vocab
         self.dir = posixpath.join(state_dir, "perf", "sweep")
         self.state_dir = state_dir
+        # the kept rounds are the engine's too (its venv's python and vLLM version): another vLLM measures again
+        self.engine = engine
+        self.rkey = hashlib.sha256(f"{workload.key}|{engine}".encode()).hexdigest()[:8]
         self.model_for, self.service_for, self.converge_fn = model_for, service_for, converge
         self.deadline = time.time() + deadline_s if deadline_s else None
         self.log_path, self.min_start_s = log_path, min_start_s
         self.stopped: str | None = None
 
     def path(self, cell: Cell, kind: str = "runs") -> str:
-        return posixpath.join(self.dir, f"{cell.shape}-{cell.variant.name}-{cell.variant.key}-{self.workload.key}-"
+        return posixpath.join(self.dir, f"{cell.shape}-{cell.variant.name}-{cell.variant.key}-{self.rkey}-"
                                         f"{kind}.json")
 
     def _read(self, target, path: str) -> dict:
@@ -170,7 +173,7 @@ class PerfSweep(Measurement):
         emit(f"{self.name}: {cell.shape} / {v.name} ({v.changes})")
         self.converge_fn(self.model_for(cell.shape))
         svc = self.service_for(v)
-        meta: dict = {"shape": cell.shape, "variant": v.describe()}
+        meta: dict = {"shape": cell.shape, "variant": v.describe(), "engine": self.engine}
         t0 = time.monotonic()
         try:
             self.converge_fn(svc)
