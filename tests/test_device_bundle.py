@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tarfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -154,23 +155,38 @@ def test_readme_call_table_replayed_call_by_call(tmp_path):
     (as the offline host receives it), the host's /tmp/acc kept between calls (a warm machine). The `suite`
     calls run for real: here the gpu-hopper preflight refuses (no GPU), and run.sh must exit with pytest's code
     and still bring back the results archive."""
-    w, stash, acc, out = tmp_path / "w", tmp_path / "bundle", tmp_path / "acc", tmp_path / "out"
+    acc = tmp_path / "acc"
+
+    def calls_for(n: int, no_reqs: Path) -> list[tuple[str | None, str]]:
+        calls = _calls(_table((DEVICE / "README.md").read_text()), n)
+        assert [c for c, _ in calls] == [f".whl/p{i}" for i in range(n)] + [None], calls
+        # this machine's accumulator and runner requirements (the stand-in wheelhouse carries none of them)
+        return [(c, f"export ACC={acc} RUNNER_REQS={no_reqs}; {cmd}") for c, cmd in calls]
+    _replay_readme(tmp_path, {"XZ_OPT": "-0"}, acc, calls_for)
+
+
+def _replay_readme(tmp_path: Path, pack_env: dict[str, str], acc: Path,
+                   calls_for: Callable[[int, Path], list[tuple[str | None, str]]]) -> dict[str, str]:
+    """A stand-in wheelhouse packed into parts (pack_parts.sh with `pack_env`), then the README's calls for that
+    many parts (`calls_for(n, an empty runner requirements file)`) replayed by _replay_calls; the wheelhouse the
+    host's accumulator `acc` unpacked must be the one packed. Returns {run name: its pytest.log}."""
+    w, stash, out = tmp_path / "w", tmp_path / "bundle", tmp_path / "out"
     want = _wheelhouse(w)
     subprocess.run(["bash", str(DEVICE / "pack_parts.sh"), str(w), str(stash)], check=True, capture_output=True,
-                   env={**os.environ, "PART_BYTES": "4000", "XZ_OPT": "-0"})
+                   env={**os.environ, "PART_BYTES": "4000", **pack_env})
     n = len(list(stash.glob("p[0-9]*")))
-    assert n >= 3, "the test wants a middle row too"
+    assert n >= 3, "the test wants a middle call too"
     base = tmp_path / "tree"
     _checkout(base)
     no_reqs = tmp_path / "no-extra-requirements.txt"
     no_reqs.write_text("")
-    env = {**os.environ, "ACC": str(acc), "OUT": str(out), "RUNNER_REQS": str(no_reqs), "PHOENIX_PROGRESS": "0",
+    env = {**os.environ, "OUT": str(out), "PHOENIX_PROGRESS": "0",
            "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
-    calls = _calls(_table((DEVICE / "README.md").read_text()), n)
-    assert [c for c, _ in calls] == [f".whl/p{i}" for i in range(n)] + [None], calls
-    _replay_calls(tmp_path, calls, base, stash, out, env)
+    env.pop("ACC", None)
+    logs = _replay_calls(tmp_path, calls_for(n, no_reqs), base, stash, out, env)
     got = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (acc / "wheelhouse").iterdir()}
     assert got == want
+    return logs
 
 
 def _replay_calls(tmp_path: Path, calls, base: Path, stash: Path, out: Path, env: dict) -> dict[str, str]:
@@ -499,23 +515,10 @@ def test_readme_blackwell_hopper_calls_replayed_call_by_call(tmp_path):
     accumulator, PROFILE=gpu-blackwell-hopper and --venv. Each call sees only the tracked tree and its part; the
     suite runs for real up to the profile's GPU preflight, which refuses here (no GPU) with its own line, and
     run.sh exits with pytest's code and brings the results back."""
-    w, stash, acc, out = tmp_path / "w", tmp_path / "bundle", tmp_path / "acc-bw", tmp_path / "out"
-    want = _wheelhouse(w)
-    subprocess.run(["bash", str(DEVICE / "pack_parts.sh"), str(w), str(stash)], check=True, capture_output=True,
-                   env={**os.environ, "PART_BYTES": "4000", "ZSTD_OPT": "-1", "COMPRESS": "zstd"})
-    n = len(list(stash.glob("p[0-9]*")))
-    assert n >= 3, "the test wants a middle call too"
-    base = tmp_path / "tree"
-    _checkout(base)
-    no_reqs = tmp_path / "no-extra-requirements.txt"
-    no_reqs.write_text("")
-    env = {**os.environ, "OUT": str(out), "PHOENIX_PROGRESS": "0",
-           "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
-    env.pop("ACC", None)
-    calls = _blackwell_calls((DEVICE / "README.md").read_text(), n, acc, no_reqs)
-    logs = _replay_calls(tmp_path, calls, base, stash, out, env)
+    acc = tmp_path / "acc-bw"
+    readme = (DEVICE / "README.md").read_text()
+    logs = _replay_readme(tmp_path, {"ZSTD_OPT": "-1", "COMPRESS": "zstd"}, acc,
+                          lambda n, no_reqs: _blackwell_calls(readme, n, acc, no_reqs))
     assert sorted(logs) == ["bw1", "bw2"], sorted(logs)
     for run, pytest_log in logs.items():
         assert "gpu-blackwell-hopper" in pytest_log, (run, pytest_log[-3000:])
-    got = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (acc / "wheelhouse").iterdir()}
-    assert got == want
