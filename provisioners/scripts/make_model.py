@@ -57,6 +57,9 @@ def main(kind: str, out: str, overrides: str = "{}") -> None:
         LlamaForCausalLM(cfg).save_pretrained(tmp)
     else:
         cfg.torch_dtype = "bfloat16"
+        # what a checkpoint's own config says (save_pretrained of a model writes it; of a bare config it does not):
+        # vLLM 0.10.2 resolves the model class from it alone ("No model architectures are specified")
+        cfg.architectures = ["LlamaForCausalLM"]
         cfg.save_pretrained(tmp)
     with open(os.path.join(tmp, "phoenix_model.json"), "w") as f:
         json.dump({"kind": kind, "shape": shape, "note": "random or dummy weights, generated locally"}, f)

@@ -40,6 +40,11 @@ class ModelDir(Step):
         off = {k: v for k, v in self.architecture.items() if state["shape"].get(k) != v}
         if off:
             return Observed(False, state, f"model dir shape differs from the profile's architecture: {off}")
+        config = json.loads(target.read_text(posixpath.join(self.path, "config.json")) or "{}")
+        if not config.get("architectures"):
+            # written by an earlier make_model.py: vLLM 0.10.2 will not start on it ("No model architectures are
+            # specified"); vLLM 0.26.0 did
+            return Observed(False, state, f"model dir {self.path}: config.json names no architectures")
         return Observed(True, state, f"{self.kind} model at {self.path}")
 
     def apply(self, target, observed: Observed) -> None:
