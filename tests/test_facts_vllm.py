@@ -257,3 +257,30 @@ def test_a_kept_reading_of_another_read_script_is_not_used():
     assert InstalledVllm.kept(json.dumps({**doc, "script_sha256": SCRIPT_SHA256, "key": "old",
                                           "key_parts": {"dist": "vllm 0"}}), key) == (
         None, "the key changed since the kept reading (dist)")
+
+
+# vLLM 0.10's CLI: `--help=KEYWORD` searches the options (what 0.10.2 printed on a GPU host), plain `--help` lists all
+CLI_010 = '''import sys
+from vllm import __version__
+def main():
+    if sys.argv[1:] == ["--version"]:
+        print(__version__)
+        return 0
+    if sys.argv[1:3] == ["serve", "--help=all"]:
+        print("Parameters matching 'all':\\n--allow-credentials, --no-allow-credentials")
+        return 0
+    if sys.argv[1:3] == ["serve", "--help"]:
+        print("usage: vllm serve [model_tag] [options]\\n  --max-model-len MAX_MODEL_LEN\\n  --served-model-name NAME")
+        return 0
+    return 2
+'''
+
+
+def test_a_cli_that_reads_help_all_as_a_search_is_read_from_its_plain_help(small_venv, tmp_path):
+    from provisioners.facts.vllm import ReadingCache
+
+    python, site = small_venv
+    _install(site, cli=CLI_010)
+    r = InstalledVllm(str(python), "small-vllm").read(Counting(), cache=ReadingCache(str(tmp_path / "k.json")))
+    assert r.serve_help.ok and "--max-model-len" in r.serve_help.stdout and "--served-model-name" in r.serve_help.stdout
+    assert "Parameters matching" not in r.serve_help.stdout

@@ -142,6 +142,9 @@ def cli(*argv):
 
 out["version_cli"] = cli("--version")
 out["serve_help"] = cli("serve", "--help=all")
+if out["serve_help"]["rc"] == 0 and "usage:" not in out["serve_help"]["stdout"]:
+    # vLLM 0.10 reads `--help=all` as a search ("Parameters matching 'all':"); its plain --help lists every option
+    out["serve_help"] = cli("serve", "--help")
 out["key_after"] = phoenix_key(dist, PATHS, ENVIRON)
 print("PHOENIX-VLLM " + json.dumps(out), flush=True)
 """
