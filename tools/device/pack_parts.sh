@@ -50,4 +50,7 @@ for f in "$W"/part.[0-9][0-9]; do             # two digits from split, numbered 
 done
 echo "$sum  $TARBALL" > "$PARTS/p0/wheelhouse.sha256"      # sha256sum -c's format, for the joined parts
 echo "$n" > "$PARTS/p0/parts.txt"            # travels with part 0: the count is known from the first call
+# zstd parts bring their decompressor: an offline host may lack zstd (Ubuntu 24.04's GPU image had xz only); this
+# machine's zstd links libzstd statically and needs only libc, zlib, liblzma and liblz4 there
+[ "$COMPRESS" != zstd ] || cp "$(command -v zstd)" "$PARTS/p0/zstd"
 ls -la "$PARTS"/p*

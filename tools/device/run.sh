@@ -26,6 +26,8 @@ recv)
   cp "$P/p$2/part.$2" "$ACC/" || exit 3
   if [ "$2" = 0 ]; then
     cp "$P/p0/wheelhouse.sha256" "$P/p0/parts.txt" "$ACC/" || exit 3
+    # the packer's own zstd, for a host without one (pack_parts.sh puts it beside zstd parts)
+    [ ! -f "$P/p0/zstd" ] || { mkdir -p "$ACC/bin" && cp "$P/p0/zstd" "$ACC/bin/zstd" && chmod +x "$ACC/bin/zstd"; }
     nvidia-smi --query-gpu=index,name,driver_version,compute_cap,memory.total --format=csv
     nvidia-smi topo -m 2>/dev/null | head -6
     python3 -c 'import torch, sys; print("torch", torch.__version__, torch.version.cuda, torch.cuda.device_count(), sys.prefix)'
@@ -37,6 +39,9 @@ detach)
   shift; mkdir -p "$ACC/out"; rm -f "$ACC/$RUN.rc" "$ACC/out/$RUN.tgz"
   [ -d "$WH" ] || [ -f "$ACC/parts.txt" ] || { echo "NO WHEELHOUSE: run 'recv 0' first (a cold machine lost it)"; exit 3; }
   export ACC RUN LIMIT PROFILE PARTS_DIR="$P"
+  # the run reads its own copy of the checkout: every later call copies the tree onto this host again, and a file
+  # replaced while the suite imports it stops the run ("No module named 'fixtures.provisioning'", seen on a host)
+  snap="$ACC/tree-$RUN"; rm -rf "$snap" && mkdir -p "$snap" && cp -a . "$snap/" && cd "$snap" || exit 3
   OUT="$ACC/out" setsid -w nohup bash -c 'bash "$0" suite "$@"; echo $? > "$ACC/$RUN.rc"' "$0" "$@" \
     > "$ACC/$RUN.console" 2>&1 < /dev/null &
   echo $! > "$ACC/$RUN.pid"
@@ -69,8 +74,10 @@ if [ ! -d "$WH" ]; then
   [ -f "$P/p0/wheelhouse.sha256" ] && cp "$P/p0/wheelhouse.sha256" "$P/p0/parts.txt" "$ACC/"
   n=$(cat "$ACC/parts.txt" 2>/dev/null) || { echo "NO WHEELHOUSE: run 'recv 0' first (a cold machine lost it)"; exit 3; }
   tb=$(awk '{print $2}' "$ACC/wheelhouse.sha256")            # wheelhouse.tar.xz or wheelhouse.tar.zst
-  case "$tb" in *.zst) unpack="zstd -dc --long=31 $tb" ;; *) unpack="xz -dc -T0 $tb" ;; esac
-  command -v "${unpack%% *}" >/dev/null || { echo "NO ${unpack%% *}: the parts are $tb (rebuild them with COMPRESS=xz)"; exit 3; }
+  [ -f "$P/p0/zstd" ] && [ ! -f "$ACC/bin/zstd" ] && mkdir -p "$ACC/bin" && cp "$P/p0/zstd" "$ACC/bin/zstd" && chmod +x "$ACC/bin/zstd"
+  z=$(command -v zstd || echo "$ACC/bin/zstd")                 # the host's, else the one part 0 brought
+  case "$tb" in *.zst) unpack="$z -dc --long=31 $tb"; tool=zstd ;; *) unpack="xz -dc -T0 $tb"; tool=xz ;; esac
+  ${unpack%% *} --version >/dev/null 2>&1 || { echo "NO $tool: the parts are $tb (rebuild them with COMPRESS=xz)"; exit 3; }
   ( set -o pipefail; cd "$ACC" && for i in $(seq 0 $((n - 1))); do cat "part.$i" || exit 3; done > "$tb" \
     && sha256sum -c wheelhouse.sha256 && $unpack | tar -xf - && rm -f part.* "$tb" ) || exit 3
   echo "wheelhouse: $(ls "$WH" | wc -l) wheels, assembled at $(( $(date +%s) - T0 ))s"
