@@ -442,6 +442,17 @@ def completion(status: int, usage: Mapping, finish: str | None, tokens: int) -> 
     return None if finish == "length" else f"finish_reason {finish!r}"
 
 
+def top_k_applied(greedy: str, restricted: Sequence[str]) -> str | None:
+    """top_k 1 leaves the sampler one token a step, whatever the temperature: each such completion is the greedy one."""
+    if not restricted:
+        return "no top_k 1 completion"
+    off = [t for t in restricted if t != greedy]
+    if off:
+        return (f"top_k 1 at temperature 1 gave {off[0]!r}, greedy decoding {greedy!r}: the served sampler does not "
+                "apply the request's top_k")
+    return None
+
+
 def chat(status: int, role: str | None, usage: Mapping) -> str | None:
     if status != 200:
         return f"status {status}"

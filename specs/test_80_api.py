@@ -32,6 +32,26 @@ def test_completion_returns_the_requested_tokens(client, service):
     assert not why, f"{why}: {r.text[:300]}"
 
 
+@pytest.mark.req("R003-6.5-sampler-ab-benchmark")
+def test_the_served_sampler_applies_top_k(client, service, evidence):
+    """The sampler A/B (seed 003 6.5) compares like with like only if the sampler-on engine applies the request's
+    top-k/top-p as the sampler-off one does. vLLM 0.10.2's V0 engine with VLLM_USE_FLASHINFER_SAMPLER=1 skips the
+    top-k/top-p masking and samples from the whole vocabulary (its "Falling back to PyTorch-native implementation").
+    At temperature 1, top_k 1 leaves one token a step: the completion must be the greedy one."""
+    # a prompt shorter than one KV-cache block: no prefix-cache hit, so every request computes the same logits
+    base = {"model": service.served_model, "prompt": "hello world", "max_tokens": 12, "ignore_eos": True}
+
+    def text(**sampling) -> str:
+        r = client.post("/v1/completions", json={**base, **sampling})
+        return r.json()["choices"][0]["text"] if r.status_code == 200 else f"<status {r.status_code}: {r.text[:120]}>"
+
+    greedy = text(temperature=0)
+    restricted = [text(temperature=1.0, top_k=1) for _ in range(2)]
+    evidence("completions", text=f"greedy: {greedy!r}\ntop_k 1, temperature 1: {restricted!r}")
+    why = checks.top_k_applied(greedy, restricted)
+    assert not why, why
+
+
 @pytest.mark.req("R004-Ph3.T1-api-endpoints", "R004-Ph3.2-async-endpoints")
 def test_chat_completion_applies_the_chat_template(client, service):
     r = client.post("/v1/chat/completions", json={"model": service.served_model, "max_tokens": 8,

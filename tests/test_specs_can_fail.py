@@ -204,6 +204,8 @@ CASES = [
     Case("specs/test_80_api.py::test_models_lists_the_served_model", "model_listed", (200, ["m"], "m"), (404, [], "m"), "404"),
     Case("specs/test_80_api.py::test_completion_returns_the_requested_tokens", "completion",
          (200, {"completion_tokens": 16}, "length", 16), (200, {"completion_tokens": 3}, "stop", 16), "completion_tokens 3"),
+    Case("specs/test_80_api.py::test_the_served_sampler_applies_top_k", "top_k_applied",
+         (" the cat", [" the cat", " the cat"]), (" the cat", [" the cat", " zq vr"]), "does not apply the request's top_k"),
     Case("specs/test_80_api.py::test_chat_completion_applies_the_chat_template", "chat",
          (200, "assistant", {"prompt_tokens": 9, "completion_tokens": 2}), (200, "user", {}), "role"),
     Case("specs/test_80_api.py::test_streaming_yields_sse_chunks", "sse_chunks", (5,), (1,), "only 1"),
