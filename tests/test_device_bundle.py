@@ -390,8 +390,12 @@ def test_a_detached_suite_outlives_its_call_and_wait_brings_back_its_code_and_re
     no_reqs = tmp_path / "no-extra-requirements.txt"
     no_reqs.write_text("")
     out.mkdir()
+    home = tmp_path / "home"                        # a FlashInfer JIT cache as its build leaves it
+    (home / ".cache/flashinfer/90/cached_ops/sampling").mkdir(parents=True)
+    (home / ".cache/flashinfer/90/cached_ops/sampling/build.ninja").write_text(
+        "ninja_required_version = 1.3\nnvcc = /opt/v/lib/python3.12/site-packages/nvidia/cuda_nvcc/bin/nvcc\n")
     env = {**os.environ, "ACC": str(acc), "OUT": str(out), "RUNNER_REQS": str(no_reqs), "PHOENIX_PROGRESS": "0",
-           "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "RUN": "bg", "LIMIT": "300"}
+           "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "RUN": "bg", "LIMIT": "300", "HOME": str(home)}
 
     def call(*args, timeout=60):
         return subprocess.run(["bash", "tools/device/run.sh", *args], cwd=tree, env=env, capture_output=True,
@@ -414,6 +418,8 @@ def test_a_detached_suite_outlives_its_call_and_wait_brings_back_its_code_and_re
     assert "pytest rc=4 " in r.stdout
     with tarfile.open(out / "bg.tgz") as tgz:
         assert "needs an NVIDIA GPU of compute capability 9.0" in tgz.extractfile("bg/pytest.log").read().decode()
+        jit = tgz.extractfile("bg/flashinfer-jit.txt").read().decode()
+    assert "cached_ops/sampling/build.ninja:nvcc = /opt/v/lib/python3.12/site-packages/nvidia/cuda_nvcc/bin/nvcc" in jit
 
 
 # Requires-Dist lines of the bundle's own wheels whose markers hold on the offline host's CPython 3.12 but not on the

@@ -102,6 +102,10 @@ echo "=== pytest rc=$rc at $(( $(date +%s) - T0 ))s"
 grep -E '^(PASSED|FAILED|ERROR|SKIPPED|XFAIL)|^=+ .*(passed|failed|error)' "$OUTD/pytest.log" | cut -c1-330 | tail -90
 mkdir -p "$OUTD/state" && cp -a /var/lib/phoenix/perf /var/lib/phoenix/service "$OUTD/state/" 2>/dev/null
 cp /var/log/phoenix/*.log "$OUTD/" 2>/dev/null
+# what FlashInfer's JIT built on this host and with which nvcc (its build.ninja files name the compiler)
+fj="$HOME/.cache/flashinfer"
+[ ! -d "$fj" ] || { find "$fj" -maxdepth 4 | sort | head -300; echo "# nvcc per build.ninja:";
+  grep -rH --include=build.ninja -E '^nvcc *=' "$fj" | head -100; } > "$OUTD/flashinfer-jit.txt" 2>&1
 tar -czf "$OUT/$RUN.tgz" -C /tmp/phx-out "$RUN" && ls -la "$OUT"
 nvidia-smi --query-gpu=index,memory.used --format=csv,noheader; echo "total $(( $(date +%s) - T0 ))s"
 exit $rc
