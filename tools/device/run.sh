@@ -41,7 +41,11 @@ detach)
   export ACC RUN LIMIT PROFILE PARTS_DIR="$P"
   # the run reads its own copy of the checkout: every later call copies the tree onto this host again, and a file
   # replaced while the suite imports it stops the run ("No module named 'fixtures.provisioning'", seen on a host)
-  snap="$ACC/tree-$RUN"; rm -rf "$snap" && mkdir -p "$snap" && cp -a . "$snap/" && cd "$snap" || exit 3
+  # (the wheelhouse parts stay out of it: `recv` keeps them under $ACC, and the host may keep every carried part)
+  [ -d "$WH" ] || for p in "$P"/p*/part.*; do [ -f "$p" ] && cp "$p" "$ACC/"; done    # a part carried with this call
+  snap="$ACC/tree-$RUN"; rm -rf "$snap" && mkdir -p "$snap" || exit 3
+  tar -cf - --exclude=./.whl --exclude=./.whl-bw --exclude="./${P#./}" --exclude=./.git . | tar -xf - -C "$snap" \
+    && cd "$snap" || exit 3
   OUT="$ACC/out" setsid -w nohup bash -c 'bash "$0" suite "$@"; echo $? > "$ACC/$RUN.rc"' "$0" "$@" \
     > "$ACC/$RUN.console" 2>&1 < /dev/null &
   echo $! > "$ACC/$RUN.pid"
