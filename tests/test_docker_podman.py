@@ -107,6 +107,27 @@ def test_streaming_through_nginx(world):
     assert len(chunks) >= 8
 
 
+def test_the_top_k_check_tells_a_restricted_sampler_from_a_free_one_on_a_real_engine(world):
+    """checks.top_k_applied (specs/test_80_api.py::test_the_served_sampler_applies_top_k) on a real engine, vLLM on
+    CPU: top_k 1 at temperature 1 gives the greedy completion; plain temperature 1, a sampler without the top_k
+    restriction, does not, so the check tells them apart on a real sampler and not only on planted strings."""
+    from specs import checks
+
+    stack = world["stack"]
+    base = {"model": stack.rel.served_model, "prompt": "hello world", "max_tokens": 12, "ignore_eos": True}
+    with stack.client() as c:
+        def text(**sampling) -> str:
+            r = c.post("/v1/completions", json={**base, **sampling})
+            r.raise_for_status()
+            return r.json()["choices"][0]["text"]
+
+        greedy = text(temperature=0)
+        restricted = [text(temperature=1.0, top_k=1) for _ in range(2)]
+        free = [text(temperature=1.0) for _ in range(2)]
+    assert checks.top_k_applied(greedy, restricted) is None, (greedy, restricted)
+    assert "does not apply the request's top_k" in (checks.top_k_applied(greedy, free) or ""), (greedy, free)
+
+
 def test_prometheus_target_is_up(world):
     import time
 
