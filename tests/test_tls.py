@@ -206,6 +206,61 @@ def test_near_expiry_cert_is_renewed_with_a_new_serial(ca, local, tls_ledger, tm
 
 
 @needs_stepca
+def test_a_renewed_certificate_restarts_the_server_that_still_presents_the_old_one(ca, local, tls_ledger, tmp_path):
+    """The TLS step renews the files at a third of the lifetime left; the running server keeps the certificate it
+    read at start. The service's check sees the served leaf differ from the installed one and restarts it (seen on
+    a real run: tls-service-cert changed, service unchanged, the served leaf the old one); then it is unchanged."""
+    import dataclasses
+    import sys
+
+    from provisioners.config.engine import EngineConfig
+    from provisioners.steps.service import Endpoint, SupervisedService, UnitModel
+    from tests.stubs.safety_support import STUBS, free_port as any_port
+
+    cert = ServiceCert(ca, local, str(tmp_path / "tls"), SANS, 3)
+    cert.converge(local, ledger=tls_ledger)
+    bindir = tmp_path / "venv" / "bin"
+    bindir.mkdir(parents=True)
+    (bindir / "python").symlink_to(sys.executable)
+    (bindir / "vllm").symlink_to(STUBS / "fake_vllm")          # a /health server that reads its TLS files at start
+    port = any_port()
+    engine = EngineConfig.model_validate({"ModelConfig": {"model": "/m"}, "ServerConfig": {
+        "host": "127.0.0.1", "port": port, "served_model_name": "tls-probe"}})
+    unit = dataclasses.replace(UnitModel.build(vllm_bin=str(bindir / "vllm"), engine=engine, profile_env={},
+                                               tls=(cert.key_path, cert.cert_path), name="phoenix_tls_probe.service"),
+                               restart_sec=1)
+    endpoint = Endpoint(base_url=f"https://127.0.0.1:{port}", served_model="tls-probe", model_dir="/m",
+                        ca_file=cert.material.ca_root_path)
+    svc = SupervisedService(unit, endpoint, state_dir=str(tmp_path / "state"), startup_timeout=60)
+
+    def served() -> str:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+                ssl_context(Path(cert.material.ca_root_path).read_text()).wrap_socket(raw, server_hostname="localhost") as c:
+            return inspect_cert(ssl.DER_cert_to_PEM_cert(c.getpeercert(binary_form=True)))["fingerprint"]
+
+    try:
+        assert svc.converge(local, ledger=tls_ledger).status == "changed"
+        first = served()
+        assert svc.check(local).satisfied
+        # near expiry: the CA signs the same key for 10 more minutes; the TLS step renews it
+        csr = local.must(["openssl", "req", "-new", "-key", cert.key_path, "-subj", "/CN=localhost",
+                          "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"]).stdout
+        now = dt.datetime.now(dt.UTC)
+        local.put(cert.cert_path, "".join(ca.sign(csr, SANS, not_before=now - dt.timedelta(minutes=170),
+                                                  not_after=now + dt.timedelta(minutes=10))))
+        assert cert.converge(local, ledger=tls_ledger).status == "changed"
+        installed = inspect_cert(split_pem(Path(cert.cert_path).read_text())[0])["fingerprint"]
+        assert served() == first != installed                 # the server still presents what it read at start
+        seen = svc.check(local)
+        assert not seen.satisfied and "presents another certificate" in seen.reason, seen.reason
+        assert svc.converge(local, ledger=tls_ledger).status == "changed"
+        assert served() == installed
+        assert svc.converge(local, ledger=tls_ledger).status == "unchanged"
+    finally:
+        svc.stop(local)
+
+
+@needs_stepca
 def test_san_change_reissues(ca, local, tls_ledger, tmp_path):
     cert_dir = str(tmp_path / "tls")
     first = ServiceCert(ca, local, cert_dir, SANS, 24).converge(local, ledger=tls_ledger)

@@ -15,6 +15,7 @@ import hashlib
 import json
 import posixpath
 import re
+import socket
 import ssl
 import time
 from dataclasses import dataclass, replace
@@ -25,6 +26,7 @@ from provisioners.core.step import Observed, Step
 from provisioners.config.engine import EngineConfig, to_cli_args
 from provisioners.core.errors import ProvisionError, tail
 from provisioners.facts import HasSystemd
+from provisioners.facts.cert import cert_fingerprint, split_pem
 from provisioners.facts.service import DeployRecord, ProcessArgv, SupervisorRestarts, conflicts, port_listeners
 from provisioners.facts.systemd import UnitActive, UnitEnabled, UnitJournal, UnitProperty, UnitStatus
 from provisioners.core.progress import Heartbeat
@@ -252,6 +254,30 @@ class _ServiceStep(Step):
         """Stop the service; returns the pids it signalled."""
         raise NotImplementedError
 
+    def serves_another_certificate(self, target) -> str | None:
+        """Why a running server needs a restart for its TLS files, or None. A server keeps the certificate it read at
+        start; once the TLS step has renewed the files (at a third of the lifetime left), the leaf it presents is not
+        the installed one until it restarts. Read by a handshake that compares the leaf and trusts nothing."""
+        if not self.unit.tls:
+            return None
+        installed = split_pem(target.read_text(self.unit.tls[1]) or "")
+        url = httpx.URL(self.endpoint.base_url)
+        if not installed or url.scheme != "https":
+            return None
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        try:
+            with socket.create_connection((url.host, url.port or 443), timeout=10) as raw, \
+                    ctx.wrap_socket(raw, server_hostname=url.host) as conn:
+                der = conn.getpeercert(binary_form=True)
+        except OSError:
+            return None                       # /health answered just before: the next check reads it again
+        served = cert_fingerprint(ssl.DER_cert_to_PEM_cert(der)) if der else None
+        if served and served != cert_fingerprint(installed[0]):
+            return (f"the server presents another certificate than the installed {self.unit.tls[1]} "
+                    "(renewed since it started)")
+        return None
+
     # -- the deploy record: the restart count the service manager had when this step last started it
     @property
     def deploy_path(self) -> str:
@@ -364,6 +390,9 @@ class SupervisedService(_ServiceStep):
             return Observed(False, state, "the service is not running")
         if not self.healthy():
             return Observed(False, {**state, "healthy": False}, "the service runs but /health does not answer")
+        stale = self.serves_another_certificate(target)
+        if stale:
+            return Observed(False, {**state, "healthy": True, "certificate_current": False}, stale)
         return Observed(True, {**state, "healthy": True}, f"{self.unit.name} running, healthy")
 
     def stop(self, target) -> set[int]:
@@ -472,6 +501,9 @@ class SystemdUnit(_ServiceStep):
             return Observed(False, state, f"unit is {enabled}/{active}")
         if not self.healthy():
             return Observed(False, {**state, "healthy": False}, "active but /health does not answer")
+        stale = self.serves_another_certificate(target)
+        if stale:
+            return Observed(False, {**state, "healthy": True, "certificate_current": False}, stale)
         return Observed(True, {**state, "healthy": True}, f"{self.unit.name} enabled, active, healthy")
 
     def apply(self, target, observed: Observed) -> None:
