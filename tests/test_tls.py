@@ -215,7 +215,7 @@ def test_a_renewed_certificate_restarts_the_server_that_still_presents_the_old_o
 
     from provisioners.config.engine import EngineConfig
     from provisioners.steps.service import Endpoint, SupervisedService, UnitModel
-    from tests.stubs.safety_support import STUBS, free_port as any_port
+    from tests.stubs.safety_support import STUBS
 
     cert = ServiceCert(ca, local, str(tmp_path / "tls"), SANS, 3)
     cert.converge(local, ledger=tls_ledger)
@@ -223,7 +223,7 @@ def test_a_renewed_certificate_restarts_the_server_that_still_presents_the_old_o
     bindir.mkdir(parents=True)
     (bindir / "python").symlink_to(sys.executable)
     (bindir / "vllm").symlink_to(STUBS / "fake_vllm")          # a /health server that reads its TLS files at start
-    port = any_port()
+    port = free_port()
     engine = EngineConfig.model_validate({"ModelConfig": {"model": "/m"}, "ServerConfig": {
         "host": "127.0.0.1", "port": port, "served_model_name": "tls-probe"}})
     unit = dataclasses.replace(UnitModel.build(vllm_bin=str(bindir / "vllm"), engine=engine, profile_env={},
