@@ -21,13 +21,16 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PHOENIX_PROGRESS=1
 ACC=${ACC:-/tmp/acc}; WH=$ACC/wheelhouse
 P=${PARTS_DIR:-.whl}       # where the carried parts are (.whl-bw: the gpu-blackwell-hopper bundle, ACC=/tmp/acc-bw)
 mkdir -p "$ACC"
+# the packer's own zstd, for a host without one (pack_parts.sh puts it beside zstd parts, in part 0)
+take_zstd() { [ ! -f "$P/p0/zstd" ] || { mkdir -p "$ACC/bin" && cp "$P/p0/zstd" "$ACC/bin/zstd" && chmod +x "$ACC/bin/zstd"; }; }
+# the parts carried with this call (the last one may come with `suite` or `detach` itself)
+take_parts() { for p in "$P"/p*/part.*; do [ -f "$p" ] && cp "$p" "$ACC/"; done; }
 case "${1:-}" in
 recv)
   cp "$P/p$2/part.$2" "$ACC/" || exit 3
   if [ "$2" = 0 ]; then
     cp "$P/p0/wheelhouse.sha256" "$P/p0/parts.txt" "$ACC/" || exit 3
-    # the packer's own zstd, for a host without one (pack_parts.sh puts it beside zstd parts)
-    [ ! -f "$P/p0/zstd" ] || { mkdir -p "$ACC/bin" && cp "$P/p0/zstd" "$ACC/bin/zstd" && chmod +x "$ACC/bin/zstd"; }
+    take_zstd
     nvidia-smi --query-gpu=index,name,driver_version,compute_cap,memory.total --format=csv
     nvidia-smi topo -m 2>/dev/null | head -6
     python3 -c 'import torch, sys; print("torch", torch.__version__, torch.version.cuda, torch.cuda.device_count(), sys.prefix)'
@@ -42,7 +45,7 @@ detach)
   # the run reads its own copy of the checkout: every later call copies the tree onto this host again, and a file
   # replaced while the suite imports it stops the run ("No module named 'fixtures.provisioning'", seen on a host)
   # (the wheelhouse parts stay out of it: `recv` keeps them under $ACC, and the host may keep every carried part)
-  [ -d "$WH" ] || for p in "$P"/p*/part.*; do [ -f "$p" ] && cp "$p" "$ACC/"; done    # a part carried with this call
+  [ -d "$WH" ] || take_parts
   snap="$ACC/tree-$RUN"; rm -rf "$snap" && mkdir -p "$snap" || exit 3
   tar -cf - --exclude=./.whl --exclude=./.whl-bw --exclude="./${P#./}" --exclude=./.git . | tar -xf - -C "$snap" \
     && cd "$snap" || exit 3
@@ -74,11 +77,11 @@ suite|assemble) cmd=$1; shift ;;
 esac
 
 if [ ! -d "$WH" ]; then
-  for p in "$P"/p*/part.*; do [ -f "$p" ] && cp "$p" "$ACC/"; done       # the last part may come with this call
+  take_parts
   [ -f "$P/p0/wheelhouse.sha256" ] && cp "$P/p0/wheelhouse.sha256" "$P/p0/parts.txt" "$ACC/"
   n=$(cat "$ACC/parts.txt" 2>/dev/null) || { echo "NO WHEELHOUSE: run 'recv 0' first (a cold machine lost it)"; exit 3; }
   tb=$(awk '{print $2}' "$ACC/wheelhouse.sha256")            # wheelhouse.tar.xz or wheelhouse.tar.zst
-  [ -f "$P/p0/zstd" ] && [ ! -f "$ACC/bin/zstd" ] && mkdir -p "$ACC/bin" && cp "$P/p0/zstd" "$ACC/bin/zstd" && chmod +x "$ACC/bin/zstd"
+  [ -f "$ACC/bin/zstd" ] || take_zstd
   z=$(command -v zstd || echo "$ACC/bin/zstd")                 # the host's, else the one part 0 brought
   case "$tb" in *.zst) unpack="$z -dc --long=31 $tb"; tool=zstd ;; *) unpack="xz -dc -T0 $tb"; tool=xz ;; esac
   ${unpack%% *} --version >/dev/null 2>&1 || { echo "NO $tool: the parts are $tb (rebuild them with COMPRESS=xz)"; exit 3; }
