@@ -68,3 +68,44 @@ def test_a_model_dir_without_architectures_is_made_again(dummy_3b, tmp_path):
     again = step.check(target)
     assert again.satisfied, again.reason
     assert json.loads((path / "config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
+
+
+@pytest.mark.real_target
+def test_the_tokenizer_class_loads_on_transformers_4_and_5(dummy_3b):
+    """transformers 5 (this venv's) saves `"tokenizer_class": "TokenizersBackend"`, which transformers 4.56 (vLLM
+    0.10.2's, the gpu-blackwell profiles') cannot import: on a GPU host that served gpu-hopper first, vLLM 0.10.2
+    exited with "Tokenizer class TokenizersBackend does not exist". The generated dir names the classic fast class;
+    this venv's transformers loads it, with the chat template."""
+    cfg = json.loads((dummy_3b / "tokenizer_config.json").read_text())
+    assert cfg["tokenizer_class"] == "PreTrainedTokenizerFast", cfg
+    r = subprocess.run([PY, "-c", "import sys; from transformers import AutoTokenizer; "
+                        "t = AutoTokenizer.from_pretrained(sys.argv[1]); print(len(t)); "
+                        "print(t.apply_chat_template([{'role': 'user', 'content': 'hi'}], tokenize=False, "
+                        "add_generation_prompt=True).endswith('assistant\\n'))", str(dummy_3b)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-800:]
+    assert r.stdout.split()[-2:] == ["4096", "True"], r.stdout
+
+
+@pytest.mark.real_target
+def test_a_model_dir_another_transformers_made_is_made_again(dummy_3b, tmp_path):
+    """A kept dir whose tokenizer names transformers 5's own class is regenerated; then unchanged."""
+    import shutil
+
+    from provisioners.backends.target import Target
+    from provisioners.config.layout import Layout
+    from provisioners.steps.model import ModelDir
+
+    path = tmp_path / "llama-3.2-3b-shape"
+    shutil.copytree(dummy_3b, path)
+    cfg = json.loads((path / "tokenizer_config.json").read_text())
+    (path / "tokenizer_config.json").write_text(json.dumps({**cfg, "tokenizer_class": "TokenizersBackend"}))
+    layout = Layout(venv="/opt/vllm", model_dir=str(tmp_path), state_dir=str(tmp_path / "state"), log_dir=str(tmp_path))
+    step = ModelDir(layout, "dummy-config", str(path), architecture=SHAPE_3B)
+    target = Target.from_url("local://")
+    seen = step.check(target)
+    assert not seen.satisfied and "'TokenizersBackend'" in seen.reason, seen.reason
+    (tmp_path / "state").mkdir()
+    step.apply(target, seen)
+    assert step.check(target).satisfied
+    assert json.loads((path / "tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast"

@@ -15,6 +15,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
 from transformers import LlamaConfig, PreTrainedTokenizerFast  # noqa: E402
 
+PORTABLE_TOKENIZER_CLASS = "PreTrainedTokenizerFast"   # the same name in provisioners/steps/model.py
 CHAT_TEMPLATE = ("{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
                  "{% if add_generation_prompt %}<s>assistant\n{% endif %}")
 # head_dim must be one the CPU attention backend supports (32, 64, 80, 96, ...): 128 / 4 = 32.
@@ -39,6 +40,15 @@ def tokenizer(out: str, vocab: int) -> None:
     hf = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
                                  pad_token="<pad>", chat_template=CHAT_TEMPLATE, model_max_length=2048)
     hf.save_pretrained(out)
+    # transformers 5 names its own class ("TokenizersBackend"), which transformers 4 cannot import: vLLM 0.10.2
+    # (transformers 4.56) then exits on a model dir a vLLM 0.26.0 venv made on the same host (seen on a GPU host).
+    # The fast tokenizer's classic name loads on both (provisioners/steps/model.py checks it).
+    path = os.path.join(out, "tokenizer_config.json")
+    with open(path) as f:
+        cfg = json.load(f)
+    cfg["tokenizer_class"] = PORTABLE_TOKENIZER_CLASS
+    with open(path, "w") as f:
+        json.dump(cfg, f, indent=2)
 
 
 def main(kind: str, out: str, overrides: str = "{}") -> None:

@@ -15,6 +15,9 @@ from provisioners.scripts import read as read_script
 
 NEEDED = {"tiny-llama": ("config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors"),
           "dummy-config": ("config.json", "tokenizer.json", "tokenizer_config.json")}
+# what make_model.py names in tokenizer_config.json: transformers 4 and 5 both load it (transformers 5's own
+# "TokenizersBackend" does not exist in transformers 4, which vLLM 0.10.2 runs on)
+PORTABLE_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
 
 
 class ModelDir(Step):
@@ -45,6 +48,12 @@ class ModelDir(Step):
             # written by an earlier make_model.py: vLLM 0.10.2 will not start on it ("No model architectures are
             # specified"); vLLM 0.26.0 did
             return Observed(False, state, f"model dir {self.path}: config.json names no architectures")
+        tok = json.loads(target.read_text(posixpath.join(self.path, "tokenizer_config.json")) or "{}")
+        if tok.get("tokenizer_class") != PORTABLE_TOKENIZER_CLASS:
+            # made by another venv's transformers 5 (a host that served gpu-hopper first): vLLM 0.10.2's
+            # transformers 4 exits with "Tokenizer class TokenizersBackend does not exist"
+            return Observed(False, state, f"model dir {self.path}: tokenizer class {tok.get('tokenizer_class')!r}, "
+                                          f"want {PORTABLE_TOKENIZER_CLASS!r} (loads on transformers 4 and 5)")
         return Observed(True, state, f"{self.kind} model at {self.path}")
 
     def apply(self, target, observed: Observed) -> None:
