@@ -2,8 +2,8 @@
 
 The wheels here are stand-ins built by the test: `torch-2.8.0` (no local label, like PyPI's CUDA 12.8 build; a
 tiny `torch` package that answers torch.version.cuda = "12.8"), `torch-2.9.0.dev20250901+cu128` (the nightly),
-`vllm-0.10.2` whose METADATA carries the real wheel's `Requires-Dist: torch==2.8.0` and its
-`flashinfer-python==0.3.0; extra == "flashinfer"`, and `flashinfer-python-0.3.1` (requires torch). They stand
+`vllm-0.10.2` whose METADATA carries the real wheel's `Requires-Dist: torch==2.8.0`, `transformers>=4.55.2` and its
+`flashinfer-python==0.3.0; extra == "flashinfer"`, `transformers` 4.56.2 and 5.25.0, and `flashinfer-python-0.3.1` (requires torch). They stand
 for parts that cannot be installed in a unit test's time (torch with its CUDA wheels is ~3 GB, the vLLM wheel
 436 MB); the steps, pip, the venv and `pip check` are real. docs/evidence/blackwell-install/ has the same
 path with the real wheels from PyPI.
@@ -67,7 +67,9 @@ def wheelhouse(tmp_path_factory) -> Path:
     wheel(wh, "torch", "2.8.0", TORCH_PKG)
     wheel(wh, "torch", "2.9.0.dev20250901+cu128", TORCH_PKG)
     wheel(wh, "vllm", "0.10.2", {"vllm/__init__.py": "__version__ = {version!r}\n"},
-          ["torch==2.8.0", 'flashinfer-python==0.3.0; extra == "flashinfer"'])
+          ["torch==2.8.0", "transformers>=4.55.2", 'flashinfer-python==0.3.0; extra == "flashinfer"'])
+    for version in ("4.56.2", "5.25.0"):          # pip picks 5.25.0 for vLLM's open range, as on PyPI today
+        wheel(wh, "transformers", version, {"transformers/__init__.py": "__version__ = {version!r}\n"})
     wheel(wh, "flashinfer-python", "0.3.1", {"flashinfer/__init__.py": "__version__ = {version!r}\n"}, ["torch"])
     return wh
 
@@ -111,7 +113,8 @@ def test_wheel_path_installs_the_wheels_torch_pin_and_the_second_converge_change
     second, _ = _converge(local, lay, wheelhouse, torch_want, vllm_want, ledger, tmp_path)
     assert [(r.name, r.status) for r in second] == [("torch", "unchanged"), ("vllm", "unchanged"),
                                                     ("flashinfer", "unchanged")], [(r.name, r.note) for r in second]
-    assert DistVersions(lay.python, ("torch",)).read(local) == {"torch": "2.8.0"}
+    assert DistVersions(lay.python, ("torch", "transformers")).read(local) == {"torch": "2.8.0",
+                                                                                "transformers": "4.56.2"}
     res = first[0].after["resolution"]
     assert res["id"] == "R003-3.2-conflict-wheel-pins-torch" and res["path"] == "wheel", res
     assert res["torch"] == "torch==2.8.0" and res["requires"] == "torch==2.8.0", res
@@ -152,3 +155,25 @@ def test_source_path_keeps_the_profiles_nightly_and_says_why(tmp_path):
     want, res = step.resolve(target=None)            # nothing is read on the source path
     assert want == torch_want and want.nightly and want.spec == "torch"
     assert res["path"] == "source" and "use_existing_torch.py" in res["reason"], res
+
+
+@pytest.mark.real_target
+def test_the_profiles_transformers_pin_holds_against_the_open_range_and_drift(wheelhouse, tmp_path):
+    """vLLM 0.10.2's `transformers>=4.55.2` alone gives the newest release (5.25.0 here, as on PyPI today), on which
+    vLLM 0.10.2 cannot load a tokenizer; the profile's `vllm.pins` install 4.56.2 with it, and a later upgrade of
+    transformers is seen and put back by the next converge, then unchanged."""
+    local = Target.from_url("local://")
+    lay = _layout(tmp_path)
+    Venv(lay, python=sys.executable).converge(local)
+    torch_want, vllm_want = _profile(follow=True)
+    assert vllm_want.pins == ["transformers==4.56.2"]
+    ledger = Ledger(tmp_path / "ledger.json")
+    loose = vllm_want.model_copy(update={"pins": []})
+    _converge(local, lay, wheelhouse, torch_want, loose, ledger, tmp_path)
+    assert DistVersions(lay.python, ("transformers",)).read(local) == {"transformers": "5.25.0"}
+    step = VllmInstall(lay, vllm_want, wheelhouse=str(wheelhouse), log_path=str(tmp_path / "vllm.log"))
+    fixed = step.converge(local, ledger=ledger)
+    assert fixed.status == "changed" and "transformers==4.56.2" in fixed.note, fixed
+    assert DistVersions(lay.python, ("transformers",)).read(local) == {"transformers": "4.56.2"}
+    assert step.converge(local, ledger=ledger).status == "unchanged"
+    assert checks.pip_check_clean(PipCheck(lay.python).read(local)) is None

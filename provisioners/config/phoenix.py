@@ -307,6 +307,18 @@ class VllmExpect(_Model):
     lock: str | None = Field(default=None, description="pip pins (a file beside the profile) installed with --no-deps "
                              "together with vllm: the exact set verified to serve, where vLLM's declared dependencies "
                              "cannot all be met offline")
+    pins: list[str] = Field(default=[], description="name==version requirements installed together with the vLLM "
+                            "wheel and checked on every converge: where the wheel's open-ended requirements resolve "
+                            "today to a release that breaks it (vLLM 0.10.2's transformers>=4.55.2 gives transformers "
+                            "5, on which it cannot load a tokenizer)")
+
+    @field_validator("pins")
+    @classmethod
+    def _exact_pins(cls, pins: list[str]) -> list[str]:
+        bad = [p for p in pins if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9._+!-]+", p)]
+        if bad:
+            raise ValueError(f"each pin must be name==version, got {bad}")
+        return pins
 
     @property
     def release(self) -> str:

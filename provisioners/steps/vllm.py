@@ -39,9 +39,13 @@ class VllmInstall(Step):
 
     def lock_missing(self, target) -> list[str]:
         """Pins of the profile's lock not installed at their version in the venv."""
-        if not self.lock:
+        return self.not_installed(target, self.lock)
+
+    def not_installed(self, target, pin_list: list[str]) -> list[str]:
+        """Those of `name==version` pins the venv does not hold at their version."""
+        if not pin_list:
             return []
-        pins = dict(p.split("==", 1) for p in self.lock)
+        pins = dict(p.split("==", 1) for p in pin_list)
         have = DistVersions(self.layout.python, tuple(pins)).read(target)
         return [f"{n}=={v}" for n, v in pins.items() if (have.get(n) or "").split("+")[0] != v]
 
@@ -64,6 +68,11 @@ class VllmInstall(Step):
         if missing:
             return Observed(False, state, f"{len(missing)} of {len(self.lock)} pins of {self.want.lock} not installed: "
                                           f"{', '.join(missing[:5])}")
+        if self.want.pins:
+            off = self.not_installed(target, self.want.pins)
+            state["pins"] = {"want": self.want.pins, "missing": off}
+            if off:
+                return Observed(False, state, f"vllm.pins not installed at their version: {', '.join(off)}")
         if self.is_cpu_wheel:
             conflicts = sorted(n for n in CPU_CONFLICTS if dists.get(n))
             state.update(vllm_metadata=dists.get("vllm"), conflicts=conflicts)
@@ -86,11 +95,14 @@ class VllmInstall(Step):
         if self.lock:
             # the verified set, exactly: --no-deps, so pip neither resolves vLLM's offline-unmeetable
             # requirements nor replaces what the venv already has (the host's torch)
-            pip_install(target, self.layout, [f"{self.want.package}=={self.want.version}", *self.lock_missing(target)],
+            pip_install(target, self.layout, [f"{self.want.package}=={self.want.version}", *self.lock_missing(target),
+                                              *self.not_installed(target, self.want.pins)],
                         step=self.name, log_path=self.log_path, wheelhouse=self.wheelhouse, extra=["--no-deps"])
-        elif version is None or version.split("+")[0] != self.want.version:
-            pip_install(target, self.layout, [f"{self.want.package}=={self.want.version}"], step=self.name,
-                        log_path=self.log_path, wheelhouse=self.wheelhouse)
+        elif (version is None or version.split("+")[0] != self.want.version
+              or self.not_installed(target, self.want.pins)):
+            # the pins resolve together with vLLM: pip keeps them where the wheel's own range allows them
+            pip_install(target, self.layout, [f"{self.want.package}=={self.want.version}", *self.want.pins],
+                        step=self.name, log_path=self.log_path, wheelhouse=self.wheelhouse)
         if self.is_cpu_wheel:
             installed = DistVersions(self.layout.python, CPU_CONFLICTS).read(target)
             present = [n for n in CPU_CONFLICTS if installed.get(n)]
