@@ -68,8 +68,15 @@ def wheelhouse(tmp_path_factory) -> Path:
     wheel(wh, "torch", "2.9.0.dev20250901+cu128", TORCH_PKG)
     wheel(wh, "vllm", "0.10.2", {"vllm/__init__.py": "__version__ = {version!r}\n"},
           ["torch==2.8.0", "transformers>=4.55.2", 'flashinfer-python==0.3.0; extra == "flashinfer"'])
-    for version in ("4.56.2", "5.25.0"):          # pip picks 5.25.0 for vLLM's open range, as on PyPI today
-        wheel(wh, "transformers", version, {"transformers/__init__.py": "__version__ = {version!r}\n"})
+    # pip picks 5.25.0 for vLLM's open range, as on PyPI today; like the real ones, 5.x brings `kernels`, which wants
+    # a huggingface-hub that 4.56.2 takes back below 1.0
+    wheel(wh, "transformers", "4.56.2", {"transformers/__init__.py": "__version__ = {version!r}\n"},
+          ["huggingface-hub<1.0,>=0.34.0"])
+    wheel(wh, "transformers", "5.25.0", {"transformers/__init__.py": "__version__ = {version!r}\n"},
+          ["huggingface-hub>=1.3.0", "kernels"])
+    wheel(wh, "kernels", "0.19.1", {"kernels/__init__.py": ""}, ["huggingface-hub>=1.32.0"])
+    for version in ("0.36.0", "1.32.0"):
+        wheel(wh, "huggingface-hub", version, {"huggingface_hub/__init__.py": "__version__ = {version!r}\n"})
     wheel(wh, "flashinfer-python", "0.3.1", {"flashinfer/__init__.py": "__version__ = {version!r}\n"}, ["torch"])
     return wh
 
@@ -160,8 +167,9 @@ def test_source_path_keeps_the_profiles_nightly_and_says_why(tmp_path):
 @pytest.mark.real_target
 def test_the_profiles_transformers_pin_holds_against_the_open_range_and_drift(wheelhouse, tmp_path):
     """vLLM 0.10.2's `transformers>=4.55.2` alone gives the newest release (5.25.0 here, as on PyPI today), on which
-    vLLM 0.10.2 cannot load a tokenizer; the profile's `vllm.pins` install 4.56.2 with it, and a later upgrade of
-    transformers is seen and put back by the next converge, then unchanged."""
+    vLLM 0.10.2 cannot load a tokenizer; the profile's `vllm.pins` install 4.56.2 with it, and a venv that resolved
+    the open range before is seen and put back by the next converge (with what only 5.25.0 required), then
+    unchanged, pip check clean."""
     local = Target.from_url("local://")
     lay = _layout(tmp_path)
     Venv(lay, python=sys.executable).converge(local)
@@ -170,10 +178,14 @@ def test_the_profiles_transformers_pin_holds_against_the_open_range_and_drift(wh
     ledger = Ledger(tmp_path / "ledger.json")
     loose = vllm_want.model_copy(update={"pins": []})
     _converge(local, lay, wheelhouse, torch_want, loose, ledger, tmp_path)
-    assert DistVersions(lay.python, ("transformers",)).read(local) == {"transformers": "5.25.0"}
+    assert DistVersions(lay.python, ("transformers", "kernels")).read(local) == {"transformers": "5.25.0",
+                                                                                  "kernels": "0.19.1"}
     step = VllmInstall(lay, vllm_want, wheelhouse=str(wheelhouse), log_path=str(tmp_path / "vllm.log"))
     fixed = step.converge(local, ledger=ledger)
     assert fixed.status == "changed" and "transformers==4.56.2" in fixed.note, fixed
-    assert DistVersions(lay.python, ("transformers",)).read(local) == {"transformers": "4.56.2"}
+    # what only transformers 5 required is gone with it (left, `kernels` would fail pip check on huggingface-hub)
+    assert DistVersions(lay.python, ("transformers", "huggingface-hub", "kernels")).read(local) == {
+        "transformers": "4.56.2", "huggingface-hub": "0.36.0", "kernels": None}
+    assert "uninstall -y kernels" in (tmp_path / "vllm.log").read_text()
     assert step.converge(local, ledger=ledger).status == "unchanged"
     assert checks.pip_check_clean(PipCheck(lay.python).read(local)) is None

