@@ -23,13 +23,13 @@ from provisioners.steps.toolchain import pip_install, site_packages
 
 CPU_CONFLICTS = ("torchvision", "torchaudio", "torchcodec")
 
+# (target) -> (ok, reason): does the installed build carry the GPU's kernels? (provisioners/facts/kernels.py)
+KernelCheck = Callable[[object], tuple[bool, str]]
+
 
 def _norm(name: str) -> str:
     """A distribution name as PEP 503 compares it (HardRequirements reports names so)."""
     return re.sub(r"[-_.]+", "-", name).lower()
-
-# (target) -> (ok, reason): does the installed build carry the GPU's kernels? (provisioners/facts/kernels.py)
-KernelCheck = Callable[[object], tuple[bool, str]]
 
 
 class VllmInstall(Step):
