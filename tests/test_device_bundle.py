@@ -293,6 +293,9 @@ def test_the_blackwell_hopper_pins_are_the_profiles_stack():
     assert got["flashinfer-python"] == prof.flashinfer.tag.lstrip("v")
     assert f"nvidia-cuda-nvcc-cu12=={got['nvidia-cuda-nvcc-cu12']}" == prof.flashinfer.jit_nvcc
     assert got["transformers"].startswith("4."), "vLLM 0.10.2 cannot load a tokenizer with transformers 5"
+    # the profile's own pins resolve offline: the wheelhouse carries each at its version
+    assert prof.vllm.pins and {p.split("==")[0]: got.get(p.split("==")[0]) for p in prof.vllm.pins} == dict(
+        p.split("==") for p in prof.vllm.pins)
     assert "build-from-sdist" in next(line for line in (DEVICE / "bundle-pins-gpu-blackwell-hopper.txt")
                                       .read_text().splitlines() if line.startswith("flashinfer-python=="))
 
