@@ -19,6 +19,11 @@ from typing import Any, ClassVar
 from provisioners.core.errors import FactError
 from provisioners.facts import Fact
 
+
+def dist_name(name: str) -> str:
+    """A distribution name as pip compares it (PEP 503): `Flash_Attn` and `flash.attn` are `flash-attn`."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
 # Run on the target with the venv's python; argv: name version wheelhouse cache_dir index_url
 _REQUIRES = r"""
 import glob, importlib.metadata as md, json, os, re, subprocess, sys, zipfile
@@ -168,7 +173,7 @@ class PipCheck(Fact):
         >>> PipCheck.unmet("Flash_Attn 2.0 is not supported on this platform")
         ('flash-attn', 'flash-attn')
         """
-        norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()          # noqa: E731  (PEP 503)
+        norm = dist_name
         if m := re.match(r"(\S+) \S+ requires ([^\s,;]+)", line):
             return norm(m[1]), norm(m[2])
         if m := re.match(r"(\S+) \S+ has requirement .*, but you have (\S+) ", line):

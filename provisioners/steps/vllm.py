@@ -11,13 +11,12 @@ needs two fix-ups, both part of the desired state:
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 from provisioners.core.step import Observed, Step
 from provisioners.config.phoenix import VllmExpect, lock_pins
 from provisioners.facts import DistVersions, HardRequirements
-from provisioners.facts.pins import PipCheck
+from provisioners.facts.pins import PipCheck, dist_name
 from provisioners.config.layout import Layout
 from provisioners.steps.toolchain import pip_install, site_packages
 
@@ -25,11 +24,6 @@ CPU_CONFLICTS = ("torchvision", "torchaudio", "torchcodec")
 
 # (target) -> (ok, reason): does the installed build carry the GPU's kernels? (provisioners/facts/kernels.py)
 KernelCheck = Callable[[object], tuple[bool, str]]
-
-
-def _norm(name: str) -> str:
-    """A distribution name as PEP 503 compares it (HardRequirements reports names so)."""
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 class VllmInstall(Step):
@@ -55,10 +49,10 @@ class VllmInstall(Step):
         have = DistVersions(self.layout.python, tuple(pins)).read(target)
         return [f"{n}=={v}" for n, v in pins.items() if (have.get(n) or "").split("+")[0] != v]
 
-    def replaced_requirements(self, target) -> set[str]:
-        """What the releases the pins are about to replace require (a venv that resolved vLLM's open range before the
-        pin, e.g. transformers 5 and what only it brought in)."""
-        off = [p.split("==", 1)[0] for p in self.not_installed(target, self.want.pins)]
+    def replaced_requirements(self, target, off_pins: list[str]) -> set[str]:
+        """What the releases the pins not yet installed (`off_pins`) are about to replace require (a venv that resolved
+        vLLM's open range before the pin, e.g. transformers 5 and what only it brought in)."""
+        off = [p.split("==", 1)[0] for p in off_pins]
         have = HardRequirements(self.layout.python, tuple(off)).read(target) if off else {}
         return {r for dist in have.values() for r in dist["requires"]}
 
@@ -70,7 +64,7 @@ class VllmInstall(Step):
             return
         every = HardRequirements(self.layout.python).read(target)
         required = {r for dist in every.values() for r in dist["requires"]}
-        keep = {_norm(n) for n in (self.want.package, "vllm", "torch", *(p.split("==", 1)[0] for p in self.want.pins))}
+        keep = {dist_name(n) for n in (self.want.package, "vllm", "torch", *(p.split("==", 1)[0] for p in self.want.pins))}
         orphans = sorted(n for n in replaced if n in every and every[n]["in_venv"] and n not in required
                          and n not in keep)
         if orphans:
@@ -121,15 +115,15 @@ class VllmInstall(Step):
             self.source_step.apply(target, observed)
             return
         version = observed.state.get("version")
+        off_pins = self.not_installed(target, self.want.pins)
         if self.lock:
             # the verified set, exactly: --no-deps, so pip neither resolves vLLM's offline-unmeetable
             # requirements nor replaces what the venv already has (the host's torch)
             pip_install(target, self.layout, [f"{self.want.package}=={self.want.version}", *self.lock_missing(target),
-                                              *self.not_installed(target, self.want.pins)],
+                                              *off_pins],
                         step=self.name, log_path=self.log_path, wheelhouse=self.wheelhouse, extra=["--no-deps"])
-        elif (version is None or version.split("+")[0] != self.want.version
-              or self.not_installed(target, self.want.pins)):
-            replaced = self.replaced_requirements(target)
+        elif version is None or version.split("+")[0] != self.want.version or off_pins:
+            replaced = self.replaced_requirements(target, off_pins)
             # the pins resolve together with vLLM: pip keeps them where the wheel's own range allows them
             pip_install(target, self.layout, [f"{self.want.package}=={self.want.version}", *self.want.pins],
                         step=self.name, log_path=self.log_path, wheelhouse=self.wheelhouse)
